@@ -1,0 +1,127 @@
+// Package hypervisor is the VM abstraction: one VM per pod, started from a
+// resolved Config by a driver (qemu, clh). Drivers know VMMs and TEEs; they
+// know nothing of containers.
+package hypervisor
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/coco-runtime/coco/hypervisor/tee"
+)
+
+// VM is one confidential VM.
+//
+// Lifecycle: New (nothing runs yet; config errors surface here) → Start
+// (VMM process up, guest booting) → Dial (agent reachable) → Stop (graceful
+// power-down, then kill at the deadline; idempotent) → Wait returns. After
+// Stop returns, nothing the VM owned is left: no VMM or helper process, no
+// socket, no state directory.
+//
+// Errors: Start on a started VM returns errdefs.ErrFailedPrecondition; Dial on
+// a VM that is not running returns errdefs.ErrFailedPrecondition.
+type VM interface {
+	// Start launches the VMM and boots the guest. It does not wait for the agent.
+	Start(ctx context.Context) error
+	// Dial connects to a vsock port of the guest, retrying until ctx is done.
+	// The error names what was dialled, for how long, and ends with the
+	// console tail.
+	Dial(ctx context.Context, port uint32) (net.Conn, error)
+	// Stop powers the guest down, kills the VMM at ctx's deadline, and
+	// removes everything the VM created on the host.
+	Stop(ctx context.Context) error
+	// Wait blocks until the VMM process has exited and says why.
+	Wait(ctx context.Context) (ExitStatus, error)
+	// Info describes the running VM.
+	Info() Info
+}
+
+// DiskHotplugger is implemented by VMs that can attach block devices while
+// running (used for container root filesystems).
+type DiskHotplugger interface {
+	// AddDisk attaches a read-only or writable disk; the guest finds it by Serial.
+	AddDisk(ctx context.Context, d Disk) error
+	// RemoveDisk detaches a disk added with AddDisk. Unknown IDs are errdefs.ErrNotFound.
+	RemoveDisk(ctx context.Context, id string) error
+}
+
+// Pauser is implemented by VMs whose vCPUs can be stopped and resumed.
+type Pauser interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+}
+
+// Commander is implemented by drivers that can show what they would launch
+// without launching it (the `vm-command` subcommand).
+type Commander interface {
+	// Command returns the VMM argv (QEMU) or request body (Cloud Hypervisor),
+	// plus notes for the user (e.g. "init-data digest not bound: SE has no field").
+	Command() (lines []string, notes []string, err error)
+}
+
+// Disk is a block device given to the guest.
+type Disk struct {
+	ID       string // unique within the VM; also the device serial the guest sees
+	Path     string // host file
+	ReadOnly bool
+	Format   string // "raw" (default)
+}
+
+// Info describes a running VM.
+type Info struct {
+	PID        int    // VMM process
+	ConsoleLog string // guest serial console log
+	StateDir   string
+	Accel      string // "kvm" or "tcg"
+}
+
+// ExitStatus says why the VMM exited.
+type ExitStatus struct {
+	Code     int
+	Reason   string // e.g. "guest powered off", "killed by signal 9", "guest panicked"
+	ExitedAt time.Time
+}
+
+// Config is a fully resolved VM description. configs/ builds it from TOML.
+type Config struct {
+	ID       string // pod (sandbox) id
+	StateDir string // per-VM directory the driver owns; removed by Stop
+
+	Driver string // "qemu" or "clh"
+	Path   string // VMM binary
+
+	Machine  string // qemu machine type: q35, microvm, pseries, s390-ccw-virtio
+	Accel    string // "auto", "kvm" or "tcg"
+	CPUModel string
+	VCPUs    uint32
+	MemoryMiB uint32
+
+	Kernel       string
+	Initrd       string
+	Firmware     string // -bios / payload.firmware; empty for direct kernel boot
+	IGVM         string // Cloud Hypervisor SNP
+	KernelParams string
+
+	TEE tee.Config
+	// LaunchData is the init-data digest already fitted to the TEE's field
+	// (tee.Kind.LaunchDataSize); nil when the pod has no init-data.
+	LaunchData []byte
+
+	Vsock Vsock
+	// Disks are attached at boot (e.g. the init-data image).
+	Disks []Disk
+
+	// BootTimeout bounds Dial during boot.
+	BootTimeout time.Duration
+}
+
+// Vsock selects how the host reaches the guest agent.
+type Vsock struct {
+	// Mode is "auto" (vhost-vsock when /dev/vhost-vsock exists, else
+	// vhost-user), "vhost" or "vhost-user". Cloud Hypervisor always uses its
+	// own hybrid vsock.
+	Mode string
+	// DaemonPath is the vhost-device-vsock binary for vhost-user mode.
+	DaemonPath string
+}

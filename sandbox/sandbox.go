@@ -1,0 +1,61 @@
+// Package sandbox is one pod in one VM: it owns the hypervisor.VM, the agent
+// client and the host side of every container's root filesystem and stdio
+// streams. The shim drives it; it knows neither QEMU nor containerd's ttrpc
+// plumbing.
+package sandbox
+
+import (
+	"context"
+	"io"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+
+	"github.com/coco-runtime/coco/hypervisor"
+)
+
+// Sandbox is one pod VM.
+//
+// Lifecycle: a Factory returns a Sandbox that runs nothing → Start boots the
+// VM and sets the guest up → tasks are created, driven and deleted → Stop
+// destroys the VM (idempotent) → Events is closed after the last event.
+//
+// Errors follow containerd's errdefs: an unknown container or exec is
+// ErrNotFound, a duplicate ErrAlreadyExists, a call in the wrong state
+// ErrFailedPrecondition. Errors from the guest keep their errdefs code.
+type Sandbox interface {
+	// Start boots the VM and returns once the guest agent has set the pod up.
+	Start(ctx context.Context) error
+	// CreateTask prepares the container's root filesystem and stdio in the
+	// guest, then creates the task there. io carries the host-side stdio.
+	CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, io IO) (*taskAPI.CreateTaskResponse, error)
+	// Exec adds a process to a running container, with its host-side stdio.
+	Exec(ctx context.Context, r *taskAPI.ExecProcessRequest, io IO) error
+	// Task is the guest's task API for every call that carries no host
+	// resources (Start, Kill, Wait, State, Pids, Pause, Resume, Delete, ...).
+	Task() taskAPI.TTRPCTaskService
+	// Events delivers guest task events in the order the guest produced them.
+	// When the VM dies, a TaskExit for every live process is delivered before
+	// the channel closes.
+	Events() <-chan Event
+	// Stop destroys the VM and releases everything on the host.
+	Stop(ctx context.Context) error
+	// Wait blocks until the VM is gone.
+	Wait(ctx context.Context) (hypervisor.ExitStatus, error)
+	// Info describes the running pod VM.
+	Info() hypervisor.Info
+}
+
+// IO is the host side of a process's stdio. Nil members are not connected.
+// With Terminal set, Stderr is nil and Stdout carries the terminal.
+type IO struct {
+	Stdin    io.ReadCloser
+	Stdout   io.WriteCloser
+	Stderr   io.WriteCloser
+	Terminal bool
+}
+
+// Event is one task event from the guest (e.g. *eventstypes.TaskExit).
+type Event struct {
+	Topic   string
+	Message any
+}
