@@ -10,7 +10,9 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 
+	"github.com/coco-runtime/coco/configs"
 	"github.com/coco-runtime/coco/hypervisor"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Sandbox is one pod VM.
@@ -59,3 +61,21 @@ type Event struct {
 	Topic   string
 	Message any
 }
+
+// Options describe the pod a Factory creates a Sandbox for.
+type Options struct {
+	ID        string // sandbox (pod) id
+	Namespace string // containerd namespace
+	// Bundle is the host bundle of the sandbox container (podsandbox mode) or
+	// the sandbox bundle (sandboxer = "shim").
+	Bundle      string
+	Config      *configs.Config
+	Spec        *specs.Spec       // sandbox container spec (hostname, namespaces); may be nil
+	Annotations map[string]string // pod annotations (init-data, policy)
+	NetNSPath   string
+	// StateDir is where the sandbox keeps what `delete` needs after a crash.
+	StateDir string
+}
+
+// Factory creates a Sandbox; tests pass a fake.
+type Factory func(ctx context.Context, opts Options) (Sandbox, error)

@@ -57,3 +57,19 @@ type SEOptions struct{}
 
 // PEFOptions configure pef-guest (no properties today).
 type PEFOptions struct{}
+
+// LaunchDataSize is the size in bytes of the hardware field that binds the
+// init-data digest at launch (SNP HOST_DATA, TDX MRCONFIGID), or 0 when the
+// TEE has no such field and init-data can only be checked by the verifier.
+func (k Kind) LaunchDataSize() int {
+	switch k {
+	case SNP:
+		return 32
+	case TDX:
+		return 48
+	}
+	return 0
+}
+
+// Confidential reports whether the kind is a real TEE.
+func (k Kind) Confidential() bool { return k != None && k != "" }
