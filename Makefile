@@ -7,8 +7,16 @@ GO    ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/coco-runtime/coco/shim/version.Version=$(VERSION)
 
-.PHONY: all build shim lint test unit install clean
+.PHONY: all build shim deps lint test unit install clean
 all: build
+
+# Host packages (apt): QEMU, vhost-device-vsock, erofs-utils, CNI plugins, ...
+deps:
+	@bash scripts/install-deps.sh
+
+# The README's test command: unit tests, then the integration tests through a
+# real containerd, real QEMU and the real guest.
+test: deps lint unit integration
 
 build: shim
 

@@ -1,0 +1,102 @@
+//go:build coco_glue
+
+package sandbox
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/configs"
+	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/hypervisor/clh"
+	"github.com/coco-runtime/coco/hypervisor/qemu"
+	"github.com/coco-runtime/coco/hypervisor/tee"
+	"github.com/coco-runtime/coco/virtcontainers/agent"
+	"github.com/coco-runtime/coco/virtcontainers/initdata"
+)
+
+// Pod annotations the sandbox reads, each only when the runtime class's
+// annotations_allowed list admits it.
+const (
+	annotationInitData = "io.katacontainers.config.hypervisor.cc_init_data"
+	annotationPolicy   = "io.katacontainers.config.agent.policy"
+)
+
+func newVM(cfg hypervisor.Config) (hypervisor.VM, error) {
+	switch cfg.Driver {
+	case "qemu":
+		return qemu.New(cfg)
+	case "clh":
+		return clh.New(cfg)
+	}
+	return nil, fmt.Errorf("hypervisor driver %q: must be \"qemu\" or \"clh\": %w", cfg.Driver, errdefs.ErrInvalidArgument)
+}
+
+func dialAgent(ctx context.Context, vm hypervisor.VM) (agentClient, error) {
+	return agent.Dial(ctx, vm)
+}
+
+func mkfsPath(c *configs.Config) string { return c.Rootfs.Mkfs }
+
+// initDataPlan is the pod's init-data as it will be bound and delivered.
+type initDataPlan struct {
+	launchData []byte // digest fitted to the TEE's launch-data field, or nil
+	note       string // why the digest is not bound in hardware, if it is not
+	image      []byte // block image the guest reads
+}
+
+// planInitData takes init-data from the pod annotation (when allowed) or the
+// runtime class's default file, validates it and prepares its binding.
+func planInitData(opts Options, kind tee.Kind) (*initDataPlan, error) {
+	var (
+		id  *initdata.InitData
+		err error
+	)
+	if v, ok := opts.Annotations[annotationInitData]; ok {
+		if !opts.Config.AnnotationAllowed(annotationInitData) {
+			return nil, fmt.Errorf("annotation %s is not allowed by runtime class config %s: add it to [runtime] annotations_allowed: %w",
+				annotationInitData, opts.Config.Path, errdefs.ErrPermissionDenied)
+		}
+		if id, err = initdata.Decode(v); err != nil {
+			return nil, fmt.Errorf("annotation %s: %w", annotationInitData, err)
+		}
+	} else if path := opts.Config.Runtime.InitData; path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("[runtime] initdata in %s: %w", opts.Config.Path, err)
+		}
+		if id, err = initdata.Parse(raw); err != nil {
+			return nil, fmt.Errorf("[runtime] initdata file %s: %w", path, err)
+		}
+	} else {
+		return nil, nil
+	}
+	image, err := initdata.BlockImage(id.Raw)
+	if err != nil {
+		return nil, err
+	}
+	launch, note := initdata.Binding(kind, id)
+	return &initDataPlan{launchData: launch, note: note, image: image}, nil
+}
+
+// podPolicy returns the agent policy the pod asks for through its annotation
+// (base64 Rego), or "" to keep the guest's own (init-data or image default).
+func podPolicy(opts Options) (string, error) {
+	v, ok := opts.Annotations[annotationPolicy]
+	if !ok {
+		return "", nil
+	}
+	if !opts.Config.AnnotationAllowed(annotationPolicy) {
+		return "", fmt.Errorf("annotation %s is not allowed by runtime class config %s: add it to [runtime] annotations_allowed: %w",
+			annotationPolicy, opts.Config.Path, errdefs.ErrPermissionDenied)
+	}
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return "", fmt.Errorf("annotation %s: not base64 (encode the Rego text with base64 -w0): %w", annotationPolicy, errdefs.ErrInvalidArgument)
+	}
+	return string(b), nil
+}

@@ -1,0 +1,401 @@
+//go:build coco_glue
+
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+)
+
+// agentClient is what the sandbox needs of the guest agent connection.
+type agentClient interface {
+	streamOpener
+	Task() taskAPI.TTRPCTaskService
+	Agent() api.AgentClient
+	Close() error
+}
+
+// orphanExitStatus is reported for processes that were running when the VM
+// died: the guest can no longer say how they ended.
+const orphanExitStatus = 255
+
+type vmSandbox struct {
+	opts     Options
+	vmConfig hypervisor.Config
+	vm       hypervisor.VM
+	dial     func(ctx context.Context, vm hypervisor.VM) (agentClient, error)
+	initData *initDataPlan
+
+	mu      sync.Mutex
+	started bool
+	agent   agentClient
+	disks   map[string]string // container id → rootfs image on the host
+
+	events   chan Event
+	live     liveProcs
+	bgCancel context.CancelFunc
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New is the Factory of real sandboxes: it resolves the configuration and
+// validates the pod's input (init-data, annotations) but starts nothing.
+func New(ctx context.Context, opts Options) (Sandbox, error) {
+	if opts.Config == nil {
+		return nil, fmt.Errorf("sandbox %s: no configuration: %w", opts.ID, errdefs.ErrInvalidArgument)
+	}
+	if opts.StateDir == "" {
+		return nil, fmt.Errorf("sandbox %s: no state directory: %w", opts.ID, errdefs.ErrInvalidArgument)
+	}
+	vmCfg, err := opts.Config.VM(opts.ID, filepath.Join(opts.StateDir, "vm"))
+	if err != nil {
+		return nil, err
+	}
+	plan, err := planInitData(opts, vmCfg.TEE.Kind)
+	if err != nil {
+		return nil, err
+	}
+	if plan != nil {
+		vmCfg.LaunchData = plan.launchData
+		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: "initdata", Path: filepath.Join(opts.StateDir, "initdata.img"), ReadOnly: true})
+		if plan.note != "" {
+			log.G(ctx).WithField("sandbox", opts.ID).Warn(plan.note)
+		}
+	}
+	vm, err := newVM(vmCfg)
+	if err != nil {
+		return nil, err
+	}
+	return &vmSandbox{
+		opts:     opts,
+		vmConfig: vmCfg,
+		vm:       vm,
+		dial:     dialAgent,
+		initData: plan,
+		disks:    map[string]string{},
+		events:   make(chan Event, 128),
+	}, nil
+}
+
+func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return fmt.Errorf("sandbox %s already started: %w", s.opts.ID, errdefs.ErrFailedPrecondition)
+	}
+	s.started = true
+	log.G(ctx).WithField("sandbox", s.opts.ID).Debug("starting pod VM")
+	if err := os.MkdirAll(s.opts.StateDir, 0o700); err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			s.teardown(sctx)
+		}
+	}()
+	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir}); err != nil {
+		return err
+	}
+	if s.initData != nil {
+		if err := os.WriteFile(filepath.Join(s.opts.StateDir, "initdata.img"), s.initData.image, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := s.vm.Start(ctx); err != nil {
+		return err
+	}
+	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir, VMPID: s.vm.Info().PID}); err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.vmConfig.BootTimeout)
+	defer cancel()
+	client, err := s.dial(dctx, s.vm)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: guest agent did not answer: %w", s.opts.ID, err)
+	}
+	s.agent = client
+
+	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.bgCancel = bgCancel
+	stream, err := client.Agent().Events(bg, &api.EventsRequest{})
+	if err != nil {
+		return fmt.Errorf("sandbox %s: subscribe to guest events: %w", s.opts.ID, err)
+	}
+	go s.pumpEvents(bg, stream)
+
+	setup, err := s.setupRequest()
+	if err != nil {
+		return err
+	}
+	if _, err := client.Agent().SetupSandbox(ctx, setup); err != nil {
+		return fmt.Errorf("sandbox %s: guest setup: %w", s.opts.ID, err)
+	}
+	return nil
+}
+
+func (s *vmSandbox) setupRequest() (*api.SetupSandboxRequest, error) {
+	r := &api.SetupSandboxRequest{SandboxId: s.opts.ID, HostTime: timestamppb.Now()}
+	if sp := s.opts.Spec; sp != nil {
+		r.Hostname = sp.Hostname
+		if sp.Linux != nil {
+			r.Sysctls = sp.Linux.Sysctl
+		}
+		b, err := json.Marshal(sp)
+		if err != nil {
+			return nil, err
+		}
+		r.SandboxSpec = b
+	}
+	policy, err := podPolicy(s.opts)
+	if err != nil {
+		return nil, err
+	}
+	r.Policy = policy
+	return r, nil
+}
+
+// pumpEvents forwards guest events in order. When the stream ends (the VM
+// is gone or stopping) every process still running gets its TaskExit.
+func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClient) {
+	defer close(s.events)
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		msg, err := typeurl.UnmarshalAny(ev.GetEvent())
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("topic", ev.GetTopic()).Warn("dropping undecodable guest event")
+			continue
+		}
+		s.live.observe(msg)
+		s.events <- Event{Topic: ev.GetTopic(), Message: msg}
+	}
+	orphans := s.live.orphanExits(orphanExitStatus)
+	if len(orphans) > 0 {
+		log.G(ctx).WithField("sandbox", s.opts.ID).Warnf("pod VM gone with %d processes running; reporting them exited", len(orphans))
+	}
+	for _, e := range orphans {
+		s.events <- e
+	}
+}
+
+func (s *vmSandbox) client() (agentClient, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.agent == nil {
+		return nil, fmt.Errorf("sandbox %s is not running: %w", s.opts.ID, errdefs.ErrFailedPrecondition)
+	}
+	return s.agent, nil
+}
+
+func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, pio IO) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	c, err := s.client()
+	if err != nil {
+		return nil, err
+	}
+	specBytes, spec, err := readSpec(r.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	prep := &api.PrepareContainerRequest{ContainerId: r.ID, Spec: specBytes}
+	if isSandboxContainer(spec, r.ID, s.opts.ID) {
+		prep.SandboxContainer = true
+		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Agent{Agent: &emptypb.Empty{}}}
+	} else {
+		serial, err := s.attachRootfs(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if retErr != nil {
+				s.detachRootfs(context.WithoutCancel(ctx), r.ID)
+			}
+		}()
+		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Block{Block: &api.BlockDevice{Serial: serial, Fstype: "erofs"}}}
+	}
+	if prep.Files, err = hostFiles(spec); err != nil {
+		return nil, err
+	}
+	prepared, err := c.Agent().PrepareContainer(ctx, prep)
+	if err != nil {
+		return nil, err
+	}
+	stdin, stdout, stderr, abort, err := connectStdio(ctx, c, r.ID, "", pio)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Task().Create(ctx, &taskAPI.CreateTaskRequest{
+		ID:       r.ID,
+		Bundle:   prepared.GetBundle(),
+		Terminal: r.Terminal,
+		Stdin:    stdin,
+		Stdout:   stdout,
+		Stderr:   stderr,
+	})
+	if err != nil {
+		abort()
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskRequest) (string, error) {
+	hot, ok := s.vm.(hypervisor.DiskHotplugger)
+	if !ok {
+		return "", fmt.Errorf("hypervisor %q cannot attach disks to a running VM: %w", s.vmConfig.Driver, errdefs.ErrNotImplemented)
+	}
+	dir := filepath.Join(s.opts.StateDir, "rootfs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	image := filepath.Join(dir, r.ID+".erofs")
+	if err := buildRootfsImage(ctx, mkfsPath(s.opts.Config), r.Bundle, r.Rootfs, image); err != nil {
+		return "", fmt.Errorf("container %s: %w", r.ID, err)
+	}
+	serial := diskSerial(r.ID)
+	if err := hot.AddDisk(ctx, hypervisor.Disk{ID: serial, Path: image, ReadOnly: true}); err != nil {
+		os.Remove(image)
+		return "", fmt.Errorf("container %s: attach rootfs image: %w", r.ID, err)
+	}
+	s.mu.Lock()
+	s.disks[r.ID] = image
+	s.mu.Unlock()
+	return serial, nil
+}
+
+func (s *vmSandbox) detachRootfs(ctx context.Context, containerID string) {
+	s.mu.Lock()
+	image, ok := s.disks[containerID]
+	delete(s.disks, containerID)
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	if hot, ok := s.vm.(hypervisor.DiskHotplugger); ok {
+		if err := hot.RemoveDisk(ctx, diskSerial(containerID)); err != nil {
+			log.G(ctx).WithError(err).WithField("container", containerID).Warn("detach rootfs image")
+		}
+	}
+	os.Remove(image)
+}
+
+func (s *vmSandbox) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest, pio IO) error {
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	stdin, stdout, stderr, abort, err := connectStdio(ctx, c, r.ID, r.ExecID, pio)
+	if err != nil {
+		return err
+	}
+	_, err = c.Task().Exec(ctx, &taskAPI.ExecProcessRequest{
+		ID: r.ID, ExecID: r.ExecID, Terminal: r.Terminal, Spec: r.Spec,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr,
+	})
+	if err != nil {
+		abort()
+	}
+	return err
+}
+
+func (s *vmSandbox) Task() taskAPI.TTRPCTaskService {
+	return &guestTasks{s: s}
+}
+
+func (s *vmSandbox) Events() <-chan Event { return s.events }
+
+func (s *vmSandbox) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		c := s.agent
+		s.mu.Unlock()
+		if c != nil {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if _, err := c.Agent().DestroySandbox(dctx, &api.DestroySandboxRequest{}); err != nil {
+				log.G(ctx).WithError(err).Debug("guest DestroySandbox")
+			}
+			cancel()
+		}
+		s.stopErr = s.teardown(ctx)
+	})
+	return s.stopErr
+}
+
+// teardown stops the VM and removes everything the sandbox made on the host.
+func (s *vmSandbox) teardown(ctx context.Context) error {
+	var errs []error
+	if err := s.vm.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	s.mu.Lock()
+	c := s.agent
+	s.agent = nil
+	s.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	if s.bgCancel != nil {
+		s.bgCancel()
+	} else {
+		// The event pump never started: close the channel ourselves.
+		s.closeEventsOnce()
+	}
+	if err := os.RemoveAll(s.opts.StateDir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *vmSandbox) closeEventsOnce() {
+	defer func() { recover() }() // already closed by the pump
+	close(s.events)
+}
+
+func (s *vmSandbox) Wait(ctx context.Context) (hypervisor.ExitStatus, error) {
+	return s.vm.Wait(ctx)
+}
+
+func (s *vmSandbox) Info() hypervisor.Info { return s.vm.Info() }
+
+// readSpec reads the host bundle's OCI spec.
+func readSpec(bundle string) ([]byte, *specs.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read bundle spec: %w", err)
+	}
+	var sp specs.Spec
+	if err := json.Unmarshal(b, &sp); err != nil {
+		return nil, nil, fmt.Errorf("bundle %s: config.json: %w: %w", bundle, err, errdefs.ErrInvalidArgument)
+	}
+	return b, &sp, nil
+}
+
+func isSandboxContainer(sp *specs.Spec, id, sandboxID string) bool {
+	if t, ok := sp.Annotations["io.kubernetes.cri.container-type"]; ok {
+		return t == "sandbox"
+	}
+	return id == sandboxID && sp.Annotations["io.kubernetes.cri.sandbox-id"] != ""
+}
+
+var _ net.Conn = (net.Conn)(nil)
