@@ -1,0 +1,173 @@
+package initdata
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestBlockImageRoundTrip(t *testing.T) {
+	for _, alg := range Algorithms() {
+		raw := doc(string(alg))
+		img, err := BlockImage(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(img)%512 != 0 {
+			t.Fatalf("image is %d bytes, not a multiple of 512", len(img))
+		}
+		if string(img[:8]) != "initdata" {
+			t.Fatalf("magic %q", img[:8])
+		}
+		n := binary.LittleEndian.Uint64(img[8:16])
+		if 16+int(n) > len(img) || 16+int(n)+512 <= len(img) {
+			t.Fatalf("gzip length %d does not fit image of %d", n, len(img))
+		}
+		if !bytes.Equal(img[16+n:], make([]byte, len(img)-16-int(n))) {
+			t.Fatal("padding is not zero")
+		}
+		got, err := ReadBlockImage(bytes.NewReader(img))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, raw) {
+			t.Fatal("round trip changed the document")
+		}
+		// The guest must derive the same digest as the host.
+		if !bytes.Equal(mustParse(t, got).Digest(), mustParse(t, raw).Digest()) {
+			t.Fatal("digest differs after round trip")
+		}
+	}
+}
+
+func TestBlockImageRejectsInvalidDocument(t *testing.T) {
+	if _, err := BlockImage([]byte("version = \"9\"\n")); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestReadBlockImageErrors(t *testing.T) {
+	img, err := BlockImage(doc("sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadBlockImage(bytes.NewReader(make([]byte, 4096))); !errdefs.IsNotFound(err) {
+		t.Fatalf("zero disk: %v", err)
+	}
+	if _, err := ReadBlockImage(bytes.NewReader([]byte("init"))); !errdefs.IsNotFound(err) {
+		t.Fatalf("tiny disk: %v", err)
+	}
+	huge := append([]byte(nil), img...)
+	binary.LittleEndian.PutUint64(huge[8:], 1<<40)
+	if _, err := ReadBlockImage(bytes.NewReader(huge)); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "out of range") {
+		t.Fatalf("huge length: %v", err)
+	}
+	past := append([]byte(nil), img...)
+	binary.LittleEndian.PutUint64(past[8:], uint64(len(img)))
+	if _, err := ReadBlockImage(bytes.NewReader(past)); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "runs past the device") {
+		t.Fatalf("length past end: %v", err)
+	}
+	corrupt := append([]byte(nil), img...)
+	corrupt[16] ^= 0xff
+	if _, err := ReadBlockImage(bytes.NewReader(corrupt)); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("corrupt gzip: %v", err)
+	}
+}
+
+func TestScanAndWriteBlockImage(t *testing.T) {
+	dir := t.TempDir()
+	raw := doc("sha384")
+	if err := os.WriteFile(filepath.Join(dir, "vda"), make([]byte, 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Scan([]string{filepath.Join(dir, "vd*")}); !errdefs.IsNotFound(err) {
+		t.Fatalf("no image: %v", err)
+	}
+	img := filepath.Join(dir, "vdb")
+	if err := WriteBlockImage(img, raw); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(img); err != nil || fi.Mode().Perm() != 0o444 {
+		t.Fatalf("image mode: %v %v", fi.Mode(), err)
+	}
+	got, dev, err := Scan([]string{filepath.Join(dir, "vd*")})
+	if err != nil || dev != img || !bytes.Equal(got, raw) {
+		t.Fatalf("scan: dev=%s err=%v", dev, err)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, ".initdata-*"))
+	if len(left) != 0 {
+		t.Fatalf("temporary files left behind: %v", left)
+	}
+	// A device with the magic but a broken body is an error, never skipped.
+	bad, _ := os.ReadFile(img)
+	n := binary.LittleEndian.Uint64(bad[8:16])
+	bad[16+n-8] ^= 0xff // the gzip CRC-32
+	if err := os.WriteFile(filepath.Join(dir, "vda"), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, dev, err := Scan([]string{filepath.Join(dir, "vd*")}); err == nil || !strings.HasSuffix(dev, "vda") {
+		t.Fatalf("tampered image accepted: dev=%s err=%v", dev, err)
+	}
+}
+
+func TestWriteFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "initdata")
+	raw := doc("sha256")
+	id := mustParse(t, raw)
+	policy, err := WriteFiles(dir, raw, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(policy, "package agent_policy") {
+		t.Fatalf("policy %q", policy)
+	}
+	for name, want := range map[string]string{"initdata.toml": string(raw), "aa.toml": id.Data[KeyAA], "cdh.toml": id.Data[KeyCDH]} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(b) != want {
+			t.Fatalf("%s: %q %v", name, b, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "policy.rego")); !os.IsNotExist(err) {
+		t.Fatalf("policy.rego written to disk: %v", err)
+	}
+	// A later document without cdh.toml removes the stale file.
+	raw2 := []byte("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"aa.toml\" = \"x\"\n")
+	policy, err = WriteFiles(dir, raw2, mustParse(t, raw2))
+	if err != nil || policy != "" {
+		t.Fatalf("second write: %q %v", policy, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cdh.toml")); !os.IsNotExist(err) {
+		t.Fatalf("stale cdh.toml: %v", err)
+	}
+	if _, err := WriteFiles(dir, raw, mustParse(t, raw2)); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("mismatched raw accepted: %v", err)
+	}
+}
+
+func TestReadTSMReport(t *testing.T) {
+	if _, _, err := ReadTSMReport(filepath.Join(t.TempDir(), "absent"), nil); !errdefs.IsNotFound(err) {
+		t.Fatalf("absent configfs-tsm: %v", err)
+	}
+	if _, err := VerifyInGuest(filepath.Join(t.TempDir(), "absent"), mustParse(t, doc("sha256"))); !errdefs.IsNotFound(err) {
+		t.Fatalf("VerifyInGuest without TSM: %v", err)
+	}
+	if _, err := os.Stat(TSMReportDir); err != nil {
+		t.Skipf("no configfs-tsm at %s (no TEE guest here): would fetch a real report and compare HOST_DATA/MRCONFIGID", TSMReportDir)
+	}
+	blob, provider, err := ReadTSMReport(TSMReportDir, []byte("coco"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kind, err := ProviderKind(provider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReportField(kind, blob); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,144 @@
+package initdata
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/hypervisor/tee"
+)
+
+// GuestDir is where the guest publishes init-data for the attestation agent
+// and the confidential data hub (the CoCo convention).
+const GuestDir = "/run/confidential-containers/initdata"
+
+// WriteFiles publishes a validated document in dir: initdata.toml (the raw
+// bytes, so the attestation agent recomputes the same digest), plus aa.toml
+// and cdh.toml when present. It returns the policy.rego entry ("" when
+// absent) for the policy engine; the policy is not written to disk. id must
+// be the result of Parse(raw).
+func WriteFiles(dir string, raw []byte, id *InitData) (policy string, err error) {
+	if id == nil || !bytes.Equal(id.Raw(), raw) {
+		return "", fmt.Errorf("init-data: WriteFiles needs the document parsed from raw: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("init-data dir: %w", err)
+	}
+	if err := writeAtomic(filepath.Join(dir, "initdata.toml"), raw); err != nil {
+		return "", err
+	}
+	for _, k := range []string{KeyAA, KeyCDH} {
+		p := filepath.Join(dir, k)
+		v, ok := id.Get(k)
+		if !ok {
+			// A stale file from an earlier document must not survive.
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return "", fmt.Errorf("init-data: %w", err)
+			}
+			continue
+		}
+		if err := writeAtomic(p, []byte(v)); err != nil {
+			return "", err
+		}
+	}
+	policy, _ = id.Get(KeyPolicy)
+	return policy, nil
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("init-data: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("init-data %s: %w", path, err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("init-data %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("init-data %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("init-data: %w", err)
+	}
+	return nil
+}
+
+// TSMReportDir is where Linux (6.7+) exposes configfs-tsm attestation reports.
+const TSMReportDir = "/sys/kernel/config/tsm/report"
+
+// ReadTSMReport asks the guest kernel for a TEE report through configfs-tsm
+// under root (TSMReportDir in a guest): it creates an entry, writes
+// reportData (at most 64 bytes) as inblob and returns outblob (an SNP
+// ATTESTATION_REPORT or a TDX quote) and the provider ("sev_guest",
+// "tdx_guest"). The entry is removed again. No configfs-tsm — every non-TEE
+// guest, and these development machines — is errdefs.ErrNotFound.
+func ReadTSMReport(root string, reportData []byte) (outblob []byte, provider string, err error) {
+	if len(reportData) > 64 {
+		return nil, "", fmt.Errorf("report data is %d bytes, at most 64: %w", len(reportData), errdefs.ErrInvalidArgument)
+	}
+	if _, err := os.Stat(root); err != nil {
+		return nil, "", fmt.Errorf("configfs-tsm %s: %v: %w", root, err, errdefs.ErrNotFound)
+	}
+	entry, err := os.MkdirTemp(root, "coco-initdata-")
+	if err != nil {
+		return nil, "", fmt.Errorf("configfs-tsm: %w", err)
+	}
+	// configfs entries are removed with rmdir, never by deleting their files.
+	defer os.Remove(entry)
+	if err := os.WriteFile(filepath.Join(entry, "inblob"), Fit(reportData, 64), 0o600); err != nil {
+		return nil, "", fmt.Errorf("configfs-tsm inblob: %w", err)
+	}
+	outblob, err = os.ReadFile(filepath.Join(entry, "outblob"))
+	if err != nil {
+		return nil, "", fmt.Errorf("configfs-tsm outblob: %w", err)
+	}
+	p, err := os.ReadFile(filepath.Join(entry, "provider"))
+	if err != nil {
+		return nil, "", fmt.Errorf("configfs-tsm provider: %w", err)
+	}
+	return outblob, strings.TrimSpace(string(p)), nil
+}
+
+// ProviderKind maps a configfs-tsm provider name to the TEE kind.
+func ProviderKind(provider string) (tee.Kind, error) {
+	switch provider {
+	case "sev_guest":
+		return tee.SNP, nil
+	case "tdx_guest":
+		return tee.TDX, nil
+	}
+	return "", fmt.Errorf("configfs-tsm provider %q is not known (want sev_guest or tdx_guest): %w", provider, errdefs.ErrNotImplemented)
+}
+
+// VerifyInGuest is what the agent runs at sandbox setup: if the guest has a
+// TEE report interface under tsmRoot, fetch a report and compare its binding
+// field with id's digest. It returns the TEE kind found, or ErrNotFound when
+// there is no TEE report interface (then only the verifier can check the
+// init-data; the agent should log that and go on). A mismatch is
+// errdefs.ErrFailedPrecondition and must stop the sandbox.
+func VerifyInGuest(tsmRoot string, id *InitData) (tee.Kind, error) {
+	blob, provider, err := ReadTSMReport(tsmRoot, nil)
+	if err != nil {
+		return "", err
+	}
+	kind, err := ProviderKind(provider)
+	if err != nil {
+		return "", err
+	}
+	field, err := ReportField(kind, blob)
+	if err != nil {
+		return kind, err
+	}
+	return kind, VerifyAgainstReport(kind, id.Digest(), field)
+}
