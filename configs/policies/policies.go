@@ -1,0 +1,16 @@
+// Package policies holds the agent policies shipped with the runtime; the
+// guest agent embeds them as its defaults.
+package policies
+
+import _ "embed"
+
+// AllowAll lets the host ask for anything (coco-dev, no TEE).
+//
+//go:embed allow-all.rego
+var AllowAll string
+
+// DefaultTEE allows the pod lifecycle and denies exec, container stdio and
+// policy changes unless the pod owner's policy allows them.
+//
+//go:embed default-tee.rego
+var DefaultTEE string
