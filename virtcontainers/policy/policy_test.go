@@ -33,7 +33,6 @@ func mustCompile(t testing.TB, src string) *Engine {
 	return e
 }
 
-
 func TestShippedPolicies(t *testing.T) {
 	ctx := context.Background()
 	all := mustCompile(t, policies.AllowAll)
