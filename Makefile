@@ -31,7 +31,17 @@ lint:
 unit:
 	$(GO) test -count=1 ./...
 
+# Installs the shim on PATH (containerd finds it by name) and the runtime
+# class files next to the guest assets.
+install: shim
+	install -D -m 0755 $(BIN)/containerd-shim-coco-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-coco-v2
+	install -d $(DESTDIR)$(SHARE)/configs $(DESTDIR)$(SHARE)/policies
+	install -m 0644 configs/*.toml $(DESTDIR)$(SHARE)/configs/
+	install -m 0644 configs/policies/*.rego $(DESTDIR)$(SHARE)/policies/
+	@if [ -f build/guest/initrd.img ]; then $(MAKE) --no-print-directory install-guest-assets; \
+	else echo "guest assets not built: run 'make guest-assets' then 'make install' to install them"; fi
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build
 
 include $(wildcard mk/*.mk)
