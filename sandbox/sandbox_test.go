@@ -1,0 +1,158 @@
+package sandbox
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestOrphanExitsExecsBeforeInit(t *testing.T) {
+	var l liveProcs
+	l.observe(&eventstypes.TaskStart{ContainerID: "b", Pid: 10})
+	l.observe(&eventstypes.TaskStart{ContainerID: "a", Pid: 11})
+	l.observe(&eventstypes.TaskExecStarted{ContainerID: "b", ExecID: "x", Pid: 12})
+	l.observe(&eventstypes.TaskExecStarted{ContainerID: "a", ExecID: "y", Pid: 13})
+	l.observe(&eventstypes.TaskStart{ContainerID: "gone", Pid: 14})
+	l.observe(&eventstypes.TaskExit{ContainerID: "gone", ID: "gone", Pid: 14})
+
+	var got []string
+	for _, e := range l.orphanExits(255) {
+		x := e.Message.(*eventstypes.TaskExit)
+		if e.Topic != "/tasks/exit" || x.ExitStatus != 255 || x.ExitedAt == nil {
+			t.Fatalf("bad synthesized exit %+v", e)
+		}
+		got = append(got, x.ContainerID+"/"+x.ID)
+	}
+	want := "a/y b/x a/a b/b"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("orphan exits %v, want %s", got, want)
+	}
+	if len(l.orphanExits(255)) != 0 {
+		t.Fatal("orphan exits reported twice")
+	}
+}
+
+func TestDiskSerialFitsVirtio(t *testing.T) {
+	a, b := diskSerial(strings.Repeat("x", 64)), diskSerial("y")
+	if len(a) > 20 || len(b) > 20 || a == b {
+		t.Fatalf("serials %q %q must be distinct and at most 20 bytes", a, b)
+	}
+}
+
+func TestHostFiles(t *testing.T) {
+	dir := t.TempDir()
+	hosts := filepath.Join(dir, "hosts")
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644)
+	sp := &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"rbind", "ro"}},
+		{Destination: "/data", Type: "bind", Source: dir},    // directory: not copied
+		{Destination: "/proc", Type: "proc", Source: "proc"}, // not a bind
+		{Destination: "/gone", Source: filepath.Join(dir, "missing"), Options: []string{"bind"}},
+	}}
+	files, err := hostFiles(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 1 || files[0].Destination != "/etc/hosts" || string(files[0].Content) != "127.0.0.1 localhost\n" || files[0].Mode != 0o644 {
+		t.Fatalf("files = %+v", files)
+	}
+
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, make([]byte, maxHostFile+1), 0o644)
+	sp.Mounts = append(sp.Mounts, specs.Mount{Destination: "/big", Type: "bind", Source: big})
+	_, err = hostFiles(sp)
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "/big") {
+		t.Fatalf("oversized file: err = %v", err)
+	}
+}
+
+// pipeStreams is an in-memory streamOpener: the "guest" end of each stream
+// is kept so the test can play the agent.
+type pipeStreams struct{ guest map[string]net.Conn }
+
+func (p *pipeStreams) OpenStream(_ context.Context, cid, exec, kind string) (net.Conn, error) {
+	host, guest := net.Pipe()
+	p.guest[cid+"/"+exec+"/"+kind] = guest
+	return host, nil
+}
+
+type closeBuffer struct {
+	strings.Builder
+	closed chan struct{}
+}
+
+func (b *closeBuffer) Close() error { close(b.closed); return nil }
+
+func TestConnectStdio(t *testing.T) {
+	p := &pipeStreams{guest: map[string]net.Conn{}}
+	stdout := &closeBuffer{closed: make(chan struct{})}
+	stdinR, stdinW := io.Pipe()
+	in, out, errf, _, err := connectStdio(context.Background(), p, "c1", "", IO{Stdin: stdinR, Stdout: stdout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in != stdioPlaceholder || out != stdioPlaceholder || errf != "" {
+		t.Fatalf("fields %q %q %q", in, out, errf)
+	}
+	if _, ok := p.guest["c1/-/stderr"]; ok {
+		t.Fatal("stderr stream opened without a host writer")
+	}
+	go func() {
+		stdinW.Write([]byte("ping"))
+		stdinW.Close()
+	}()
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(p.guest["c1/-/stdin"], buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("guest stdin got %q, %v", buf, err)
+	}
+	g := p.guest["c1/-/stdout"]
+	g.Write([]byte("pong"))
+	g.Close()
+	select {
+	case <-stdout.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("host stdout not closed after the guest stream ended")
+	}
+	if stdout.String() != "pong" {
+		t.Fatalf("host stdout %q", stdout.String())
+	}
+}
+
+func TestCleanupKillsReferencingProcesses(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "pod")
+	os.MkdirAll(filepath.Join(state, "vm"), 0o700)
+	// A stand-in for a leftover VMM: its argv names the state directory.
+	cmd := exec.Command("sh", "-c", "sleep 60 # "+state)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Cleanup(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("leftover process still running")
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("state dir still there: %v", err)
+	}
+	if err := Cleanup(ctx, state); err != nil {
+		t.Fatalf("second cleanup: %v", err)
+	}
+}
