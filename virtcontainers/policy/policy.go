@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"google.golang.org/protobuf/proto"
 )
 
 // Package is the Rego package every agent policy must declare.
@@ -96,4 +97,10 @@ func (e *Engine) query(ctx context.Context, rule string) (*rego.PreparedEvalQuer
 	}
 	e.queries[rule] = &q
 	return &q, nil
+}
+
+// Evaluate decides one request from the host: the rule is the request's
+// message type name and the input its fields (see Input).
+func (e *Engine) Evaluate(ctx context.Context, method string, req proto.Message) error {
+	return e.Check(ctx, method, RuleName(req), Input(req))
 }
