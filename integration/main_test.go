@@ -1,0 +1,181 @@
+//go:build integration
+
+// Package integration drives a real containerd 2.x, built from the version in
+// go.mod, through CRI and ctr. Every scenario is table-driven over runtime
+// handlers: containerd's own runc shim (the same-run baseline) and ours.
+//
+// The coco rows need the guest assets (make guest-assets) and a working shim
+// and agent; until those work end to end they only run with COCO_E2E=1.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coco-runtime/coco/integration/harness"
+)
+
+// env is what every test shares: one containerd for the whole run, because
+// starting one costs seconds and the scenarios clean up after themselves (and
+// check that they did).
+type env struct {
+	repo     string
+	ctrd     *harness.Containerd
+	bins     harness.Binaries
+	guestDir string
+	// cocoReason says why the coco rows are skipped ("" = they run).
+	cocoReason string
+}
+
+var shared *env // set once by TestMain, read-only afterwards
+
+// handlerCase is one row of the handler tables.
+type handlerCase struct {
+	name string
+	coco bool
+}
+
+var handlerRows = []handlerCase{
+	{name: "runc"},
+	{name: "coco", coco: true},
+	{name: "coco-sandboxer", coco: true},
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	ctx := context.Background()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration: needs root (containerd, mounts, CNI); skipping")
+		return 0
+	}
+	repo, err := harness.RepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	bins, err := harness.BuildAll(ctx, repo, logf)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	e := &env{repo: repo, bins: bins, guestDir: filepath.Join(repo, "build", "guest")}
+	e.cocoReason = cocoSkipReason(e)
+	if e.cocoReason != "" {
+		logf("integration: coco rows skipped: %s", e.cocoReason)
+	}
+	handlers := []harness.Handler{
+		harness.RuncHandler(),
+		harness.CocoHandler("coco", harness.CocoDevConfig(repo), ""),
+		harness.CocoHandler("coco-sandboxer", harness.CocoDevConfig(repo), "shim"),
+	}
+	handlers = append(handlers, failureHandlers(e)...)
+	ctrd, err := harness.Start(ctx, harness.Options{
+		Repo:     repo,
+		Bins:     bins,
+		Handlers: handlers,
+		Env:      []string{"COCO_SHARE_DIR=" + e.guestDir},
+		Logf:     logf,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	e.ctrd = ctrd
+	shared = e
+	code := m.Run()
+	stopCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if err := ctrd.Stop(stopCtx); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: teardown: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// cocoSkipReason gates the coco rows: they need COCO_E2E=1 until the shim,
+// sandbox and agent work end to end, the shim binary and the guest assets.
+func cocoSkipReason(e *env) string {
+	if os.Getenv("COCO_E2E") != "1" {
+		return "set COCO_E2E=1 to run the coco handler rows (gated until the shim works end to end)"
+	}
+	if e.bins.CocoShimErr != nil {
+		return fmt.Sprintf("our shim did not build: %v", e.bins.CocoShimErr)
+	}
+	for _, f := range []string{"vmlinux", "initrd.img", "kernel.release"} {
+		if _, err := os.Stat(filepath.Join(e.guestDir, f)); err != nil {
+			return fmt.Sprintf("guest asset %s missing: run `make guest-assets`", filepath.Join(e.guestDir, f))
+		}
+	}
+	return ""
+}
+
+// forEachHandler runs fn as a subtest per handler row, skipping the coco rows
+// with the reason when they are gated.
+func forEachHandler(t *testing.T, fn func(t *testing.T, h handlerCase)) {
+	for _, h := range handlerRows {
+		t.Run(h.name, func(t *testing.T) {
+			if h.coco {
+				requireCoco(t)
+			}
+			fn(t, h)
+		})
+	}
+}
+
+func requireCoco(t *testing.T) {
+	t.Helper()
+	if shared.cocoReason != "" {
+		t.Skip(shared.cocoReason)
+	}
+}
+
+// guestKernelRelease is build/guest/kernel.release.
+func guestKernelRelease(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(shared.guestDir, "kernel.release"))
+	if err != nil {
+		t.Fatalf("guest kernel release: %v (run `make guest-assets`)", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func hostKernelRelease(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// testCtx is a context bounded by the test's deadline minus a margin for cleanup.
+func testCtx(t *testing.T, limit time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// assertNoLeftovers fails the test with everything ids left behind.
+func assertNoLeftovers(t *testing.T, ids ...string) {
+	t.Helper()
+	// Shims exit asynchronously after RemovePodSandbox returns; give them a moment.
+	var left []string
+	for i := 0; i < 50; i++ {
+		if left = shared.ctrd.Leftovers(ids...); len(left) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("left behind after removal:\n  %s", strings.Join(left, "\n  "))
+}
