@@ -96,7 +96,7 @@ func writeImageArchive(dst, name string, files []file, cfg imageConfig) error {
 	}
 	md := descriptor("application/vnd.oci.image.manifest.v1+json", manifest)
 	md["annotations"] = map[string]string{
-		"io.containerd.image.name":         name,
+		"io.containerd.image.name":          name,
 		"org.opencontainers.image.ref.name": name[strings.LastIndex(name, ":")+1:],
 	}
 	md["platform"] = map[string]string{"architecture": "amd64", "os": "linux"}
