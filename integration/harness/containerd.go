@@ -208,11 +208,17 @@ func path2file(name string) string {
 	return strings.NewReplacer("/", "_", ":", "_").Replace(name)
 }
 
-// Ctr runs ctr against this containerd.
+// Ctr runs ctr against this containerd and returns its stdout; on failure the
+// error wraps the *exec.ExitError and carries ctr's stderr.
 func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, c.Bins.Ctr, append([]string{"--address", c.Address}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
 }
 
 // LogTail is the end of containerd's log (which includes the shims' stderr).
