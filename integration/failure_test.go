@@ -2,7 +2,252 @@
 
 package integration
 
-import "github.com/coco-runtime/coco/integration/harness"
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
 
-// failureHandlers are filled in once the config schema lands.
-func failureHandlers(e *env) []harness.Handler { return nil }
+	"github.com/coco-runtime/coco/guest-assets/initrd"
+	"github.com/coco-runtime/coco/integration/harness"
+)
+
+// Handlers whose config file is broken on purpose, one per failure scenario.
+// Each gets its own state_dir so "nothing left behind" can be checked without
+// racing other pods on the machine.
+const (
+	handlerNoKernel = "coco-nokernel"
+	handlerBadKey   = "coco-badkey"
+	handlerSilent   = "coco-silent"
+)
+
+// silentMarker is what the silent guest prints on its console; the CRI error
+// must carry it as the console tail.
+const silentMarker = "COCO-IT-SILENT-GUEST: booted, will never answer"
+
+// silentBootTimeout is the boot deadline of the silent handler.
+const silentBootTimeout = 15 * time.Second
+
+// failureHandlers writes the broken configs into e.failDir and registers them.
+func failureHandlers(e *env) ([]harness.Handler, error) {
+	dir := e.failDir
+	missingKernel := filepath.Join(dir, "no-such-dir", "vmlinux")
+	silentInitrd := filepath.Join(dir, "silent-initrd.img")
+	if err := writeSilentInitrd(silentInitrd); err != nil {
+		return nil, err
+	}
+	configs := map[string]string{
+		handlerNoKernel: fmt.Sprintf("[hypervisor]\nkernel = %q\n", missingKernel),
+		handlerBadKey:   "[hypervisor]\nno_such_key = 1\n",
+		handlerSilent:   fmt.Sprintf("[hypervisor]\ninitrd = %q\nboot_timeout = %q\n", silentInitrd, silentBootTimeout.String()),
+	}
+	var hs []harness.Handler
+	for name, body := range configs {
+		state := filepath.Join(dir, "state-"+name)
+		body += fmt.Sprintf("\n[runtime]\nstate_dir = %q\n", state)
+		path := filepath.Join(dir, name+".toml")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			return nil, err
+		}
+		hs = append(hs, harness.CocoHandler(name, path, ""))
+	}
+	return hs, nil
+}
+
+// writeSilentInitrd is an initrd whose /init prints a marker on the console
+// and sleeps: a guest that boots but never starts an agent.
+func writeSilentInitrd(path string) error {
+	bb, err := initrd.File("bin/busybox", "/bin/busybox", 0o755)
+	if err != nil {
+		return err
+	}
+	script := "#!/bin/busybox sh\n/bin/busybox echo '" + silentMarker + "' >/dev/console\nexec /bin/busybox sleep 100000\n"
+	entries := []initrd.Entry{
+		bb,
+		initrd.Dir("dev", 0o755),
+		initrd.CharDevice("dev/console", 0o600, 5, 1),
+		{Path: "init", Mode: 0o755, Data: []byte(script)},
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := initrd.Write(f, entries, "none"); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// runFailingPod runs a pod under handler, expects RunPodSandbox to fail and
+// returns the error text, after checking nothing of the attempt is left.
+func runFailingPod(t *testing.T, handler string, limit time.Duration) (string, time.Duration) {
+	t.Helper()
+	requireCoco(t)
+	ctx := testCtx(t, limit)
+	start := time.Now()
+	pod, err := shared.ctrd.CRI.RunPod(ctx, handler, harness.PodConfig(harness.PodOptions{Name: "fail-" + handler, LogDir: t.TempDir()}))
+	took := time.Since(start)
+	if err == nil {
+		shared.ctrd.CRI.RemovePod(context.Background(), pod.ID)
+		t.Fatalf("RunPodSandbox with handler %s succeeded; want an error", handler)
+	}
+	state := filepath.Join(shared.failDir, "state-"+handler)
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		if pids := harness.ProcessesMentioning(state); len(pids) > 0 {
+			return false, fmt.Sprintf("processes of the failed pod still run: %v: %s", pids, harness.Cmdline(pids[0]))
+		}
+		entries, _ := os.ReadDir(state)
+		if len(entries) > 0 {
+			return false, fmt.Sprintf("state dir %s not cleaned: %d entries (%s...)", state, len(entries), entries[0].Name())
+		}
+		return true, ""
+	})
+	return err.Error(), took
+}
+
+// TestMissingGuestKernel: the error names the missing file and the fix.
+func TestMissingGuestKernel(t *testing.T) {
+	msg, _ := runFailingPod(t, handlerNoKernel, 2*time.Minute)
+	for _, want := range []string{filepath.Join(shared.failDir, "no-such-dir", "vmlinux"), "make guest-assets"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("CRI error does not name %q:\n%s", want, msg)
+		}
+	}
+}
+
+// TestUnknownConfigKey: the error names the key (a typo must not be ignored).
+func TestUnknownConfigKey(t *testing.T) {
+	msg, _ := runFailingPod(t, handlerBadKey, 2*time.Minute)
+	if !strings.Contains(msg, "no_such_key") {
+		t.Errorf("CRI error does not name the unknown key no_such_key:\n%s", msg)
+	}
+}
+
+// TestGuestNeverAnswers: a guest that boots but never serves the agent port
+// fails the pod at the configured deadline, with the console's last words.
+func TestGuestNeverAnswers(t *testing.T) {
+	msg, took := runFailingPod(t, handlerSilent, 3*time.Minute)
+	if !strings.Contains(msg, silentMarker) {
+		t.Errorf("CRI error lacks the console tail (marker %q):\n%s", silentMarker, msg)
+	}
+	if !strings.Contains(msg, silentBootTimeout.String()) {
+		t.Errorf("CRI error does not name the %s deadline:\n%s", silentBootTimeout, msg)
+	}
+	if took < silentBootTimeout {
+		t.Errorf("RunPodSandbox failed after %s, before the %s deadline", took, silentBootTimeout)
+	}
+}
+
+// TestQEMUKilled: the VM dies under a running pod. Its containers must exit
+// with a reason, containerd must see TaskExit, and removal must clean up.
+func TestQEMUKilled(t *testing.T) {
+	forEachHandler(t, func(t *testing.T, h handlerCase) {
+		if !h.coco {
+			t.Skip("no VM under runc")
+		}
+		ctx := testCtx(t, 4*time.Minute)
+		cri := shared.ctrd.CRI
+		events := watchEvents(t)
+		pod, err := cri.RunPod(ctx, h.name, harness.PodConfig(harness.PodOptions{Name: "qkill-" + h.name, LogDir: t.TempDir()}))
+		if err != nil {
+			t.Fatalf("RunPodSandbox: %v", err)
+		}
+		removed := false
+		defer func() {
+			if !removed {
+				cri.RemovePod(context.Background(), pod.ID)
+			}
+		}()
+		ctr, err := cri.StartContainer(ctx, pod, harness.ContainerConfig("victim", "victim.log", "sleep", "1000"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var qemu []int
+		for _, pid := range harness.ProcessesMentioning(pod.ID) {
+			if strings.Contains(harness.Cmdline(pid), "qemu-system") {
+				qemu = append(qemu, pid)
+			}
+		}
+		if len(qemu) != 1 {
+			t.Fatalf("want exactly one QEMU naming pod %s in its argv, found %v", pod.ID, qemu)
+		}
+		if err := syscall.Kill(qemu[0], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		st, err := cri.WaitExited(ctx, ctr, time.Minute)
+		if err != nil {
+			t.Fatalf("container after QEMU was killed: %v", err)
+		}
+		if st.Reason == "" && st.Message == "" {
+			t.Errorf("container exited (code %d) without a reason or message", st.ExitCode)
+		}
+		if st.ExitCode == 0 {
+			t.Errorf("container exit code 0 after its VM was killed")
+		}
+		waitFor(t, 30*time.Second, func() (bool, string) {
+			return events.has("/tasks/exit", ctr), "no /tasks/exit event for " + ctr + "; events:\n" + events.String()
+		})
+		if err := cri.RemovePod(ctx, pod.ID); err != nil {
+			t.Fatal(err)
+		}
+		removed = true
+		assertNoLeftovers(t, pod.ID, ctr)
+	})
+}
+
+// eventLog collects `ctr events` output: containerd's event stream, where
+// the shim's TaskExit lands as topic /tasks/exit.
+type eventLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *eventLog) has(topic, id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if strings.Contains(line, topic) && strings.Contains(line, id) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *eventLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+func watchEvents(t *testing.T) *eventLog {
+	t.Helper()
+	cmd := exec.Command(shared.bins.Ctr, "--address", shared.ctrd.Address, "events")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	l := &eventLog{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			l.mu.Lock()
+			l.lines = append(l.lines, sc.Text())
+			l.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done; cmd.Wait() })
+	return l
+}

@@ -28,6 +28,8 @@ type env struct {
 	ctrd     *harness.Containerd
 	bins     harness.Binaries
 	guestDir string
+	// failDir holds the broken configs of the failure scenarios.
+	failDir string
 	// cocoReason says why the coco rows are skipped ("" = they run).
 	cocoReason string
 }
@@ -77,7 +79,17 @@ func runMain(m *testing.M) int {
 		harness.CocoHandler("coco", harness.CocoDevConfig(repo), ""),
 		harness.CocoHandler("coco-sandboxer", harness.CocoDevConfig(repo), "shim"),
 	}
-	handlers = append(handlers, failureHandlers(e)...)
+	if e.failDir, err = os.MkdirTemp("", "coco-it-fail-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(e.failDir)
+	failing, err := failureHandlers(e)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	handlers = append(handlers, failing...)
 	ctrd, err := harness.Start(ctx, harness.Options{
 		Repo:     repo,
 		Bins:     bins,
