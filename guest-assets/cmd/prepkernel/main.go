@@ -1,0 +1,129 @@
+// Command prepkernel turns an unpacked Debian linux-image package into the
+// guest kernel assets: vmlinuz (the bzImage, for firmware and TEE boot),
+// vmlinux (its uncompressed ELF, for fast PVH boot), kernel.release, and the
+// modules the guest needs (dependency closure, decompressed) with the load
+// manifest for guest-assets/kmod.
+//
+//	prepkernel -root /var/cache/coco/kernel/<ver>/root -out build/guest -modules vsock,virtio_net,...
+//
+// Output layout under -out:
+//
+//	vmlinuz, vmlinux, kernel.release
+//	modules/<release>/kernel/...ko   (mirrors /lib/modules/<release> in the guest)
+//	modules.manifest                  (becomes /etc/coco/modules in the initrd)
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/coco-runtime/coco/guest-assets/internal/moddep"
+	"github.com/coco-runtime/coco/guest-assets/internal/vmlinux"
+)
+
+func main() {
+	root := flag.String("root", "", "unpacked linux-image package (dpkg-deb -x output)")
+	out := flag.String("out", "build/guest", "output directory")
+	modules := flag.String("modules", "", "comma-separated module names the guest needs (dependencies are added)")
+	flag.Parse()
+	if err := run(*root, *out, *modules); err != nil {
+		fmt.Fprintln(os.Stderr, "prepkernel:", err)
+		os.Exit(1)
+	}
+}
+
+func run(root, out, modules string) error {
+	if root == "" || modules == "" {
+		return fmt.Errorf("-root and -modules are required")
+	}
+	releases, err := filepath.Glob(filepath.Join(root, "lib/modules/*"))
+	if err != nil || len(releases) != 1 {
+		return fmt.Errorf("want exactly one lib/modules/<release> under %s, found %v", root, releases)
+	}
+	release := filepath.Base(releases[0])
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+
+	bz, err := os.ReadFile(filepath.Join(root, "boot", "vmlinuz-"+release))
+	if err != nil {
+		return err
+	}
+	// The ELF is cached beside the unpacked package: extracting it takes a
+	// few seconds of xz, the input never changes for a given package.
+	cached := filepath.Join(filepath.Dir(root), "vmlinux")
+	elfImg, err := os.ReadFile(cached)
+	if err != nil || vmlinux.CheckPVH(elfImg) != nil {
+		if elfImg, err = vmlinux.Extract(bz); err != nil {
+			return err
+		}
+		if err := writeAtomic(cached, elfImg); err != nil {
+			return err
+		}
+	}
+	if err := writeAtomic(filepath.Join(out, "vmlinuz"), bz); err != nil {
+		return err
+	}
+	if err := writeAtomic(filepath.Join(out, "vmlinux"), elfImg); err != nil {
+		return err
+	}
+	if err := writeAtomic(filepath.Join(out, "kernel.release"), []byte(release+"\n")); err != nil {
+		return err
+	}
+
+	ix, err := moddep.Open(releases[0])
+	if err != nil {
+		return err
+	}
+	order, skipped, err := ix.Resolve(strings.Split(modules, ","))
+	if err != nil {
+		return err
+	}
+	modDir := filepath.Join(out, "modules")
+	if err := os.RemoveAll(modDir); err != nil { // no stale modules from an older list
+		return err
+	}
+	manifest, err := moddep.Install(order, filepath.Join(modDir, release), "/lib/modules/"+release)
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(filepath.Join(out, "modules.manifest"), manifest); err != nil {
+		return err
+	}
+
+	fmt.Printf("kernel %s\n", release)
+	fmt.Printf("modules (load order): %s\n", strings.Join(moddep.Names(order), " "))
+	if len(skipped) > 0 {
+		fmt.Printf("soft dependencies not resolvable by name (aliases), left out: %s\n", strings.Join(skipped, ", "))
+	}
+	for _, f := range []string{"vmlinux", "vmlinuz"} {
+		data, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%x  %s/%s (%d bytes)\n", sha256.Sum256(data), out, f, len(data))
+	}
+	return nil
+}
+
+// writeAtomic writes data to p through a temporary file and rename, and
+// leaves p untouched when it already holds data (keeps mtimes stable).
+func writeAtomic(p string, data []byte) error {
+	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}

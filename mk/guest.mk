@@ -1,0 +1,64 @@
+# Guest assets: kernel (pinned Debian package), static runc, coco-agent, initrd.
+# Outputs in $(GUEST_OUT); downloads and slow builds cached under $(COCO_CACHE),
+# so a second `make guest-assets` only re-checks hashes and rebuilds the initrd.
+GUEST_OUT     ?= build/guest
+COCO_CACHE    ?= /var/cache/coco
+KERNEL_PIN    := guest-assets/kernel/kernel.pin
+# Modules the guest loads (their dependencies are added, built-ins dropped).
+GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay
+# none or gzip; see guest-assets/initrd for why none is the default.
+INITRD_COMPRESSION ?= none
+AGENT_PKG     := ./guest-assets/agent/cmd/coco-agent
+RUNC_MOD_DIR  := guest-assets/runc
+
+.PHONY: kernel runc coco-agent initrd guest-assets install-guest-assets test-guest-boot
+
+kernel:
+	@command -v dpkg-deb >/dev/null && command -v xz >/dev/null || { echo "kernel: needs dpkg-deb and xz: run scripts/install-deps.sh" >&2; exit 1; }
+	@root=$$(guest-assets/kernel/fetch-kernel.sh $(KERNEL_PIN) $(COCO_CACHE)/kernel) && \
+		$(GO) run ./guest-assets/cmd/prepkernel -root "$$root" -out $(GUEST_OUT) -modules $(GUEST_MODULES)
+
+# runc builds in its own module (guest-assets/runc/go.mod) so it gets the
+# dependency versions it was written for; the binary is cached per version,
+# toolchain and go.sum, since the static cgo build takes a while on 2 cores.
+runc:
+	@command -v pkg-config >/dev/null && pkg-config --exists libseccomp || { echo "runc: needs libseccomp-dev and pkg-config: run scripts/install-deps.sh" >&2; exit 1; }
+	@set -e; main=$$($(GO) list -m -f '{{.Version}}' github.com/opencontainers/runc); \
+	pin=$$(cd $(RUNC_MOD_DIR) && $(GO) list -m -f '{{.Version}}' github.com/opencontainers/runc); \
+	[ "$$main" = "$$pin" ] || { echo "runc: go.mod has runc $$main but $(RUNC_MOD_DIR)/go.mod has $$pin: run 'cd $(RUNC_MOD_DIR) && go get github.com/opencontainers/runc@$$main'" >&2; exit 1; }; \
+	key=$$(cat $(RUNC_MOD_DIR)/go.sum <($(GO) env GOVERSION) | sha256sum | cut -c1-12); \
+	cached=$(COCO_CACHE)/runc/runc-$$pin-$$key; \
+	if [ ! -x "$$cached" ]; then \
+		echo "runc: building $$pin (static, seccomp)"; mkdir -p $(COCO_CACHE)/runc; \
+		(cd $(RUNC_MOD_DIR) && CGO_ENABLED=1 $(GO) build -trimpath -buildvcs=false \
+			-tags "seccomp netgo osusergo" \
+			-ldflags "-extldflags -static -s -w -buildid= -X main.version=$${pin#v}" \
+			-o "$$cached.tmp" github.com/opencontainers/runc); \
+		mv "$$cached.tmp" "$$cached"; \
+	fi; \
+	mkdir -p $(GUEST_OUT); install -m 0755 "$$cached" $(GUEST_OUT)/runc; \
+	echo "$$(sha256sum $(GUEST_OUT)/runc | cut -d' ' -f1)  $(GUEST_OUT)/runc ($$pin, $$(stat -c %s $(GUEST_OUT)/runc) bytes)"
+
+coco-agent:
+	@[ -d $(AGENT_PKG) ] && ls $(AGENT_PKG)/*.go >/dev/null 2>&1 || { echo "coco-agent: $(AGENT_PKG) does not exist yet (the agent is written in guest-assets/agent/); cannot build the initrd without it" >&2; exit 1; }
+	@mkdir -p $(GUEST_OUT)
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(GUEST_OUT)/coco-agent $(AGENT_PKG)
+
+initrd:
+	$(GO) run ./guest-assets/cmd/mkinitrd -assets $(GUEST_OUT) -init $(GUEST_OUT)/coco-agent \
+		-compression $(INITRD_COMPRESSION) -o $(GUEST_OUT)/initrd.img
+
+guest-assets: kernel runc coco-agent
+	@$(MAKE) --no-print-directory initrd
+	@cd $(GUEST_OUT) && for f in vmlinux vmlinuz initrd.img; do \
+		printf '%s  %s/%s (%s bytes)\n' "$$(sha256sum $$f | cut -d' ' -f1)" "$(GUEST_OUT)" "$$f" "$$(stat -c %s $$f)"; done
+
+install-guest-assets:
+	@for f in vmlinux vmlinuz initrd.img kernel.release; do \
+		[ -f $(GUEST_OUT)/$$f ] || { echo "install-guest-assets: $(GUEST_OUT)/$$f missing: run 'make guest-assets' first" >&2; exit 1; }; done
+	install -d $(DESTDIR)$(SHARE)
+	install -m 0644 $(GUEST_OUT)/vmlinux $(GUEST_OUT)/vmlinuz $(GUEST_OUT)/initrd.img $(GUEST_OUT)/kernel.release $(DESTDIR)$(SHARE)/
+
+# Boots the kernel with a test init under QEMU TCG (needs `make kernel`).
+test-guest-boot:
+	$(GO) test -tags integration -count=1 -v -run TestBoot ./guest-assets/internal/boottest/
