@@ -69,16 +69,12 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	e := &env{repo: repo, bins: bins, guestDir: filepath.Join(repo, "build", "guest")}
+	e := &env{repo: repo, bins: bins, guestDir: harness.GuestDir(repo)}
 	e.cocoReason = cocoSkipReason(e)
 	if e.cocoReason != "" {
 		logf("integration: coco rows skipped: %s", e.cocoReason)
 	}
-	handlers := []harness.Handler{
-		harness.RuncHandler(),
-		harness.CocoHandler("coco", harness.CocoDevConfig(repo), ""),
-		harness.CocoHandler("coco-sandboxer", harness.CocoDevConfig(repo), "shim"),
-	}
+	handlers := harness.StandardHandlers(repo)
 	if e.failDir, err = os.MkdirTemp("", "coco-it-fail-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -124,10 +120,8 @@ func cocoSkipReason(e *env) string {
 	if e.bins.CocoShimErr != nil {
 		return fmt.Sprintf("our shim did not build: %v", e.bins.CocoShimErr)
 	}
-	for _, f := range []string{"vmlinux", "initrd.img", "kernel.release"} {
-		if _, err := os.Stat(filepath.Join(e.guestDir, f)); err != nil {
-			return fmt.Sprintf("guest asset %s missing: run `make guest-assets`", filepath.Join(e.guestDir, f))
-		}
+	if err := harness.CheckGuestAssets(e.guestDir); err != nil {
+		return err.Error()
 	}
 	return ""
 }

@@ -34,7 +34,7 @@ type Binaries struct {
 	// CocoShim is bin/containerd-shim-coco-v2, or "" when it did not build
 	// (see CocoShimErr); the runc rows do not need it.
 	CocoShim    string
-	CocoShimErr error
+	CocoShimErr error `json:"-"`
 }
 
 // Logf receives progress lines (t.Logf, log.Printf).

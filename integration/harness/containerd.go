@@ -41,6 +41,7 @@ type Containerd struct {
 	CRI     *CRI
 
 	bridge string
+	pid    int // set by Attach; Start uses cmd
 	cmd    *exec.Cmd
 	exited chan struct{}
 	logf   Logf
@@ -254,6 +255,14 @@ func (c *Containerd) Stop(ctx context.Context) error {
 		case <-time.After(15 * time.Second):
 			c.cmd.Process.Kill()
 			<-c.exited
+		}
+	} else if c.pid > 0 && isContainerd(c.pid, c.Root) {
+		// Attached to a containerd another process started: not our child,
+		// so poll for its end instead of waiting.
+		syscall.Kill(c.pid, syscall.SIGTERM)
+		if !waitGone(c.pid, 15*time.Second) {
+			syscall.Kill(c.pid, syscall.SIGKILL)
+			waitGone(c.pid, 5*time.Second)
 		}
 	}
 	// Shims outlive containerd by design; ours carry its socket address in argv.
