@@ -1,0 +1,78 @@
+// Command mkinitrd writes the guest's initrd, reproducibly (see
+// guest-assets/internal/layout for what goes in).
+//
+//	mkinitrd -assets build/guest -init build/guest/coco-agent -o build/guest/initrd.img
+//	         [-runc build/guest/runc] [-compression none|gzip] [-add /guest/path=host/path ...]
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/coco-runtime/coco/guest-assets/initrd"
+	"github.com/coco-runtime/coco/guest-assets/internal/layout"
+)
+
+// extraFlag collects repeated -add GUEST=HOST flags.
+type extraFlag map[string]string
+
+func (e extraFlag) String() string { return fmt.Sprint(map[string]string(e)) }
+
+func (e extraFlag) Set(v string) error {
+	g, h, ok := strings.Cut(v, "=")
+	if !ok || !strings.HasPrefix(g, "/") || h == "" {
+		return fmt.Errorf("want /guest/path=host/path, got %q", v)
+	}
+	if _, dup := e[g]; dup {
+		return fmt.Errorf("%s given twice", g)
+	}
+	e[g] = h
+	return nil
+}
+
+func main() {
+	extra := extraFlag{}
+	assets := flag.String("assets", "build/guest", "directory `make kernel` wrote (kernel.release, modules, modules.manifest)")
+	initPath := flag.String("init", "", "host path of PID 1 (coco-agent)")
+	runc := flag.String("runc", "", "host path of the static runc (default: <assets>/runc)")
+	out := flag.String("o", "", "output file")
+	comp := flag.String("compression", initrd.None, "none or gzip")
+	flag.Var(extra, "add", "extra file, /guest/path=host/path (repeatable)")
+	flag.Parse()
+	if *runc == "" {
+		*runc = filepath.Join(*assets, "runc")
+	}
+	if err := run(layout.Inputs{Init: *initPath, Runc: *runc, Assets: *assets, Extra: extra}, *out, *comp); err != nil {
+		fmt.Fprintln(os.Stderr, "mkinitrd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(in layout.Inputs, out, comp string) error {
+	if out == "" || in.Init == "" {
+		return fmt.Errorf("-o and -init are required")
+	}
+	entries, err := layout.Entries(in)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := initrd.Write(&buf, entries, comp); err != nil {
+		return err
+	}
+	tmp := out + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	fmt.Printf("%x  %s (%d bytes, %d entries, compression %s)\n", sha256.Sum256(buf.Bytes()), out, buf.Len(), len(entries), comp)
+	return nil
+}

@@ -1,0 +1,132 @@
+package layout
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coco-runtime/coco/guest-assets/initrd"
+)
+
+// fakeAssets writes what `make kernel` would, with tiny files.
+func fakeAssets(t *testing.T) (Inputs, string) {
+	t.Helper()
+	dir := t.TempDir()
+	const rel = "6.1.0-test-amd64"
+	write := func(p string, data string, mode os.FileMode) string {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+		return full
+	}
+	write("kernel.release", rel+"\n", 0o644)
+	write("modules/"+rel+"/kernel/net/vmw_vsock/vsock.ko", "\x7fELF vsock", 0o644)
+	write("modules.manifest", "# order\n/lib/modules/"+rel+"/kernel/net/vmw_vsock/vsock.ko\n", 0o644)
+	in := Inputs{
+		Init:   write("coco-agent", "agent", 0o755),
+		Runc:   write("runc", "runc", 0o755),
+		Assets: dir,
+		Extra:  map[string]string{"/usr/bin/pause": write("pause", "pause", 0o700)},
+	}
+	return in, dir
+}
+
+func build(t *testing.T, in Inputs, compression string) []byte {
+	t.Helper()
+	entries, err := Entries(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := initrd.Write(&buf, entries, compression); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestLayout(t *testing.T) {
+	in, _ := fakeAssets(t)
+	entries, err := Entries(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]initrd.Entry{}
+	for _, e := range entries {
+		got[e.Path] = e
+	}
+	for p, want := range map[string]string{
+		"/init":                    "agent",
+		"/usr/bin/runc":            "runc",
+		"/usr/bin/pause":           "pause",
+		"/etc/coco/kernel.release": "6.1.0-test-amd64\n",
+		"/lib/modules/6.1.0-test-amd64/kernel/net/vmw_vsock/vsock.ko": "\x7fELF vsock",
+	} {
+		if string(got[p].Data) != want {
+			t.Errorf("%s = %q, want %q", p, got[p].Data, want)
+		}
+	}
+	if !strings.Contains(string(got[ModulesManifest].Data), "vsock.ko") {
+		t.Errorf("manifest missing: %q", got[ModulesManifest].Data)
+	}
+	if c := got["/dev/console"]; c.Major != 5 || c.Minor != 1 {
+		t.Errorf("/dev/console = %+v", c)
+	}
+	if m := got["/usr/bin/pause"].Mode.Perm(); m != 0o755 {
+		t.Errorf("pause mode %v, want 0755", m)
+	}
+}
+
+func TestLayoutErrors(t *testing.T) {
+	in, dir := fakeAssets(t)
+	in.Runc = filepath.Join(dir, "nope")
+	if _, err := Entries(in); err == nil || !strings.Contains(err.Error(), "make runc") {
+		t.Errorf("missing runc: %v", err)
+	}
+	in, dir = fakeAssets(t)
+	os.Remove(filepath.Join(dir, "modules/6.1.0-test-amd64/kernel/net/vmw_vsock/vsock.ko"))
+	if _, err := Entries(in); err == nil || !strings.Contains(err.Error(), "vsock.ko") {
+		t.Errorf("stale manifest: %v", err)
+	}
+	in, dir = fakeAssets(t)
+	os.Remove(filepath.Join(dir, "kernel.release"))
+	if _, err := Entries(in); err == nil || !strings.Contains(err.Error(), "make kernel") {
+		t.Errorf("missing kernel.release: %v", err)
+	}
+}
+
+// TestReproducible builds the initrd twice from the same inputs and compares
+// the bytes. It uses the real assets in build/guest when `make guest-assets`
+// (or `make kernel runc`) made them, and tiny stand-ins otherwise.
+func TestReproducible(t *testing.T) {
+	in, _ := fakeAssets(t)
+	real := filepath.Join("..", "..", "..", "build", "guest")
+	if _, err := os.Stat(filepath.Join(real, "modules.manifest")); err == nil {
+		// Real kernel modules; real agent and runc when built, stand-ins otherwise.
+		in.Assets, in.Extra = real, nil
+		for _, f := range []struct {
+			dst  *string
+			name string
+		}{{&in.Init, "coco-agent"}, {&in.Runc, "runc"}} {
+			if _, err := os.Stat(filepath.Join(real, f.name)); err == nil {
+				*f.dst = filepath.Join(real, f.name)
+			}
+		}
+	} else {
+		t.Logf("build/guest has no kernel assets (make kernel): using stand-in files")
+	}
+	for _, comp := range []string{initrd.None, initrd.Gzip} {
+		a := build(t, in, comp)
+		b := build(t, in, comp)
+		if !bytes.Equal(a, b) {
+			t.Fatalf("%s: two builds from the same inputs differ", comp)
+		}
+		t.Logf("initrd (%s, init=%s, runc=%q): %d bytes, sha256 %x", comp, filepath.Base(in.Init), in.Runc, len(a), sha256.Sum256(a))
+	}
+}
