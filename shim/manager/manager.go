@@ -1,0 +1,354 @@
+// Package manager is the shim's process lifecycle as containerd drives it
+// (containerd's shim.Shim): `start` launches or re-uses the pod's shim
+// process, `delete` cleans up after one that died.
+package manager
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/coco-runtime/coco/shim/options"
+	"github.com/coco-runtime/coco/shim/pod"
+	"github.com/coco-runtime/coco/shim/version"
+)
+
+// Config holds what the binary and the tests choose differently.
+type Config struct {
+	// Cleanup kills a dead shim's VM and removes its state directory
+	// (sandbox.Cleanup in the binary).
+	Cleanup func(ctx context.Context, stateDir string) error
+	// Getenv reads the environment (os.Getenv in the binary).
+	Getenv func(string) string
+}
+
+type manager struct {
+	name string
+	cfg  Config
+}
+
+// New returns the shim manager for runtime name.
+func New(name string, cfg Config) shim.Shim {
+	if cfg.Getenv == nil {
+		cfg.Getenv = os.Getenv
+	}
+	return &manager{name: name, cfg: cfg}
+}
+
+func (m *manager) Name() string { return m.name }
+
+// Start runs in the bundle of the task containerd is creating. All tasks of
+// a pod share one shim process (and one VM): they find it through a socket
+// address derived from the pod's sandbox id.
+func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
+	params, legacyOpts := m.fixLegacy(params)
+	id, ns := params.GetInstanceID(), params.GetNamespace()
+	if err := identifiers.Validate(id); err != nil {
+		return nil, fmt.Errorf("shim id: %w", err)
+	}
+	if ns == "" {
+		ns, _ = namespaces.Namespace(ctx)
+	}
+	if ns == "" {
+		return nil, fmt.Errorf("no containerd namespace given: %w", errdefs.ErrInvalidArgument)
+	}
+	ctx = namespaces.WithNamespace(ctx, ns)
+	bundle, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := options.ReadSpec(bundle)
+	if err != nil {
+		return nil, err
+	}
+	var annotations map[string]string
+	if spec != nil {
+		annotations = spec.Annotations
+	}
+	group, err := options.GroupID(id, annotations)
+	if err != nil {
+		return nil, err
+	}
+
+	result := &bootapi.BootstrapResult{Version: 3, Protocol: "ttrpc"}
+	socketDir := params.GetSocketDir()
+	if socketDir == "" {
+		socketDir = filepath.Join(defaults.DefaultStateDir, "s")
+	}
+	address, err := shim.CreateSocketAddress(ctx, socketDir, params.GetContainerdGrpcAddress(), group, false)
+	if err != nil {
+		return nil, err
+	}
+	sock, err := listen(address)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			// The pod's shim is alive: this task joins it.
+			result.Address = address
+			return result, nil
+		}
+		return nil, err
+	}
+	defer sock.Close()
+	defer func() {
+		if retErr != nil {
+			_ = shim.RemoveSocket(address)
+		}
+	}()
+
+	// The long-running process gets no bootstrap params; keep the runtime
+	// options for it (the sandbox API never resends them).
+	if opts := runtimeOptions(params, legacyOpts); opts != nil {
+		if _, err := options.ConfigPath(opts); err != nil {
+			return nil, err
+		}
+		if err := options.Save(bundle, opts); err != nil {
+			return nil, fmt.Errorf("save runtime options: %w", err)
+		}
+	}
+
+	cmd, err := m.command(ns, id, params, bundle)
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = []*os.File{sock}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start shim process: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = cmd.Process.Kill()
+		}
+	}()
+	// `start` exits right after this; Wait only avoids a zombie meanwhile.
+	go func() { _ = cmd.Wait() }()
+
+	// Raising the shim's score above containerd's is always allowed; if the
+	// host still refuses, the shim runs with containerd's score.
+	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+		log.G(ctx).WithError(err).Warn("cannot adjust the shim's OOM score; continuing")
+	}
+	result.Address = address
+	return result, nil
+}
+
+// listen creates the shim socket and returns it as a file for the child.
+// A live socket yields ErrAlreadyExists; a stale one is replaced.
+func listen(address string) (*os.File, error) {
+	l, err := shim.NewSocket(address)
+	if err != nil {
+		if !shim.SocketEaddrinuse(err) {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+		if shim.CanConnect(address) {
+			return nil, errdefs.ErrAlreadyExists
+		}
+		if err := shim.RemoveSocket(address); err != nil {
+			return nil, fmt.Errorf("remove stale shim socket: %w", err)
+		}
+		if l, err = shim.NewSocket(address); err != nil {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+	}
+	f, err := l.File()
+	l.Close() // the duplicate in f keeps the socket listening
+	if err != nil {
+		_ = shim.RemoveSocket(address)
+		return nil, err
+	}
+	return f, nil
+}
+
+// command re-executes this binary as the long-running shim.
+func (m *manager) command(ns, id string, params *bootapi.BootstrapParams, bundle string) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-namespace", ns, "-id", id, "-address", params.GetContainerdGrpcAddress()}
+	if params.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Dir = bundle
+	env := make([]string, 0, len(os.Environ())+2)
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "TTRPC_ADDRESS=") && !strings.HasPrefix(e, "GRPC_ADDRESS=") {
+			env = append(env, e)
+		}
+	}
+	cmd.Env = append(env,
+		"TTRPC_ADDRESS="+params.GetContainerdTtrpcAddress(),
+		"GRPC_ADDRESS="+params.GetContainerdGrpcAddress(),
+	)
+	// Own process group: signals to containerd's group do not reach the pod.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, nil
+}
+
+// fixLegacy handles containerd ≤ 2.2, which writes the bare runtime options
+// Any on stdin. containerd's shim library first tries to read that as
+// BootstrapParams, which "succeeds" with the Any's type URL as the instance
+// id and its value as the namespace. An id that is not a valid identifier
+// gives that away; the real values are in the legacy flags and environment.
+func (m *manager) fixLegacy(p *bootapi.BootstrapParams) (*bootapi.BootstrapParams, *anypb.Any) {
+	if p == nil {
+		p = &bootapi.BootstrapParams{}
+	}
+	if identifiers.Validate(p.GetInstanceID()) == nil {
+		return p, nil
+	}
+	var opts *anypb.Any
+	if strings.Contains(p.GetInstanceID(), "/") {
+		opts = &anypb.Any{TypeUrl: p.GetInstanceID(), Value: []byte(p.GetNamespace())}
+	}
+	flags := legacyFlags(os.Args[1:])
+	fixed := &bootapi.BootstrapParams{
+		InstanceID:             flags["id"],
+		Namespace:              flags["namespace"],
+		ContainerdGrpcAddress:  flags["address"],
+		ContainerdBinary:       flags["publish-binary"],
+		ContainerdTtrpcAddress: m.cfg.Getenv("TTRPC_ADDRESS"),
+		LogLevel:               bootapi.LogLevel_LOG_LEVEL_INFO,
+	}
+	if _, ok := flags["debug"]; ok {
+		fixed.LogLevel = bootapi.LogLevel_LOG_LEVEL_DEBUG
+	}
+	if fixed.ContainerdGrpcAddress == "" {
+		fixed.ContainerdGrpcAddress = m.cfg.Getenv("GRPC_ADDRESS")
+	}
+	return fixed, opts
+}
+
+// legacyFlags picks the shim's `-name value` flags out of argv.
+func legacyFlags(args []string) map[string]string {
+	out := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimLeft(args[i], "-")
+		if a == args[i] { // not a flag: the action
+			continue
+		}
+		if k, v, ok := strings.Cut(a, "="); ok {
+			out[k] = v
+			continue
+		}
+		switch a {
+		case "debug", "v", "version", "info":
+			out[a] = ""
+		default:
+			if i+1 < len(args) {
+				out[a] = args[i+1]
+				i++
+			}
+		}
+	}
+	return out
+}
+
+// runtimeOptions finds the runtime options among the bootstrap extensions.
+func runtimeOptions(p *bootapi.BootstrapParams, legacy *anypb.Any) *anypb.Any {
+	if legacy != nil {
+		return legacy
+	}
+	for _, ext := range p.GetExtensions() {
+		v := ext.GetValue()
+		if v == nil {
+			continue
+		}
+		if _, err := options.ConfigPath(v); err == nil || strings.HasSuffix(v.GetTypeUrl(), "runtimeoptions.v1.Options") {
+			return v
+		}
+	}
+	return nil
+}
+
+// Stop is `delete`: containerd runs it, in the task's bundle, when a shim
+// died or a task's creation failed. If the task is the pod's sandbox, or the
+// pod's shim is gone, the pod VM is killed and its state removed; otherwise
+// the live shim still owns the pod and nothing is touched.
+func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+	status := shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(unix.SIGKILL)}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return status, err
+	}
+	bundle := ""
+	if o, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok {
+		bundle = o.BundlePath
+	}
+	if bundle == "" {
+		if bundle, err = os.Getwd(); err != nil {
+			return status, err
+		}
+	}
+	role := options.Role{SandboxID: id, IsSandbox: true}
+	if spec, err := options.ReadSpec(bundle); err != nil {
+		log.G(ctx).WithError(err).Warn("delete: cannot read the task's spec; treating it as its own pod")
+	} else if spec != nil {
+		if r, err := options.Classify(id, spec.Annotations); err == nil {
+			role = r
+		} else {
+			log.G(ctx).WithError(err).Warn("delete: bad pod annotations; treating the task as its own pod")
+		}
+	}
+	if !role.IsSandbox && shimAlive(bundle) {
+		return status, nil
+	}
+	if m.cfg.Cleanup == nil {
+		return status, fmt.Errorf("delete: no cleanup function: %w", errdefs.ErrNotImplemented)
+	}
+	dir := pod.StateDir(pod.RunDir(m.cfg.Getenv), ns, role.SandboxID)
+	if err := m.cfg.Cleanup(ctx, dir); err != nil {
+		return status, fmt.Errorf("delete: clean up pod %s (%s): %w", role.SandboxID, dir, err)
+	}
+	return status, nil
+}
+
+// shimAlive reports whether the shim whose address containerd wrote into
+// the bundle still answers.
+func shimAlive(bundle string) bool {
+	addr, err := shim.ReadAddress(filepath.Join(bundle, "address"))
+	return err == nil && shim.CanConnect(addr)
+}
+
+// Info answers `-info`: name, version, and the runtime options echoed back
+// once they parse.
+func (m *manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
+	info := &types.RuntimeInfo{
+		Name:    m.name,
+		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
+	}
+	data, err := io.ReadAll(io.LimitReader(optionsR, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) == 0 {
+		return info, nil
+	}
+	var a anypb.Any
+	if err := proto.Unmarshal(data, &a); err != nil {
+		return nil, fmt.Errorf("runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if _, err := options.ConfigPath(&a); err != nil {
+		return nil, err
+	}
+	info.Options = &a
+	return info, nil
+}
