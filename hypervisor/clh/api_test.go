@@ -1,0 +1,236 @@
+package clh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/hypervisor/tee"
+)
+
+// inProcessVM returns a VM from New whose API socket is served by an
+// in-process fake; no VMM process exists. markRunning makes the VM look
+// started so that the running-only operations can be exercised.
+func inProcessVM(t *testing.T, kind tee.Kind) (*VM, *fakeVMM) {
+	t.Helper()
+	cfg, _ := testConfig(t, kind)
+	v, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeVMM(mustLoadOpenAPI(t))
+	serveFake(t, f, v.api.socket)
+	t.Cleanup(v.api.close)
+	return v, f
+}
+
+func markRunning(v *VM) chan struct{} {
+	done := make(chan struct{})
+	v.mu.Lock()
+	v.state, v.done = running, done
+	v.mu.Unlock()
+	return done
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestBootCallOrderAndBody(t *testing.T) {
+	for _, kind := range []tee.Kind{tee.None, tee.SNP, tee.TDX} {
+		t.Run(string(kind), func(t *testing.T) {
+			v, f := inProcessVM(t, kind)
+			ctx := ctxT(t)
+			if err := v.boot(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"GET vmm.ping", "PUT vm.create", "PUT vm.boot"}
+			if got := f.Calls(); !reflect.DeepEqual(got, want) {
+				t.Errorf("calls = %q, want %q", got, want)
+			}
+			// What the VMM received is exactly what Command() shows.
+			lines, _, _ := v.Command()
+			var sent, shown any
+			json.Unmarshal(f.Body("vm.create"), &sent)
+			json.Unmarshal([]byte(strings.Join(lines, "\n")), &shown)
+			if !reflect.DeepEqual(sent, shown) {
+				t.Errorf("vm.create body differs from Command():\nsent  %v\nshown %v", sent, shown)
+			}
+			info, err := v.api.info(ctx)
+			if err != nil || info.State != "Running" {
+				t.Errorf("vm.info = %+v, %v; want state Running", info, err)
+			}
+		})
+	}
+}
+
+func TestBadResponses(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		op    string
+		reply forcedReply
+		class func(error) bool
+		want  []string
+	}{
+		{"create refused", "vm.create", forcedReply{400, `["Error creating the VM","SEV-SNP requires an IGVM payload"]`},
+			errdefs.IsInvalidArgument, []string{"PUT vm.create: 400 Bad Request: Error creating the VM: SEV-SNP requires an IGVM payload"}},
+		{"boot not found", "vm.boot", forcedReply{404, `["VM is not created"]`},
+			errdefs.IsNotFound, []string{"PUT vm.boot: 404 Not Found: VM is not created"}},
+		{"boot internal error, plain body", "vm.boot", forcedReply{500, "kvm exploded\n"},
+			errdefs.IsUnknown, []string{"PUT vm.boot: 500 Internal Server Error: kvm exploded"}},
+		{"ping without version", "vmm.ping", forcedReply{200, `{"build_version":"x"}`},
+			errdefs.IsUnknown, []string{"vmm.ping", "no version"}},
+		{"ping not JSON", "vmm.ping", forcedReply{200, `<html>`},
+			nil, []string{"vmm.ping: decode response", "<html>"}},
+		{"ping refused", "vmm.ping", forcedReply{503, ``},
+			errdefs.IsUnknown, []string{"GET vmm.ping: 503 Service Unavailable"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, f := inProcessVM(t, tee.SNP)
+			f.forced[tc.op] = tc.reply
+			err := v.boot(ctxT(t))
+			if err == nil {
+				t.Fatal("boot succeeded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if tc.class != nil && !tc.class(err) {
+				t.Errorf("error %v has the wrong errdefs class", err)
+			}
+			// Nothing after a failed step.
+			calls := f.Calls()
+			if last := calls[len(calls)-1]; !strings.HasSuffix(last, tc.op) {
+				t.Errorf("calls = %q: went on after %s failed", calls, tc.op)
+			}
+		})
+	}
+}
+
+// TestFakeRejectsUnknownField shows that the fake's schema check reaches
+// the driver as a clear error, so a driver field the schema lacks would
+// fail every boot test.
+func TestFakeRejectsUnknownField(t *testing.T) {
+	v, f := inProcessVM(t, tee.None)
+	err := v.api.put(ctxT(t), "vm.create", map[string]any{"payload": map[string]any{"kernel": "/k", "mrconfigid": "00"}}, nil)
+	var apiErr *apiError
+	if !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.Contains(err.Error(), `unknown field "mrconfigid"`) {
+		t.Fatalf("got %v, want 400 naming the unknown field", err)
+	}
+	err = v.api.put(ctxT(t), "vm.boot", map[string]any{"x": 1}, nil)
+	if err == nil || !strings.Contains(err.Error(), "takes no body") {
+		t.Errorf("body on vm.boot: got %v, want 400", err)
+	}
+	if got := f.Calls(); len(got) != 2 {
+		t.Errorf("calls = %q", got)
+	}
+}
+
+func TestHotplugAndPause(t *testing.T) {
+	v, f := inProcessVM(t, tee.None)
+	ctx := ctxT(t)
+	if err := v.AddDisk(ctx, hypervisor.Disk{ID: "c1", Path: v.cfg.Disks[0].Path, ReadOnly: true}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("AddDisk before Start: %v, want ErrFailedPrecondition", err)
+	}
+	if err := v.boot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	markRunning(v)
+
+	d := hypervisor.Disk{ID: "c1", Path: v.cfg.Disks[0].Path, ReadOnly: true}
+	if err := v.AddDisk(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	var sent map[string]any
+	json.Unmarshal(f.Body("vm.add-disk"), &sent)
+	want := map[string]any{"path": d.Path, "readonly": true, "id": "c1", "serial": "c1", "image_type": "Raw"}
+	if !reflect.DeepEqual(sent, want) {
+		t.Errorf("vm.add-disk body = %v, want %v", sent, want)
+	}
+	n := len(f.Calls())
+	if err := v.AddDisk(ctx, d); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("second AddDisk: %v, want ErrAlreadyExists", err)
+	}
+	if err := v.AddDisk(ctx, hypervisor.Disk{ID: "bad id that is far too long", Path: d.Path}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("AddDisk with a long id: %v, want ErrInvalidArgument", err)
+	}
+	if len(f.Calls()) != n {
+		t.Errorf("refused AddDisk calls still reached the VMM: %q", f.Calls()[n:])
+	}
+	if err := v.RemoveDisk(ctx, "nope"); !errdefs.IsNotFound(err) {
+		t.Errorf("RemoveDisk unknown: %v, want ErrNotFound", err)
+	}
+	if err := v.RemoveDisk(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(f.Body("vm.remove-device")); got != `{"id":"c1"}` {
+		t.Errorf("vm.remove-device body = %s", got)
+	}
+	// The VMM's own refusal comes back with its class: the fake still knows
+	// c1 if we re-add, and a conflict there is ErrAlreadyExists.
+	f.mu.Lock()
+	f.disks["c2"] = true
+	f.mu.Unlock()
+	if err := v.AddDisk(ctx, hypervisor.Disk{ID: "c2", Path: d.Path}); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "409") {
+		t.Errorf("AddDisk conflicting in the VMM: %v, want 409 / ErrAlreadyExists", err)
+	}
+
+	if err := v.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := v.api.info(ctx); info.State != "Paused" {
+		t.Errorf("state after Pause = %s", info.State)
+	}
+	if err := v.Pause(ctx); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "405") {
+		t.Errorf("Pause twice: %v, want 405 / ErrFailedPrecondition", err)
+	}
+	if err := v.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := v.api.info(ctx); info.State != "Running" {
+		t.Errorf("state after Resume = %s", info.State)
+	}
+}
+
+// TestStopSequence runs Stop against the in-process fake; the fake's
+// vmm.shutdown stands in for the process exiting.
+func TestStopSequence(t *testing.T) {
+	v, f := inProcessVM(t, tee.None)
+	ctx := ctxT(t)
+	if err := v.boot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := markRunning(v)
+	f.onVMMShutdown = func() { close(done) }
+	if err := v.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"GET vmm.ping", "PUT vm.create", "PUT vm.boot", "PUT vm.shutdown", "PUT vmm.shutdown"}
+	if got := f.Calls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+	if _, err := os.Stat(v.cfg.StateDir); !os.IsNotExist(err) {
+		t.Errorf("state dir after Stop: %v, want gone", err)
+	}
+	if _, err := v.Dial(ctx, 1024); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Dial after Stop: %v, want ErrFailedPrecondition", err)
+	}
+	if err := v.Start(ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Start after Stop: %v, want ErrFailedPrecondition", err)
+	}
+}

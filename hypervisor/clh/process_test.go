@@ -1,0 +1,226 @@
+package clh
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/hypervisor/tee"
+)
+
+// startFake builds a VM whose binary is the fake VMM in mode and starts it.
+func startFake(t *testing.T, mode string) (*VM, string) {
+	t.Helper()
+	cfg, _ := testConfig(t, tee.SNP)
+	bin, calls := fakeBinary(t, mode)
+	cfg.Path = bin
+	v, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		v.Stop(ctx)
+	})
+	if err := v.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	return v, calls
+}
+
+// assertGone checks that a stopped VM left nothing: no process, no state.
+func assertGone(t *testing.T, v *VM, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("process %d still exists after Stop (kill 0: %v)", pid, err)
+	}
+	if _, err := os.Stat(v.cfg.StateDir); !os.IsNotExist(err) {
+		t.Errorf("state dir %s after Stop: %v, want gone", v.cfg.StateDir, err)
+	}
+}
+
+func TestStartDialStopWithFakeBinary(t *testing.T) {
+	v, calls := startFake(t, modeNormal)
+	ctx := ctxT(t)
+	info := v.Info()
+	if info.PID <= 0 || info.Accel != "kvm" || info.StateDir != v.cfg.StateDir {
+		t.Errorf("Info = %+v", info)
+	}
+	if err := syscall.Kill(info.PID, 0); err != nil {
+		t.Fatalf("VMM process %d not running: %v", info.PID, err)
+	}
+	if err := v.Start(ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("second Start: %v, want ErrFailedPrecondition", err)
+	}
+
+	conn, err := v.Dial(ctx, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping" {
+		t.Errorf("echo over hybrid vsock: %q, %v", buf, err)
+	}
+	conn.Close()
+
+	if err := v.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := v.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Code != 0 || st.Reason != "shut down by request" || st.ExitedAt.IsZero() {
+		t.Errorf("exit status = %+v, want code 0, shut down by request", st)
+	}
+	got := readCalls(t, calls)
+	want := []string{"GET vmm.ping", "PUT vm.create", "PUT vm.boot", "PUT vm.shutdown", "PUT vmm.shutdown"}
+	// Pings before the API answered are not recorded; the rest is exact.
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("API calls = %q, want %q", got, want)
+	}
+	assertGone(t, v, info.PID)
+	if err := v.Stop(ctx); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+}
+
+func TestStartFailsWhenVMMExits(t *testing.T) {
+	cfg, _ := testConfig(t, tee.None)
+	cfg.Path, _ = fakeBinary(t, modeExitEarly)
+	v, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = v.Start(ctxT(t))
+	if err == nil {
+		t.Fatal("Start succeeded")
+	}
+	for _, w := range []string{"exited before its API answered", "exited with code 1", "log tail", "fake cloud-hypervisor refuses to start"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	st, werr := v.Wait(ctxT(t))
+	if werr != nil || st.Code != 1 {
+		t.Errorf("Wait = %+v, %v; want code 1", st, werr)
+	}
+	assertGone(t, v, v.Info().PID)
+}
+
+func TestStartFailsOnMissingBinaryAtLaunch(t *testing.T) {
+	cfg, _ := testConfig(t, tee.None)
+	v, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The binary disappears between New and Start.
+	os.Remove(cfg.Path)
+	err = v.Start(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), cfg.Path) {
+		t.Fatalf("Start: %v, want an error naming %s", err, cfg.Path)
+	}
+	if _, serr := os.Stat(cfg.StateDir); !os.IsNotExist(serr) {
+		t.Errorf("state dir left after failed Start: %v", serr)
+	}
+}
+
+func TestStopKillsAtDeadline(t *testing.T) {
+	v, calls := startFake(t, modeIgnoreShutdown)
+	pid := v.Info().PID
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := v.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := v.Wait(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Code != 128+9 || st.Reason != "killed by signal 9 at the stop deadline" {
+		t.Errorf("exit status = %+v, want SIGKILL at the deadline", st)
+	}
+	if got := readCalls(t, calls); !strings.Contains(strings.Join(got, ","), "PUT vm.shutdown,PUT vmm.shutdown") {
+		t.Errorf("calls = %q: graceful steps not tried before the kill", got)
+	}
+	assertGone(t, v, pid)
+}
+
+func TestGuestPowerOff(t *testing.T) {
+	v, _ := startFake(t, modePowerOff)
+	st, err := v.Wait(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Code != 0 || st.Reason != "guest powered off" {
+		t.Errorf("exit status = %+v, want guest powered off", st)
+	}
+	_, err = v.Dial(ctxT(t), 1024)
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "guest powered off") {
+		t.Errorf("Dial after power-off: %v, want ErrFailedPrecondition naming the reason", err)
+	}
+	pid := v.Info().PID
+	if err := v.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, v, pid)
+}
+
+func TestDialNoAgentEndsWithConsoleTail(t *testing.T) {
+	v, _ := startFake(t, modeNoAgent)
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	_, err := v.Dial(ctx, 1024)
+	if err == nil {
+		t.Fatal("Dial succeeded with no agent listening")
+	}
+	msg := err.Error()
+	for _, w := range []string{"hybrid vsock", "vsock.sock", "port 1024", "console tail:", "fake guest: waiting for the host"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q lacks %q", msg, w)
+		}
+	}
+	if !strings.HasSuffix(msg, "fake guest: waiting for the host") {
+		t.Errorf("error does not end with the console tail: %q", msg)
+	}
+}
+
+// TestDialStopsWhenVMMDies checks that a dial in progress gives up as soon
+// as the VMM exits instead of waiting for its deadline.
+func TestDialStopsWhenVMMDies(t *testing.T) {
+	v, _ := startFake(t, modeNoAgent)
+	pid := v.Info().PID
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := v.Dial(ctx, 1024)
+	if err == nil || !strings.Contains(err.Error(), "cloud-hypervisor exited (killed by signal 9)") {
+		t.Fatalf("Dial: %v, want it to report the VMM's death", err)
+	}
+	if ctx.Err() != nil {
+		t.Errorf("Dial ran to its one-minute deadline instead of stopping at the VMM's exit")
+	}
+	st, _ := v.Wait(ctxT(t))
+	if st.Reason != "killed by signal 9" {
+		t.Errorf("exit reason = %q", st.Reason)
+	}
+}
+
+var _ hypervisor.VM = (*VM)(nil)
