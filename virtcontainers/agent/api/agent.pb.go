@@ -151,10 +151,6 @@ type SetupSandboxRequest struct {
 	Sysctls map[string]string `protobuf:"bytes,4,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Rego text; empty keeps the policy from init-data or the image default.
 	Policy string `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
-	// The sandbox (pause) container is provided by the agent itself; this is
-	// its OCI spec from the host (namespaces, hostname); the process and root
-	// are replaced by the agent's own.
-	SandboxSpec []byte `protobuf:"bytes,6,opt,name=sandbox_spec,json=sandboxSpec,proto3" json:"sandbox_spec,omitempty"`
 	// Guest time for the agent to set (TCG guests start with a stale clock).
 	HostTime      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=host_time,json=hostTime,proto3" json:"host_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -224,13 +220,6 @@ func (x *SetupSandboxRequest) GetPolicy() string {
 		return x.Policy
 	}
 	return ""
-}
-
-func (x *SetupSandboxRequest) GetSandboxSpec() []byte {
-	if x != nil {
-		return x.SandboxSpec
-	}
-	return nil
 }
 
 func (x *SetupSandboxRequest) GetHostTime() *timestamppb.Timestamp {
@@ -661,10 +650,13 @@ func (*EventsRequest) Descriptor() ([]byte, []int) {
 }
 
 type Event struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	Event         *anypb.Any             `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
-	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Event     *anypb.Any             `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// Position in the guest's event sequence, from 1, without gaps: a host
+	// that reconnects can tell a repeated event from a new one.
+	Seq           uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -718,6 +710,13 @@ func (x *Event) GetTimestamp() *timestamppb.Timestamp {
 		return x.Timestamp
 	}
 	return nil
+}
+
+func (x *Event) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 type SetPolicyRequest struct {
@@ -811,19 +810,18 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fkernel_start_ns\x18\x02 \x01(\x04R\rkernelStartNs\x12$\n" +
 	"\x0eagent_start_ns\x18\x03 \x01(\x04R\fagentStartNs\x12$\n" +
 	"\x0eagent_ready_ns\x18\x04 \x01(\x04R\fagentReadyNs\x12#\n" +
-	"\rsandbox_ready\x18\x05 \x01(\bR\fsandboxReady\"\xdd\x02\n" +
+	"\rsandbox_ready\x18\x05 \x01(\bR\fsandboxReady\"\xc0\x02\n" +
 	"\x13SetupSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x10\n" +
 	"\x03dns\x18\x03 \x01(\tR\x03dns\x12I\n" +
 	"\asysctls\x18\x04 \x03(\v2/.coco.agent.v1.SetupSandboxRequest.SysctlsEntryR\asysctls\x12\x16\n" +
-	"\x06policy\x18\x05 \x01(\tR\x06policy\x12!\n" +
-	"\fsandbox_spec\x18\x06 \x01(\fR\vsandboxSpec\x127\n" +
+	"\x06policy\x18\x05 \x01(\tR\x06policy\x127\n" +
 	"\thost_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bhostTime\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x06\x10\a\"\xd7\x01\n" +
 	"\x17PrepareContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12-\n" +
@@ -847,11 +845,12 @@ const file_agent_proto_rawDesc = "" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\"2\n" +
 	"\x18PrepareContainerResponse\x12\x16\n" +
 	"\x06bundle\x18\x01 \x01(\tR\x06bundle\"\x0f\n" +
-	"\rEventsRequest\"\x83\x01\n" +
+	"\rEventsRequest\"\x95\x01\n" +
 	"\x05Event\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12*\n" +
 	"\x05event\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05event\x128\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"*\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"*\n" +
 	"\x10SetPolicyRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\"\x17\n" +
 	"\x15DestroySandboxRequest2\xd5\x03\n" +

@@ -1,0 +1,181 @@
+//go:build linux
+
+// coco-agent is PID 1 of the pod VM: it prepares the guest, then serves
+// containerd's task API and the coco agent API over vsock. Started as
+// /pause (inside the sandbox container) it is the pod's pause process.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	"github.com/containerd/log"
+	"github.com/mdlayher/vsock"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/coco-runtime/coco/guest-assets/agent/boot"
+	"github.com/coco-runtime/coco/guest-assets/agent/container"
+	"github.com/coco-runtime/coco/guest-assets/agent/pause"
+	"github.com/coco-runtime/coco/guest-assets/agent/policy"
+	"github.com/coco-runtime/coco/guest-assets/agent/service"
+	"github.com/coco-runtime/coco/guest-assets/kmod"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+	vpolicy "github.com/coco-runtime/coco/virtcontainers/policy"
+)
+
+// Version is set at build time (-X main.Version=...).
+var Version = "dev"
+
+// Guest paths.
+const (
+	runDir       = "/run/coco"
+	bundleRoot   = runDir + "/bundles"
+	ioDir        = runDir + "/io"
+	shmDir       = runDir + "/shm"
+	cgroupRoot   = "/sys/fs/cgroup"
+	cgroupParent = "/coco"
+	guestPath    = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+func main() {
+	if filepath.Base(os.Args[0]) == "pause" {
+		os.Exit(pause.Run())
+	}
+	start := boot.Boottime()
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "coco-agent: must run as PID 1 of the guest (or as /pause in the sandbox container)")
+		os.Exit(2)
+	}
+	err := run(start)
+	boot.PowerOff(fmt.Sprintf("fatal: %v", err))
+}
+
+func run(start uint64) error {
+	if err := boot.SwitchRoot(); err != nil {
+		return err
+	}
+	if err := boot.MountEarly(); err != nil {
+		return err
+	}
+	boot.OpenConsole()
+	os.Setenv("PATH", guestPath)
+	logrus.SetOutput(os.Stderr)
+	logrus.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: false})
+	level := "info"
+	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil {
+		for _, f := range strings.Fields(string(cmdline)) {
+			if v, ok := strings.CutPrefix(f, "coco.log="); ok {
+				level = v
+			}
+		}
+	}
+	if err := log.SetLevel(level); err != nil {
+		log.L.WithError(err).Warn("coco.log")
+	}
+	if err := kmod.LoadManifest(kmod.DefaultManifest); err != nil {
+		return fmt.Errorf("load kernel modules: %w", err)
+	}
+	if err := boot.EnableControllers(cgroupRoot); err != nil {
+		log.L.WithError(err).Warn("cgroup controllers")
+	}
+	for _, d := range []string{bundleRoot, ioDir, shmDir, "/run/containerd/runc", "/etc"} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount("shm", shmDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+		return fmt.Errorf("pod shm: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go reap(ctx)
+
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	destroyed := make(chan string, 1)
+	a, err := service.New(ctx, service.Config{
+		Version:       Version,
+		StartNs:       start,
+		Now:           boot.Boottime,
+		Policy:        policy.AllowAll{},
+		CompilePolicy: func(text string) (policy.Policy, error) { return vpolicy.Compile(text) },
+		Guest:         boot.Guest{},
+		Containers: container.Config{
+			BundleRoot:   bundleRoot,
+			ShmDir:       shmDir,
+			CgroupParent: cgroupParent,
+			AgentBinary:  exe,
+		},
+		IODir:     ioDir,
+		OnDestroy: func(reason string) { destroyed <- reason },
+	})
+	if err != nil {
+		return err
+	}
+	agentL, err := listen(ctx, api.AgentPort)
+	if err != nil {
+		return err
+	}
+	streamL, err := listen(ctx, api.StreamPort)
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx, agentL, streamL) }()
+	boot.Log("serving on vsock ports %d and %d, %.3fs after kernel start", api.AgentPort, api.StreamPort, float64(boot.Boottime())/1e9)
+
+	select {
+	case reason := <-destroyed:
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		a.Close(sctx)
+		scancel()
+		streamL.Close()
+		boot.PowerOff(reason)
+		return nil
+	case err := <-served:
+		return fmt.Errorf("ttrpc server stopped: %w", err)
+	}
+}
+
+// listen opens a vsock listener, retrying briefly: the transport may still
+// be registering right after its module loaded.
+func listen(ctx context.Context, port uint32) (*vsock.Listener, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, err := vsock.Listen(port, nil)
+		if err == nil {
+			return l, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("listen on vsock port %d: %w", port, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// reap collects every exited child (PID 1 inherits all orphans) and hands
+// the exits to containerd's reaper, which the runc task service listens to.
+func reap(ctx context.Context) {
+	sigs := make(chan os.Signal, 128)
+	signal.Notify(sigs, unix.SIGCHLD)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sigs:
+			if err := reaper.Reap(); err != nil {
+				log.L.WithError(err).Debug("reap")
+			}
+		}
+	}
+}

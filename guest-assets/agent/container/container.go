@@ -1,0 +1,305 @@
+// Package container prepares guest bundles: the rewritten config.json, the
+// files the host sent for bind mounts, and the root filesystem (a
+// hot-plugged read-only EROFS disk under a private overlay on tmpfs, or the
+// agent's own pause rootfs for the sandbox container).
+package container
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/coco-runtime/coco/guest-assets/agent/spec"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+)
+
+// Config holds the guest paths a Manager works with.
+type Config struct {
+	// BundleRoot holds one bundle directory per container.
+	BundleRoot string
+	// ShmDir is the pod's shared /dev/shm.
+	ShmDir string
+	// CgroupParent is the guest cgroup containers are created under.
+	CgroupParent string
+	// AgentBinary is bind-mounted as /pause into the sandbox container.
+	AgentBinary string
+	// SysBlock is where disks are looked up by serial (/sys/block).
+	SysBlock string
+	// DevDir holds the block device nodes (/dev).
+	DevDir string
+	// DeviceWait bounds the wait for a hot-plugged disk to appear.
+	DeviceWait time.Duration
+}
+
+type prepared struct {
+	bundle  string
+	sandbox bool
+	mounts  []string // to unmount, innermost first
+}
+
+// Manager tracks prepared bundles and the sandbox container. It is safe for
+// concurrent use.
+type Manager struct {
+	cfg Config
+
+	mu         sync.Mutex
+	containers map[string]*prepared
+	sandboxID  string
+	sandboxPID int
+}
+
+// NewManager returns a manager for cfg.
+func NewManager(cfg Config) *Manager {
+	if cfg.SysBlock == "" {
+		cfg.SysBlock = "/sys/block"
+	}
+	if cfg.DevDir == "" {
+		cfg.DevDir = "/dev"
+	}
+	if cfg.DeviceWait == 0 {
+		cfg.DeviceWait = 10 * time.Second
+	}
+	return &Manager{cfg: cfg, containers: map[string]*prepared{}}
+}
+
+// BundlePath is where a container's bundle lives.
+func (m *Manager) BundlePath(id string) string { return filepath.Join(m.cfg.BundleRoot, id) }
+
+// Prepared reports whether id has a bundle ready for task Create.
+func (m *Manager) Prepared(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.containers[id] != nil
+}
+
+// Created records a created task; the sandbox container's pid is what other
+// containers' namespaces join.
+func (m *Manager) Created(id string, pid int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id == m.sandboxID {
+		m.sandboxPID = pid
+	}
+}
+
+// Prepare writes the bundle for r (already validated) and returns its path.
+func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (_ string, retErr error) {
+	id := r.GetContainerId()
+	m.mu.Lock()
+	if m.containers[id] != nil {
+		m.mu.Unlock()
+		return "", fmt.Errorf("container %s already prepared: %w", id, errdefs.ErrAlreadyExists)
+	}
+	if r.GetSandboxContainer() && m.sandboxID != "" {
+		m.mu.Unlock()
+		return "", fmt.Errorf("sandbox_container: the sandbox container is already %s: %w", m.sandboxID, errdefs.ErrAlreadyExists)
+	}
+	p := &prepared{bundle: m.BundlePath(id), sandbox: r.GetSandboxContainer()}
+	// Reserve the id while the slow part runs without the lock.
+	m.containers[id] = p
+	if p.sandbox {
+		m.sandboxID = id
+	}
+	sandboxPID := m.sandboxPID
+	m.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			m.cleanup(ctx, p)
+			m.mu.Lock()
+			delete(m.containers, id)
+			if p.sandbox {
+				m.sandboxID = ""
+			}
+			m.mu.Unlock()
+		}
+	}()
+
+	if r.GetRootfs().GetGuestPull() != nil {
+		return "", fmt.Errorf("rootfs.guest_pull: image pull in the guest is not implemented yet: %w", errdefs.ErrNotImplemented)
+	}
+	if err := os.Mkdir(p.bundle, 0o700); err != nil {
+		if os.IsExist(err) {
+			return "", fmt.Errorf("bundle %s exists: %w", p.bundle, errdefs.ErrAlreadyExists)
+		}
+		return "", err
+	}
+	files, err := writeFiles(filepath.Join(p.bundle, "files"), r.GetFiles())
+	if err != nil {
+		return "", err
+	}
+	res, err := spec.Rewrite(r.GetSpec(), spec.Options{
+		ContainerID:  id,
+		Sandbox:      p.sandbox,
+		SandboxPID:   sandboxPID,
+		Files:        files,
+		ShmDir:       m.cfg.ShmDir,
+		CgroupParent: m.cfg.CgroupParent,
+	})
+	if err != nil {
+		return "", err
+	}
+	for _, w := range res.Warnings {
+		log.G(ctx).WithField("id", id).Warn(w)
+	}
+	data, err := res.Marshal()
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(p.bundle, "config.json"), data, 0o600); err != nil {
+		return "", err
+	}
+	rootfs := filepath.Join(p.bundle, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return "", err
+	}
+	if blk := r.GetRootfs().GetBlock(); blk != nil {
+		err = m.mountBlock(ctx, p, blk.GetSerial(), rootfs)
+	} else {
+		err = m.mountPause(p, rootfs)
+	}
+	if err != nil {
+		return "", err
+	}
+	return p.bundle, nil
+}
+
+func writeFiles(dir string, files []*api.File) (map[string]string, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(files))
+	for i, f := range files {
+		p := filepath.Join(dir, fmt.Sprintf("f%d", i))
+		mode := os.FileMode(f.GetMode() & 0o777)
+		if mode == 0 {
+			mode = 0o644
+		}
+		if err := os.WriteFile(p, f.GetContent(), mode); err != nil {
+			return nil, fmt.Errorf("files[%d]: %w", i, err)
+		}
+		// WriteFile's mode is filtered by the umask; the host asked for this one.
+		if err := os.Chmod(p, mode); err != nil {
+			return nil, fmt.Errorf("files[%d]: %w", i, err)
+		}
+		out[f.GetDestination()] = p
+	}
+	return out, nil
+}
+
+// FindDisk waits for the block device whose serial is serial and returns
+// its device node.
+func (m *Manager) FindDisk(ctx context.Context, serial string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.DeviceWait)
+	defer cancel()
+	for {
+		entries, _ := os.ReadDir(m.cfg.SysBlock)
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(m.cfg.SysBlock, e.Name(), "serial"))
+			if err == nil && strings.TrimSpace(string(b)) == serial {
+				return filepath.Join(m.cfg.DevDir, e.Name()), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("rootfs.block.serial: no disk with serial %q appeared within %s (was it hot-plugged?): %w", serial, m.cfg.DeviceWait, errdefs.ErrNotFound)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// mountBlock mounts the EROFS disk read-only and a private overlay whose
+// writable layer lives on the guest's tmpfs, so writes never reach the host.
+func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs string) error {
+	dev, err := m.FindDisk(ctx, serial)
+	if err != nil {
+		return err
+	}
+	ovl := filepath.Join(p.bundle, ".overlay")
+	lower, upper, work := filepath.Join(ovl, "lower"), filepath.Join(ovl, "upper"), filepath.Join(ovl, "work")
+	for _, d := range []string{lower, upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount(dev, lower, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		return fmt.Errorf("mount erofs disk %s (serial %s): %w", dev, serial, err)
+	}
+	p.mounts = append([]string{lower}, p.mounts...)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay for serial %s: %w", serial, err)
+	}
+	p.mounts = append([]string{rootfs}, p.mounts...)
+	return nil
+}
+
+// mountPause builds the sandbox container's rootfs: a small tmpfs with the
+// agent binary bound read-only at /pause (the agent acts as pause when
+// started under that name).
+func (m *Manager) mountPause(p *prepared, rootfs string) error {
+	if err := unix.Mount("tmpfs", rootfs, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, "size=1m,mode=755"); err != nil {
+		return fmt.Errorf("pause rootfs: %w", err)
+	}
+	p.mounts = append([]string{rootfs}, p.mounts...)
+	for _, d := range []string{"proc", "dev", "sys", "etc"} {
+		if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil {
+			return err
+		}
+	}
+	target := filepath.Join(rootfs, strings.TrimPrefix(spec.PauseBinary, "/"))
+	if err := os.WriteFile(target, nil, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(m.cfg.AgentBinary, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s as pause: %w", m.cfg.AgentBinary, err)
+	}
+	p.mounts = append([]string{target}, p.mounts...)
+	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("make pause read-only: %w", err)
+	}
+	return nil
+}
+
+// Remove unmounts and deletes a container's bundle. Unknown ids are
+// ErrNotFound.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	m.mu.Lock()
+	p := m.containers[id]
+	delete(m.containers, id)
+	if p != nil && p.sandbox {
+		m.sandboxID, m.sandboxPID = "", 0
+	}
+	m.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+	}
+	return m.cleanup(ctx, p)
+}
+
+func (m *Manager) cleanup(ctx context.Context, p *prepared) error {
+	var first error
+	for _, mnt := range p.mounts {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			log.G(ctx).WithError(err).WithField("path", mnt).Warn("unmount")
+			if first == nil {
+				first = fmt.Errorf("unmount %s: %w", mnt, err)
+			}
+		}
+	}
+	p.mounts = nil
+	if err := os.RemoveAll(p.bundle); err != nil && first == nil {
+		first = err
+	}
+	return first
+}

@@ -1,0 +1,152 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/coco-runtime/coco/guest-assets/agent/container"
+	"github.com/coco-runtime/coco/guest-assets/agent/events"
+	"github.com/coco-runtime/coco/guest-assets/agent/policy"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+)
+
+// Guest is what SetupSandbox changes in the VM. The real one writes the
+// kernel and files; unit tests record the calls.
+type Guest interface {
+	SetHostname(name string) error
+	WriteResolvConf(content string) error
+	SetSysctl(key, value string) error
+	SetClock(t time.Time) error
+}
+
+// PolicyCompiler turns policy text into a Policy (the Rego engine).
+type PolicyCompiler func(text string) (policy.Policy, error)
+
+// agentService implements coco.agent.v1.Agent.
+type agentService struct {
+	version    string
+	startNs    uint64
+	readyNs    func() uint64
+	gate       *policy.Gate
+	queue      *events.Queue
+	reader     events.Reader
+	guest      Guest
+	compile    PolicyCompiler
+	destroy    func(reason string)
+	containers *container.Manager
+	setupMu    sync.Mutex
+	setupFor   string
+}
+
+const eventsMethod = "/coco.agent.v1.Agent/Events"
+
+func (s *agentService) Health(ctx context.Context, _ *api.HealthRequest) (*api.HealthResponse, error) {
+	return &api.HealthResponse{
+		Version:      s.version,
+		AgentStartNs: s.startNs,
+		AgentReadyNs: s.readyNs(),
+		SandboxReady: s.gate.Ready(),
+	}, nil
+}
+
+func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequest) (*emptypb.Empty, error) {
+	s.setupMu.Lock()
+	defer s.setupMu.Unlock()
+	if s.setupFor != "" {
+		return nil, fmt.Errorf("sandbox %s is already set up: %w", s.setupFor, errdefs.ErrAlreadyExists)
+	}
+	// The policy comes first: if it does not compile nothing else changes.
+	if r.GetPolicy() != "" {
+		p, err := s.compilePolicy(r.GetPolicy())
+		if err != nil {
+			return nil, err
+		}
+		s.gate.SetPolicy(p)
+	}
+	if t := r.GetHostTime(); t != nil && t.IsValid() {
+		if err := s.guest.SetClock(t.AsTime()); err != nil {
+			log.G(ctx).WithError(err).Warn("set guest clock")
+		}
+	}
+	if h := r.GetHostname(); h != "" {
+		if err := s.guest.SetHostname(h); err != nil {
+			return nil, fmt.Errorf("hostname: %w", err)
+		}
+	}
+	if r.GetDns() != "" {
+		if err := s.guest.WriteResolvConf(r.GetDns()); err != nil {
+			return nil, fmt.Errorf("dns: %w", err)
+		}
+	}
+	for k, v := range r.GetSysctls() {
+		if err := s.guest.SetSysctl(k, v); err != nil {
+			return nil, fmt.Errorf("sysctls[%s]: %v: %w", k, err, errdefs.ErrInvalidArgument)
+		}
+	}
+	s.setupFor = r.GetSandboxId()
+	s.gate.SetReady()
+	log.G(ctx).WithField("sandbox", s.setupFor).Info("sandbox set up")
+	return &emptypb.Empty{}, nil
+}
+
+func (s *agentService) compilePolicy(text string) (policy.Policy, error) {
+	if s.compile == nil {
+		return nil, fmt.Errorf("policy: this guest has no policy engine built in; send no policy text: %w", errdefs.ErrNotImplemented)
+	}
+	p, err := s.compile(text)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
+}
+
+func (s *agentService) PrepareContainer(ctx context.Context, r *api.PrepareContainerRequest) (*api.PrepareContainerResponse, error) {
+	b, err := s.containers.Prepare(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return &api.PrepareContainerResponse{Bundle: b}, nil
+}
+
+// Events sends task events in order until the host goes away or a newer
+// Events stream takes over. A stream opened before SetupSandbox waits for
+// it (nothing is sent, and the policy is asked only once it is loaded), so
+// the host may subscribe first and miss nothing. ttrpc 1.2 has no stream
+// interceptor, so the gate is run here.
+func (s *agentService) Events(ctx context.Context, r *api.EventsRequest, srv api.Agent_EventsServer) error {
+	if err := s.gate.WaitReady(ctx); err != nil {
+		return errgrpc.ToGRPC(err)
+	}
+	if err := s.gate.Check(ctx, eventsMethod, r); err != nil {
+		return errgrpc.ToGRPC(err)
+	}
+	ctx, release := s.reader.Acquire(ctx)
+	defer release()
+	if err := s.queue.Drain(ctx, srv.Send); err != nil {
+		return errgrpc.ToGRPC(err)
+	}
+	return nil
+}
+
+func (s *agentService) SetPolicy(ctx context.Context, r *api.SetPolicyRequest) (*emptypb.Empty, error) {
+	p, err := s.compilePolicy(r.GetPolicy())
+	if err != nil {
+		return nil, err
+	}
+	s.gate.SetPolicy(p)
+	return &emptypb.Empty{}, nil
+}
+
+func (s *agentService) DestroySandbox(ctx context.Context, _ *api.DestroySandboxRequest) (*emptypb.Empty, error) {
+	log.G(ctx).Info("DestroySandbox: powering off")
+	// After the answer is on its way: the server drains, then the VM stops.
+	go s.destroy("sandbox destroyed by the host")
+	return &emptypb.Empty{}, nil
+}

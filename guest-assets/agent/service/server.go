@@ -1,0 +1,129 @@
+// Package service assembles the guest agent's ttrpc server: containerd's
+// task API (the runc task service, wrapped) and coco.agent.v1.Agent on one
+// server behind the policy gate, plus the stdio stream listener.
+package service
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+
+	"github.com/coco-runtime/coco/guest-assets/agent/container"
+	"github.com/coco-runtime/coco/guest-assets/agent/events"
+	"github.com/coco-runtime/coco/guest-assets/agent/policy"
+	"github.com/coco-runtime/coco/guest-assets/agent/stdio"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+)
+
+// DefaultNamespace is the containerd namespace of requests that carry none.
+const DefaultNamespace = "default"
+
+// Config configures an Agent.
+type Config struct {
+	Version string
+	// StartNs is when the agent started (CLOCK_BOOTTIME).
+	StartNs uint64
+	// Now reads CLOCK_BOOTTIME in nanoseconds.
+	Now func() uint64
+	// Policy is the initial policy (nil = allow all).
+	Policy policy.Policy
+	// CompilePolicy turns policy text into a Policy; nil refuses policy text.
+	CompilePolicy PolicyCompiler
+	Guest         Guest
+	Containers    container.Config
+	// IODir holds the stdio FIFOs.
+	IODir string
+	// OnDestroy runs after DestroySandbox answered; it powers the VM off.
+	OnDestroy func(reason string)
+}
+
+// Agent is the guest agent's servers.
+type Agent struct {
+	srv     *ttrpc.Server
+	queue   *events.Queue
+	streams *stdio.Streams
+	sd      shutdown.Service
+	readyNs atomic.Uint64
+	now     func() uint64
+}
+
+// New builds the agent's services. ctx lives as long as the agent.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	a := &Agent{queue: events.New(0), now: cfg.Now}
+	ctx, a.sd = shutdown.WithShutdown(ctx)
+	inner, err := task.NewTaskService(ctx, a.queue, a.sd)
+	if err != nil {
+		return nil, fmt.Errorf("runc task service: %w", err)
+	}
+	containers := container.NewManager(cfg.Containers)
+	ts := &taskService{TTRPCTaskService: inner, containers: containers}
+	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin)
+	ts.streams = a.streams
+
+	gate := policy.NewGate(cfg.Policy, ValidateTask)
+	a.srv, err = ttrpc.NewServer(ttrpc.WithChainUnaryServerInterceptor(gate.UnaryInterceptor(), namespaceInterceptor))
+	if err != nil {
+		return nil, err
+	}
+	destroy := cfg.OnDestroy
+	if destroy == nil {
+		destroy = func(string) {}
+	}
+	taskAPI.RegisterTTRPCTaskService(a.srv, ts)
+	api.RegisterAgentService(a.srv, &agentService{
+		version:    cfg.Version,
+		startNs:    cfg.StartNs,
+		readyNs:    a.readyNs.Load,
+		gate:       gate,
+		queue:      a.queue,
+		guest:      cfg.Guest,
+		compile:    cfg.CompilePolicy,
+		destroy:    destroy,
+		containers: containers,
+	})
+	return a, nil
+}
+
+// namespaceInterceptor gives requests without a containerd namespace the
+// default one and refuses namespaces that are not plain names (the
+// namespace becomes part of runc's state path).
+func namespaceInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+	ns, ok := namespaces.Namespace(ctx)
+	if !ok || ns == "" {
+		ctx = namespaces.WithNamespace(ctx, DefaultNamespace)
+	} else if err := api.ValidateID("containerd namespace", ns); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return method(ctx, unmarshal)
+}
+
+// Serve answers stream connections on streams and ttrpc on agent until
+// Close. Health reports readiness from this moment.
+func (a *Agent) Serve(ctx context.Context, agent, streams net.Listener) error {
+	go a.streams.Serve(streams)
+	if a.now != nil {
+		a.readyNs.Store(a.now())
+	}
+	return a.srv.Serve(ctx, agent)
+}
+
+// Close ends the event stream, lets in-flight answers go out until ctx is
+// done, and stops serving.
+func (a *Agent) Close(ctx context.Context) error {
+	a.queue.Close()
+	err := a.srv.Shutdown(ctx)
+	if err != nil {
+		a.srv.Close()
+	}
+	a.sd.Shutdown()
+	return err
+}
+

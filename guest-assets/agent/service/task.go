@@ -1,0 +1,127 @@
+package service
+
+import (
+	"context"
+	"fmt"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/coco-runtime/coco/guest-assets/agent/container"
+	"github.com/coco-runtime/coco/guest-assets/agent/stdio"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+)
+
+// taskService wraps containerd's runc task service: it swaps the host's
+// stdio fields for the guest FIFOs of the host's streams, checks that a
+// container was prepared, and removes the guest bundle after Delete. Every
+// other call goes to the runc task service unchanged.
+type taskService struct {
+	taskAPI.TTRPCTaskService
+	streams    *stdio.Streams
+	containers *container.Manager
+}
+
+// fillStdio replaces each non-empty stdio field by the FIFO of the stream
+// the host opened for it.
+func (t *taskService) fillStdio(id, execID string, fields ...*string) error {
+	kinds := []string{api.StreamStdin, api.StreamStdout, api.StreamStderr}
+	for i, f := range fields {
+		if *f == "" {
+			continue
+		}
+		p, ok := t.streams.Path(id, execID, kinds[i])
+		if !ok {
+			name := execID
+			if name == "" {
+				name = "init"
+			}
+			return fmt.Errorf("%s: no %s stream open for %s/%s: open it on vsock port %d before the request: %w",
+				kinds[i], kinds[i], id, name, api.StreamPort, errdefs.ErrFailedPrecondition)
+		}
+		*f = p
+	}
+	return nil
+}
+
+func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	if !t.containers.Prepared(r.ID) {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s: call PrepareContainer before Create", r.ID)
+	}
+	if want := t.containers.BundlePath(r.ID); r.Bundle != want {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "bundle: %q is not the guest bundle; use %q from PrepareContainer", r.Bundle, want)
+	}
+	g := proto.Clone(r).(*taskAPI.CreateTaskRequest)
+	if err := t.fillStdio(r.ID, "", &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	resp, err := t.TTRPCTaskService.Create(ctx, g)
+	if err != nil {
+		t.streams.Release(r.ID, "")
+		return nil, err
+	}
+	t.containers.Created(r.ID, int(resp.Pid))
+	t.streams.Started(r.ID, "")
+	return resp, nil
+}
+
+func (t *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
+	g := proto.Clone(r).(*taskAPI.ExecProcessRequest)
+	if err := t.fillStdio(r.ID, r.ExecID, &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	resp, err := t.TTRPCTaskService.Exec(ctx, g)
+	if err != nil {
+		t.streams.Release(r.ID, r.ExecID)
+	}
+	return resp, err
+}
+
+func (t *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	resp, err := t.TTRPCTaskService.Start(ctx, r)
+	if err == nil && r.ExecID != "" {
+		// An exec opens its stdin at Start, not at Exec.
+		t.streams.Started(r.ID, r.ExecID)
+	}
+	return resp, err
+}
+
+func (t *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	resp, err := t.TTRPCTaskService.Delete(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if r.ExecID != "" {
+		t.streams.Release(r.ID, r.ExecID)
+		return resp, nil
+	}
+	t.streams.ReleaseContainer(r.ID)
+	if err := t.containers.Remove(ctx, r.ID); err != nil && !errdefs.IsNotFound(err) {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInternal, "container %s deleted but its bundle was not removed: %v", r.ID, err)
+	}
+	return resp, nil
+}
+
+// Checkpoint is refused: the guest has no CRIU, and a host-chosen image
+// path must not be written in the guest.
+func (t *taskService) Checkpoint(context.Context, *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
+	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "checkpoint is not supported in the guest")
+}
+
+// Shutdown is a no-op: the VM's lifetime is DestroySandbox's business, and
+// the runc task service would otherwise stop publishing events.
+func (t *taskService) Shutdown(context.Context, *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
+	return &emptypb.Empty{}, nil
+}
+
+// closeStdin is the stdio registry's CloseIO hook.
+func (t *taskService) closeStdin(ctx context.Context, id, execID string) error {
+	_, err := t.TTRPCTaskService.CloseIO(ctx, &taskAPI.CloseIORequest{ID: id, ExecID: execID, Stdin: true})
+	if err != nil {
+		return errgrpc.ToNative(err)
+	}
+	return nil
+}

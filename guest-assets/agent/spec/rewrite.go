@@ -1,0 +1,276 @@
+// Package spec rewrites a container's OCI runtime spec, as containerd wrote
+// it for the host, into the spec the guest runs: host namespace paths become
+// the sandbox container's namespaces, host bind mounts become guest files or
+// guest tmpfs, the cgroup moves under the guest's own hierarchy, and the
+// root filesystem is the bundle's rootfs directory. It is pure (no I/O) so
+// it can be fuzzed.
+package spec
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+)
+
+// PauseBinary is the sandbox container's process inside the agent-provided
+// rootfs.
+const PauseBinary = "/pause"
+
+// Options describe the guest context of one rewrite.
+type Options struct {
+	ContainerID string
+	// Sandbox is true for the pod's sandbox (pause) container.
+	Sandbox bool
+	// SandboxPID is the guest pid of the running sandbox container; 0 when
+	// it is not running yet. Other containers join its namespaces.
+	SandboxPID int
+	// Files maps a bind mount destination to the guest file written for it.
+	Files map[string]string
+	// ShmDir is the pod's shared /dev/shm in the guest ("" = private tmpfs).
+	ShmDir string
+	// CgroupParent is the guest cgroup under which every container lives.
+	CgroupParent string
+}
+
+// Result is a rewritten spec plus what was changed that the user may care
+// about.
+type Result struct {
+	Spec     *specs.Spec
+	Warnings []string
+}
+
+// mount types that carry no host path and keep their meaning in the guest.
+var guestMountTypes = []string{"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"}
+
+// bindOptions are the mount options kept on a rewritten bind mount.
+var bindOptions = []string{"ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate", "slave", "rslave", "shared", "rshared"}
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("spec.%s: %s: %w", field, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
+}
+
+// Rewrite parses raw (config.json bytes) and returns the guest spec.
+func Rewrite(raw []byte, o Options) (*Result, error) {
+	if err := api.ValidateID("container_id", o.ContainerID); err != nil {
+		return nil, err
+	}
+	if len(raw) == 0 || len(raw) > api.MaxSpecBytes {
+		return nil, fmt.Errorf("spec: %d bytes, want 1 to %d: %w", len(raw), api.MaxSpecBytes, errdefs.ErrInvalidArgument)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("spec: not an OCI runtime spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	res := &Result{Spec: &s}
+	warn := func(format string, args ...any) { res.Warnings = append(res.Warnings, fmt.Sprintf(format, args...)) }
+
+	if s.Process == nil {
+		return nil, invalid("process", "missing")
+	}
+	if len(s.Process.Args) == 0 && !o.Sandbox {
+		return nil, invalid("process.args", "empty")
+	}
+	if o.Sandbox {
+		s.Process.Args = []string{PauseBinary}
+		s.Process.Cwd = "/"
+	}
+	if s.Process.Cwd == "" || !path.IsAbs(s.Process.Cwd) {
+		return nil, invalid("process.cwd", "%q must be absolute", s.Process.Cwd)
+	}
+	// Security modules of the host name profiles the guest kernel has not
+	// loaded; runc would fail to apply them.
+	if s.Process.ApparmorProfile != "" {
+		warn("process.apparmorProfile %q dropped: the guest loads no AppArmor profiles", s.Process.ApparmorProfile)
+		s.Process.ApparmorProfile = ""
+	}
+	if s.Process.SelinuxLabel != "" {
+		warn("process.selinuxLabel dropped: the guest has no SELinux policy")
+		s.Process.SelinuxLabel = ""
+	}
+	readonly := s.Root != nil && s.Root.Readonly
+	s.Root = &specs.Root{Path: "rootfs", Readonly: readonly}
+	if s.Hooks != nil {
+		warn("hooks dropped: host hook binaries do not exist in the guest")
+		s.Hooks = nil
+	}
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	if err := rewriteNamespaces(&s, o, warn); err != nil {
+		return nil, err
+	}
+	if err := rewriteMounts(&s, o, warn); err != nil {
+		return nil, err
+	}
+	rewriteLinux(&s, o, warn)
+	return res, nil
+}
+
+func rewriteNamespaces(s *specs.Spec, o Options, warn func(string, ...any)) error {
+	join := func(t specs.LinuxNamespaceType) (string, error) {
+		if o.SandboxPID <= 0 {
+			return "", fmt.Errorf("spec.linux.namespaces: %s namespace of the sandbox container requested, but the sandbox container is not running: %w", t, errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Sprintf("/proc/%d/ns/%s", o.SandboxPID, nsFile(t)), nil
+	}
+	var out []specs.LinuxNamespace
+	seen := map[specs.LinuxNamespaceType]bool{}
+	for i, ns := range s.Linux.Namespaces {
+		field := fmt.Sprintf("linux.namespaces[%d]", i)
+		if seen[ns.Type] {
+			return invalid(field+".type", "%q listed twice", ns.Type)
+		}
+		seen[ns.Type] = true
+		switch ns.Type {
+		case specs.NetworkNamespace:
+			// The VM is the pod's network namespace: every container uses
+			// the guest's, where the agent configures the pod's interfaces.
+			continue
+		case specs.UserNamespace:
+			if ns.Path != "" {
+				return invalid(field+".path", "joining a host user namespace is not supported")
+			}
+		case specs.MountNamespace, specs.CgroupNamespace, specs.TimeNamespace:
+			ns.Path = ""
+		case specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace:
+			// A path names the pod's shared namespace on the host; in the
+			// guest that is the sandbox container's. No path: a new one.
+			if o.Sandbox || ns.Path == "" {
+				ns.Path = ""
+				break
+			}
+			p, err := join(ns.Type)
+			if err != nil {
+				return err
+			}
+			ns.Path = p
+		default:
+			return invalid(field+".type", "unknown namespace type %q", ns.Type)
+		}
+		out = append(out, ns)
+	}
+	if !seen[specs.MountNamespace] {
+		out = append(out, specs.LinuxNamespace{Type: specs.MountNamespace})
+	}
+	if !seen[specs.PIDNamespace] {
+		// The host's pid namespace means nothing here, and the guest's own
+		// would show the agent to the container.
+		warn("no pid namespace requested (host PID): the container gets its own")
+		out = append(out, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	}
+	s.Linux.Namespaces = out
+	return nil
+}
+
+func nsFile(t specs.LinuxNamespaceType) string {
+	switch t {
+	case specs.NetworkNamespace:
+		return "net"
+	case specs.MountNamespace:
+		return "mnt"
+	}
+	return string(t)
+}
+
+func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) error {
+	used := map[string]bool{}
+	for i := range s.Mounts {
+		m := &s.Mounts[i]
+		field := fmt.Sprintf("mounts[%d]", i)
+		if m.Destination == "" || !path.IsAbs(m.Destination) || strings.ContainsRune(m.Destination, 0) {
+			return invalid(field+".destination", "%q must be an absolute path", m.Destination)
+		}
+		m.Destination = path.Clean(m.Destination)
+		bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+		if !bind {
+			if !slices.Contains(guestMountTypes, m.Type) {
+				return invalid(field+".type", "%q is not allowed in the guest: want bind or one of %s", m.Type, strings.Join(guestMountTypes, ", "))
+			}
+			continue
+		}
+		ro := slices.Contains(m.Options, "ro")
+		if src, ok := o.Files[m.Destination]; ok {
+			used[m.Destination] = true
+			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: src, Options: keepBindOptions(m.Options)}
+			continue
+		}
+		if m.Destination == "/dev/shm" && o.ShmDir != "" {
+			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: o.ShmDir, Options: []string{"rbind", "nosuid", "nodev", "noexec"}}
+			continue
+		}
+		// Host directories cannot reach the guest (no shared filesystem):
+		// the container gets an empty private tmpfs in their place.
+		warn("mount %s: host path %q is not shared with the guest; using an empty tmpfs", m.Destination, m.Source)
+		opts := []string{"nosuid", "nodev", "mode=755"}
+		if m.Destination == "/dev/shm" {
+			opts = []string{"nosuid", "nodev", "noexec", "mode=1777", "size=65536k"}
+		}
+		if ro {
+			opts = append(opts, "ro")
+		}
+		*m = specs.Mount{Destination: m.Destination, Type: "tmpfs", Source: "tmpfs", Options: opts}
+	}
+	var unused []string
+	for d := range o.Files {
+		if !used[d] {
+			unused = append(unused, d)
+		}
+	}
+	if len(unused) > 0 {
+		sort.Strings(unused)
+		return fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func keepBindOptions(in []string) []string {
+	out := []string{"rbind"}
+	for _, o := range in {
+		if slices.Contains(bindOptions, o) && !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func rewriteLinux(s *specs.Spec, o Options, warn func(string, ...any)) {
+	l := s.Linux
+	parent := o.CgroupParent
+	if parent == "" {
+		parent = "/coco"
+	}
+	l.CgroupsPath = path.Join(parent, o.ContainerID)
+	if len(l.Devices) > 0 {
+		warn("linux.devices dropped: %d host device(s) do not exist in the guest", len(l.Devices))
+		l.Devices = nil
+	}
+	if l.MountLabel != "" {
+		l.MountLabel = ""
+	}
+	if l.Seccomp != nil && l.Seccomp.ListenerPath != "" {
+		warn("linux.seccomp.listenerPath %q dropped: host sockets are not reachable", l.Seccomp.ListenerPath)
+		l.Seccomp.ListenerPath = ""
+		l.Seccomp.ListenerMetadata = ""
+	}
+	// Containers share the VM's network namespace, where runc refuses
+	// network sysctls; pod-wide ones belong in SetupSandbox.sysctls.
+	for k := range l.Sysctl {
+		if strings.HasPrefix(k, "net.") {
+			warn("linux.sysctl %s dropped: containers share the VM's network namespace; pass it in SetupSandbox", k)
+			delete(l.Sysctl, k)
+		}
+	}
+}
+
+// Marshal encodes the rewritten spec as config.json.
+func (r *Result) Marshal() ([]byte, error) {
+	return json.MarshalIndent(r.Spec, "", "\t")
+}
