@@ -197,4 +197,3 @@ func DecodeEvent(e *api.Event) (any, error) {
 	}
 	return v, nil
 }
-

@@ -126,4 +126,3 @@ func (a *Agent) Close(ctx context.Context) error {
 	a.sd.Shutdown()
 	return err
 }
-
