@@ -180,7 +180,7 @@ func verboseMode(m string) string {
 func direct(o *options) (digest []byte, usage bool, err error) {
 	firmware, err := readOVMF(o.ovmf.v)
 	if err != nil {
-		return nil, false, err
+		return nil, false, fmt.Errorf("--ovmf: %w", err)
 	}
 	if o.mode == "snp:ovmf-hash" {
 		return vcmeasure.OVMFHash(firmware), false, nil
@@ -258,11 +258,11 @@ func vcpuSig(o *options, mode vcmeasure.Mode, vmm vcmeasure.VMMType) (uint32, er
 func readOVMF(path string) (*vcmeasure.OVMF, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("--ovmf: %w", err)
+		return nil, err
 	}
 	o, err := vcmeasure.ParseOVMF(b)
 	if err != nil {
-		return nil, fmt.Errorf("--ovmf %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return o, nil
 }
