@@ -64,6 +64,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	harness.CleanStale(ctx, logf)
 	bins, err := harness.BuildAll(ctx, repo, logf)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -75,13 +76,21 @@ func runMain(m *testing.M) int {
 		logf("integration: coco rows skipped: %s", e.cocoReason)
 	}
 	handlers := harness.StandardHandlers(repo)
-	if e.failDir, err = os.MkdirTemp("", "coco-it-fail-"); err != nil {
+	// The broken configs live inside containerd's root, so teardown (or
+	// the stale-instance cleanup of a later run) removes them with it.
+	root, err := os.MkdirTemp("", "coco-it-")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(e.failDir)
+	e.failDir = filepath.Join(root, "fail")
+	if err := os.Mkdir(e.failDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	failing, err := failureHandlers(e)
 	if err != nil {
+		os.RemoveAll(root)
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -90,6 +99,7 @@ func runMain(m *testing.M) int {
 		Repo:     repo,
 		Bins:     bins,
 		Handlers: handlers,
+		Root:     root,
 		Env:      []string{"COCO_SHARE_DIR=" + e.guestDir},
 		Logf:     logf,
 	})

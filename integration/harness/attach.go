@@ -20,16 +20,25 @@ type savedState struct {
 	PID    int      `json:"pid"`
 	Bridge string   `json:"bridge"`
 	Bins   Binaries `json:"bins"`
+	// Owner is the process that started containerd; when it is gone and
+	// the instance was not detached, the instance is stale (a test binary
+	// killed by its -timeout never reaches its teardown).
+	Owner    int  `json:"owner"`
+	Detached bool `json:"detached"`
+}
+
+func (c *Containerd) saveState(detached bool) error {
+	b, err := json.Marshal(savedState{PID: c.PID(), Bridge: c.bridge, Bins: c.Bins, Owner: os.Getpid(), Detached: detached})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(c.Root, stateFile), b, 0o644)
 }
 
 // Detach records this containerd under Root and lets it run on after this
 // process exits (`make dev-containerd`); Attach + Stop end it.
 func (c *Containerd) Detach() error {
-	b, err := json.Marshal(savedState{PID: c.PID(), Bridge: c.bridge, Bins: c.Bins})
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(c.Root, stateFile), b, 0o644); err != nil {
+	if err := c.saveState(true); err != nil {
 		return err
 	}
 	if c.CRI != nil {
@@ -65,6 +74,30 @@ func Attach(ctx context.Context, root string) (*Containerd, error) {
 		}
 	}
 	return c, nil
+}
+
+// CleanStale stops and removes the harness instances under the temp dir whose
+// owner died without tearing them down. Only instances this harness recorded
+// (a harness.json in a coco-it-* dir) are touched.
+func CleanStale(ctx context.Context, logf Logf) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "coco-it-*", stateFile))
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var st savedState
+		if json.Unmarshal(b, &st) != nil || st.Detached || st.Owner == 0 || syscall.Kill(st.Owner, 0) == nil {
+			continue
+		}
+		root := filepath.Dir(f)
+		logf("harness: cleaning up stale instance %s (owner %d is gone)", root, st.Owner)
+		if c, err := Attach(ctx, root); err == nil {
+			if err := c.Stop(ctx); err != nil {
+				logf("harness: stale instance %s: %v", root, err)
+			}
+		}
+	}
 }
 
 // isContainerd guards against signalling a recycled PID.

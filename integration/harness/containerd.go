@@ -124,6 +124,9 @@ func Start(ctx context.Context, o Options) (c *Containerd, err error) {
 	}
 	c.cmd, c.exited = cmd, make(chan struct{})
 	go func() { cmd.Wait(); close(c.exited) }()
+	if err := c.saveState(false); err != nil {
+		return c, err
+	}
 	if err := c.waitServing(ctx, time.Minute); err != nil {
 		return c, err
 	}
