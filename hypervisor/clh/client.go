@@ -25,9 +25,10 @@ func newAPIClient(socket string) *apiClient {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
-		// One VMM, one caller at a time: keep a connection around but do not
-		// pool more.
-		MaxIdleConns:       1,
+		// A fresh connection per request: the API is local and rarely
+		// used, and a kept-alive connection the VMM has dropped would make
+		// a non-replayable PUT fail.
+		DisableKeepAlives:  true,
 		DisableCompression: true,
 	}
 	return &apiClient{socket: socket, http: &http.Client{Transport: tr}}

@@ -166,8 +166,14 @@ func (v *VM) launch() error {
 	v.mu.Lock()
 	v.pid = cmd.Process.Pid
 	v.done = done
+	raced := v.state == stopped
 	v.mu.Unlock()
 	go v.reap(cmd, done)
+	if raced {
+		// Stop ran while we were launching and found no process to stop;
+		// the caller's cleanup stops this one.
+		return fmt.Errorf("clh: vm %s: stopped while starting: %w", v.cfg.ID, errdefs.ErrAborted)
+	}
 	return nil
 }
 

@@ -278,9 +278,21 @@ func TestCommandNotes(t *testing.T) {
 // TestGoldenCommand pins the vm.create body for each TEE. Run with -update
 // to rewrite, then review the diff by eye.
 func TestGoldenCommand(t *testing.T) {
-	for _, kind := range []tee.Kind{tee.SNP, tee.TDX, tee.None} {
-		t.Run(string(kind), func(t *testing.T) {
-			cfg, base := testConfig(t, kind)
+	for _, tc := range []struct {
+		name     string
+		kind     tee.Kind
+		initData bool
+	}{
+		{"snp", tee.SNP, true},
+		{"snp-no-initdata", tee.SNP, false},
+		{"tdx", tee.TDX, false},
+		{"none", tee.None, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, base := testConfig(t, tc.kind)
+			if !tc.initData {
+				cfg.LaunchData = nil
+			}
 			v, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -297,7 +309,7 @@ func TestGoldenCommand(t *testing.T) {
 			for _, n := range notes {
 				got.WriteString("# " + strings.ReplaceAll(n, base, "/TEST") + "\n")
 			}
-			path := filepath.Join("testdata", "golden", string(kind)+".txt")
+			path := filepath.Join("testdata", "golden", tc.name+".txt")
 			if *update {
 				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 					t.Fatal(err)
@@ -311,7 +323,7 @@ func TestGoldenCommand(t *testing.T) {
 				t.Fatalf("%v (run go test -update to create it)", err)
 			}
 			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("Command() for %s differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", kind, path, got.Bytes(), want)
+				t.Errorf("Command() for %s differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", tc.name, path, got.Bytes(), want)
 			}
 		})
 	}
