@@ -110,6 +110,11 @@ func runMain(m *testing.M) int {
 	e.ctrd = ctrd
 	shared = e
 	code := m.Run()
+	// containerd's log carries the shims' logs too; keep it for post-mortems.
+	keep := filepath.Join(repo, "build", "integration", "containerd.log")
+	if b, err := os.ReadFile(ctrd.LogPath); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+		logf("integration: containerd log kept at %s", keep)
+	}
 	stopCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	if err := ctrd.Stop(stopCtx); err != nil {
@@ -122,7 +127,7 @@ func runMain(m *testing.M) int {
 }
 
 // cocoSkipReason gates the coco rows: they need COCO_E2E=1 until the shim,
-// sandbox and agent work end to end, the shim binary and the guest assets.
+// sandbox and agent work end to end, and the shim binary.
 func cocoSkipReason(e *env) string {
 	if os.Getenv("COCO_E2E") != "1" {
 		return "set COCO_E2E=1 to run the coco handler rows (gated until the shim works end to end)"
@@ -130,10 +135,17 @@ func cocoSkipReason(e *env) string {
 	if e.bins.CocoShimErr != nil {
 		return fmt.Sprintf("our shim did not build: %v", e.bins.CocoShimErr)
 	}
-	if err := harness.CheckGuestAssets(e.guestDir); err != nil {
-		return err.Error()
-	}
 	return ""
+}
+
+// requireGuest skips a coco test that boots the real guest when the guest
+// assets are missing (the failure scenarios need only the shim).
+func requireGuest(t *testing.T) {
+	t.Helper()
+	requireCoco(t)
+	if err := harness.CheckGuestAssets(shared.guestDir); err != nil {
+		t.Skip(err.Error())
+	}
 }
 
 // forEachHandler runs fn as a subtest per handler row, skipping the coco rows
@@ -142,7 +154,7 @@ func forEachHandler(t *testing.T, fn func(t *testing.T, h handlerCase)) {
 	for _, h := range handlerRows {
 		t.Run(h.name, func(t *testing.T) {
 			if h.coco {
-				requireCoco(t)
+				requireGuest(t)
 			}
 			fn(t, h)
 		})
