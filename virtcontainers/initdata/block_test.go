@@ -171,3 +171,90 @@ func TestReadTSMReport(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLoadInGuest(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "run", "initdata")
+	noTSM := filepath.Join(dir, "no-tsm")
+	opts := GuestOptions{Devices: []string{filepath.Join(dir, "vd*")}, Dir: out, TSMRoot: noTSM}
+
+	res, err := LoadInGuest(opts)
+	if err != nil || res.InitData != nil {
+		t.Fatalf("no image: %+v %v", res, err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatal("files written without init-data")
+	}
+
+	raw := doc("sha512")
+	if err := WriteBlockImage(filepath.Join(dir, "vdb"), raw); err != nil {
+		t.Fatal(err)
+	}
+	res, err = LoadInGuest(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(res.InitData.Raw(), raw) || !strings.Contains(res.Policy, "agent_policy") || !strings.Contains(res.Note, "only the verifier") {
+		t.Fatalf("result %+v", res)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "aa.toml")); err != nil || string(b) != aaTOML {
+		t.Fatalf("aa.toml %q %v", b, err)
+	}
+
+	// An image the host rewrote with an invalid document is refused and
+	// nothing new is published.
+	os.RemoveAll(out)
+	bad := compress([]byte("version = \"0.1.0\"\nalgorithm = \"md5\"\n[data]\n"))
+	img := make([]byte, 512)
+	copy(img, "initdata")
+	binary.LittleEndian.PutUint64(img[8:], uint64(len(bad)))
+	copy(img[16:], bad)
+	os.Chmod(filepath.Join(dir, "vdb"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "vdb"), img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadInGuest(opts); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), `"md5"`) {
+		t.Fatalf("invalid document: %v", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatal("files written for a refused document")
+	}
+}
+
+// The guest compares the digest with the TEE report and refuses a mismatch
+// before publishing anything.
+func TestLoadInGuestComparesReport(t *testing.T) {
+	dir := t.TempDir()
+	raw := doc("sha384")
+	if err := WriteBlockImage(filepath.Join(dir, "vda"), raw); err != nil {
+		t.Fatal(err)
+	}
+	digest := mustParse(t, raw).Digest()
+	snpReport := func(hostData []byte) func([]byte) ([]byte, string, error) {
+		return func([]byte) ([]byte, string, error) {
+			r := make([]byte, 0x4A0)
+			copy(r[0xC0:], hostData)
+			return r, "sev_guest", nil
+		}
+	}
+	out := filepath.Join(dir, "out")
+	opts := GuestOptions{Devices: []string{filepath.Join(dir, "vd*")}, Dir: out, Report: snpReport(Fit(digest, 32))}
+	res, err := LoadInGuest(opts)
+	if err != nil || res.TEE != "snp" || res.Note != "" {
+		t.Fatalf("matching report: %+v %v", res, err)
+	}
+
+	os.RemoveAll(out)
+	opts.Report = snpReport(make([]byte, 32))
+	if _, err := LoadInGuest(opts); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "does not match SNP HOST_DATA") {
+		t.Fatalf("mismatching report: %v", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatal("files published despite a mismatch")
+	}
+
+	opts.Report = func([]byte) ([]byte, string, error) { return nil, "arm_cca_guest", nil }
+	if res, err := LoadInGuest(opts); err != nil || !strings.Contains(res.Note, "only the verifier") {
+		t.Fatalf("unknown provider: %+v %v", res, err)
+	}
+}

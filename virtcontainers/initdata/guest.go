@@ -132,6 +132,10 @@ func VerifyInGuest(tsmRoot string, id *InitData) (tee.Kind, error) {
 	if err != nil {
 		return "", err
 	}
+	return verifyEvidence(provider, blob, id)
+}
+
+func verifyEvidence(provider string, blob []byte, id *InitData) (tee.Kind, error) {
 	kind, err := ProviderKind(provider)
 	if err != nil {
 		return "", err
@@ -141,4 +145,81 @@ func VerifyInGuest(tsmRoot string, id *InitData) (tee.Kind, error) {
 		return kind, err
 	}
 	return kind, VerifyAgainstReport(kind, id.Digest(), field)
+}
+
+// GuestOptions say where the guest looks for init-data and where it puts it.
+// Zero fields take the CoCo defaults.
+type GuestOptions struct {
+	Devices []string // glob patterns of block devices; GuestDevicePatterns()
+	Dir     string   // where WriteFiles publishes; GuestDir
+	TSMRoot string   // configfs-tsm report directory; TSMReportDir
+	// Report, when set, replaces ReadTSMReport (guests with another report
+	// interface, e.g. /dev/sev-guest through go-sev-guest; tests).
+	Report func(reportData []byte) (evidence []byte, provider string, err error)
+}
+
+// GuestResult is what the guest learned from its init-data.
+type GuestResult struct {
+	// InitData is nil when the pod has none (no device carries the magic).
+	InitData *InitData
+	Device   string
+	// Policy is the policy.rego entry ("" when absent); the agent loads it.
+	Policy string
+	// TEE is the kind whose report was compared ("" when the guest has no
+	// report interface, and then Note says so).
+	TEE  tee.Kind
+	Note string
+}
+
+// LoadInGuest is the agent's init-data step, run once before any policy is
+// applied: find the image, validate it (version, algorithm, limits), compare
+// its digest with the TEE report when the guest has one, and only then
+// publish the files. A mismatch with the report is
+// errdefs.ErrFailedPrecondition: the host changed the init-data after
+// launch, and the sandbox must not start. A pod without init-data is not an
+// error (InitData is nil).
+func LoadInGuest(opts GuestOptions) (*GuestResult, error) {
+	if len(opts.Devices) == 0 {
+		opts.Devices = GuestDevicePatterns()
+	}
+	if opts.Dir == "" {
+		opts.Dir = GuestDir
+	}
+	if opts.TSMRoot == "" {
+		opts.TSMRoot = TSMReportDir
+	}
+	raw, dev, err := Scan(opts.Devices)
+	if errdefs.IsNotFound(err) {
+		return &GuestResult{Note: "no init-data image attached"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	id, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("init-data on %s: %w", dev, err)
+	}
+	res := &GuestResult{InitData: id, Device: dev}
+	report := opts.Report
+	if report == nil {
+		report = func(d []byte) ([]byte, string, error) { return ReadTSMReport(opts.TSMRoot, d) }
+	}
+	var kind tee.Kind
+	blob, provider, err := report(nil)
+	if err == nil {
+		kind, err = verifyEvidence(provider, blob, id)
+	}
+	switch {
+	case err == nil:
+		res.TEE = kind
+	case errdefs.IsNotFound(err) || errdefs.IsNotImplemented(err):
+		res.TEE = kind
+		res.Note = fmt.Sprintf("init-data %s digest not compared in the guest (%v); only the verifier can check it", id.Algorithm, err)
+	default:
+		return nil, fmt.Errorf("init-data on %s: %w", dev, err)
+	}
+	if res.Policy, err = WriteFiles(opts.Dir, raw, id); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
