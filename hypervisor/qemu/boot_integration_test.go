@@ -1,0 +1,380 @@
+//go:build integration
+
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/guest-assets/initrd"
+	"github.com/coco-runtime/coco/guest-assets/kmod"
+	"github.com/coco-runtime/coco/hypervisor"
+)
+
+// guestDir holds `make kernel` output: vmlinux, modules/, modules.manifest.
+func guestDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("COCO_GUEST_DIR")
+	if dir == "" {
+		_, file, _, _ := runtime.Caller(0)
+		dir = filepath.Join(filepath.Dir(file), "..", "..", "build", "guest")
+	}
+	for _, f := range []string{"vmlinux", "modules.manifest"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Skipf("guest kernel not built (%v): run `make kernel`; this test would boot it under QEMU and reach vsock port 1024", err)
+		}
+	}
+	return dir
+}
+
+// testInitrd builds the boot tests' initrd: testinit as /init, the guest's
+// modules and their manifest at kmod.DefaultManifest.
+func testInitrd(t *testing.T, guest string) string {
+	t.Helper()
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "init")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./testdata/testinit")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build testinit: %v\n%s", err, out)
+	}
+	initBytes, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile(filepath.Join(guest, "modules.manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []initrd.Entry{
+		{Path: "/init", Mode: 0o755, Data: initBytes},
+		{Path: kmod.DefaultManifest, Mode: 0o644, Data: manifest},
+		{Path: "/dev/console", Mode: fs.ModeDevice | fs.ModeCharDevice | 0o600, Major: 5, Minor: 1},
+	}
+	mods := filepath.Join(guest, "modules")
+	err = filepath.WalkDir(mods, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(mods, p)
+		entries = append(entries, initrd.Entry{Path: "/lib/modules/" + rel, Mode: 0o644, Data: b})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(tmp, "initrd.img")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := initrd.Write(f, entries, initrd.None); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+type bootEnv struct {
+	kernel, initrd string
+}
+
+func setupBoot(t *testing.T) bootEnv {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not installed: scripts/install-deps.sh")
+	}
+	if _, err := exec.LookPath(DefaultDaemon); err != nil {
+		t.Skip("vhost-device-vsock not installed: scripts/install-deps.sh")
+	}
+	g := guestDir(t)
+	return bootEnv{kernel: filepath.Join(g, "vmlinux"), initrd: testInitrd(t, g)}
+}
+
+func (e bootEnv) config(t *testing.T, params string) hypervisor.Config {
+	// Short state dir: unix socket paths are limited to 107 bytes.
+	state, err := os.MkdirTemp("", "qv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(state) // the driver creates it and must remove it
+	return hypervisor.Config{
+		ID: filepath.Base(state), StateDir: state, Machine: "q35", Accel: "tcg",
+		VCPUs: 1, MemoryMiB: 512, Kernel: e.kernel, Initrd: e.initrd,
+		KernelParams: "quiet " + params, Vsock: hypervisor.Vsock{Mode: "vhost-user"},
+		BootTimeout: 60 * time.Second,
+	}
+}
+
+// leftovers lists what a VM could leave behind: its processes (by PID and
+// by state dir on their command lines) and its state dir.
+func assertNothingLeft(t *testing.T, cfg hypervisor.Config, pids ...int) {
+	t.Helper()
+	for _, pid := range pids {
+		if pid > 0 && syscall.Kill(pid, 0) == nil {
+			if b, _ := os.ReadFile(filepath.Join("/proc", itoa(pid), "stat")); !strings.Contains(string(b), ") Z") {
+				t.Errorf("process %d still alive", pid)
+			}
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		if strings.Contains(string(b), cfg.StateDir) {
+			t.Errorf("process %s still references %s: %q", filepath.Dir(p), cfg.StateDir, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	if _, err := os.Stat(cfg.StateDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("state dir %s still exists (%v)", cfg.StateDir, err)
+	}
+}
+
+func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + fmtInt(i)) }
+
+func fmtInt(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{byte('0' + i%10)}, b...)
+	}
+	return string(b)
+}
+
+// daemonPID finds the vhost-device-vsock serving cfg's VM.
+func daemonPID(cfg hypervisor.Config) int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		s := string(b)
+		if strings.Contains(s, DefaultDaemon) && strings.Contains(s, cfg.StateDir) {
+			var pid int
+			for _, c := range filepath.Base(filepath.Dir(p)) {
+				pid = pid*10 + int(c-'0')
+			}
+			return pid
+		}
+	}
+	return 0
+}
+
+// TestBootVsock boots the real kernel under TCG with vhost-user vsock,
+// reaches the guest's port 1024, stops, and checks nothing is left. It
+// boots a few times and logs the median time from Start to the first
+// answer on vsock (a measurement, not an assertion).
+func TestBootVsock(t *testing.T) {
+	env := setupBoot(t)
+	var times []time.Duration
+	for i := range 3 {
+		cfg := env.config(t, "")
+		vm, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		start := time.Now()
+		if err := vm.Start(ctx); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if err := vm.Start(ctx); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("second Start: want FailedPrecondition, got %v", err)
+		}
+		qemuPID := vm.Info().PID
+		dPID := daemonPID(cfg)
+		if dPID == 0 {
+			t.Error("no vhost-device-vsock process for the VM")
+		}
+		c, err := vm.Dial(ctx, 1024)
+		if err != nil {
+			vm.Stop(ctx)
+			cancel()
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(c)
+		hello, err := r.ReadString('\n')
+		elapsed := time.Since(start)
+		if err != nil || !strings.HasPrefix(hello, "hello from guest 6.") {
+			t.Errorf("guest greeting = %q, %v", hello, err)
+		}
+		if _, err := c.Write([]byte("ping " + itoa(i) + "\n")); err != nil {
+			t.Error(err)
+		}
+		if echo, err := r.ReadString('\n'); err != nil || echo != "ping "+itoa(i)+"\n" {
+			t.Errorf("echo = %q, %v", echo, err)
+		}
+		c.Close()
+		times = append(times, elapsed)
+		if i == 0 {
+			if err := vm.Pause(ctx); err != nil {
+				t.Errorf("pause: %v", err)
+			}
+			if err := vm.Resume(ctx); err != nil {
+				t.Errorf("resume: %v", err)
+			}
+		}
+		if err := vm.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		st, err := vm.Wait(ctx)
+		if err != nil || st.Reason == "" {
+			t.Errorf("wait after stop = %+v, %v", st, err)
+		}
+		t.Logf("boot %d: vsock answer after %s; exit: %s", i, elapsed.Round(time.Millisecond), st.Reason)
+		if err := vm.Stop(ctx); err != nil {
+			t.Errorf("second Stop should be a no-op: %v", err)
+		}
+		if _, err := vm.Dial(ctx, 1024); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("Dial after Stop: want FailedPrecondition, got %v", err)
+		}
+		cancel()
+		assertNothingLeft(t, cfg, qemuPID, dPID)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	t.Logf("Start → vsock answer under TCG: median %s of %v", times[len(times)/2].Round(time.Millisecond), times)
+}
+
+// TestQEMUKilled: QEMU dies under a running guest → Wait says so, and Stop
+// still cleans everything up.
+func TestQEMUKilled(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "testinit.mode=silent")
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := vm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid := vm.Info().PID
+	dPID := daemonPID(cfg)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st, err := vm.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Reason, "killed by signal 9") || st.Code != 137 || st.ExitedAt.IsZero() {
+		t.Errorf("exit status = %+v, want killed by signal 9, code 137", st)
+	}
+	if strings.Contains(st.Reason, "stop deadline") {
+		t.Errorf("reason blames Stop for an outside kill: %q", st.Reason)
+	}
+	if _, err := vm.Dial(ctx, 1024); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Dial to a dead VM: want FailedPrecondition, got %v", err)
+	}
+	if err := vm.Stop(ctx); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	assertNothingLeft(t, cfg, pid, dPID)
+}
+
+// TestGuestPowersOff: the guest powers itself off → Wait reports it.
+func TestGuestPowersOff(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "testinit.mode=poweroff")
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := vm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := vm.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Reason != "guest powered off" || st.Code != 0 {
+		t.Errorf("exit status = %+v, want guest powered off", st)
+	}
+	if err := vm.Stop(ctx); err != nil {
+		t.Error(err)
+	}
+	assertNothingLeft(t, cfg)
+}
+
+// TestDialSilentGuest: a guest that never listens → Dial fails at the boot
+// timeout with an error naming the port and ending with the console tail.
+func TestDialSilentGuest(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "testinit.mode=silent")
+	cfg.KernelParams = "testinit.mode=silent" // not quiet: the tail must show the kernel
+	cfg.BootTimeout = 15 * time.Second
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := vm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Stop(ctx)
+	start := time.Now()
+	_, err = vm.Dial(ctx, 1024)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("Dial succeeded against a guest that does not listen")
+	}
+	if took < cfg.BootTimeout || took > cfg.BootTimeout+5*time.Second {
+		t.Errorf("Dial gave up after %s, want about the boot timeout %s", took, cfg.BootTimeout)
+	}
+	msg := err.Error()
+	for _, want := range []string{"port 1024", "vsock.sock", "not reachable after 15", "guest console", "testinit: not listening, as asked"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if !errdefs.IsUnavailable(err) {
+		t.Errorf("want errdefs.ErrUnavailable, got %v", err)
+	}
+	lines := strings.Split(msg[strings.Index(msg, "guest console"):], "\n")
+	if n := len(lines) - 1; n > consoleTailLines {
+		t.Errorf("console tail has %d lines, want at most %d", n, consoleTailLines)
+	}
+	if err := vm.Stop(ctx); err != nil {
+		t.Error(err)
+	}
+	assertNothingLeft(t, cfg)
+}
+
+// TestBadKernelPath: New refuses a missing kernel, naming it, and nothing
+// is created on the host.
+func TestBadKernelPath(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "")
+	cfg.Kernel = "/nonexistent/vmlinux"
+	_, err := New(cfg)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/vmlinux") || !strings.Contains(err.Error(), "make guest-assets") {
+		t.Fatalf("want an error naming the kernel and the fix, got %v", err)
+	}
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("want InvalidArgument, got %v", err)
+	}
+	assertNothingLeft(t, cfg)
+	_ = slices.Contains[[]string]
+}

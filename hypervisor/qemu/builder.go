@@ -1,0 +1,297 @@
+package qemu
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/hypervisor/tee"
+)
+
+// machine describes what the builder needs to know about a QEMU machine type.
+type machine struct {
+	name      string
+	binary    string     // default QEMU binary for the machine's architecture
+	console   string     // guest kernel console device of -serial
+	virtio    string     // transport suffix of virtio devices: "pci" or "ccw"
+	rootPorts bool       // PCIe root ports for hotplug (q35, microvm with pcie=on)
+	tees      []tee.Kind // TEEs this machine can host besides none
+}
+
+func machineFor(name string) (machine, bool) {
+	switch name {
+	case "q35":
+		return machine{name, "qemu-system-x86_64", "ttyS0", "pci", true, []tee.Kind{tee.SEV, tee.SEVES, tee.SNP, tee.TDX}}, true
+	case "microvm":
+		return machine{name, "qemu-system-x86_64", "ttyS0", "pci", true, nil}, true
+	case "pseries":
+		return machine{name, "qemu-system-ppc64", "hvc0", "pci", false, []tee.Kind{tee.PEF}}, true
+	case "s390-ccw-virtio":
+		return machine{name, "qemu-system-s390x", "ttysclp0", "ccw", false, []tee.Kind{tee.SE}}, true
+	}
+	return machine{}, false
+}
+
+// IDs and names the builder gives QEMU objects; QMP code refers to them.
+const (
+	teeID       = "tee0"
+	memID       = "mem0"
+	qmpChardev  = "qmp"
+	conChardev  = "console"
+	vsockID     = "vsock0"
+	vsockChrID  = "vsockchr"
+	rootPortFmt = "rp%d"
+	// rootPortCount PCIe root ports are created on q35/microvm, one per
+	// hot-plugged disk (container root filesystems), as the functions of
+	// one multifunction slot so they cost a single PCI slot.
+	rootPortCount = 8
+	rootPortSlot  = 0x10
+)
+
+// Vsock modes after "auto" is resolved.
+const (
+	modeVhost     = "vhost"
+	modeVhostUser = "vhost-user"
+)
+
+// plan is a Config with every default and every host-dependent choice
+// resolved. argv turns it into a command line without looking at the host,
+// which is what makes golden files possible.
+type plan struct {
+	cfg     hypervisor.Config // defaults applied
+	tee     tee.Config        // defaults applied
+	machine machine
+	binary  string // QEMU binary as it will be executed
+	accel   string // "kvm" or "tcg"
+	cpu     string
+	mode    string // modeVhost or modeVhostUser
+	cid     uint32
+	vhostFD int // fd number of a reserved /dev/vhost-vsock in QEMU, 0 = none
+	paths   paths
+	notes   []string
+}
+
+// paths are the host files of one VM, all inside its StateDir.
+type paths struct {
+	qmp       string // QMP control socket
+	console   string // guest serial console log
+	vhostUser string // vhost-user control socket between QEMU and vhost-device-vsock
+	hybrid    string // hybrid-vsock socket the host dials (vhost-device-vsock --uds-path)
+}
+
+func (p *plan) confidential() bool { return p.tee.Kind.Confidential() }
+
+func nodeName(id string) string          { return "d-" + id }
+func diskDevID(id string) string         { return "disk-" + id }
+func rootPort(i int) string              { return fmt.Sprintf(rootPortFmt, i) }
+func memSize(mib uint32) string          { return strconv.FormatUint(uint64(mib), 10) + "M" }
+func (p *plan) virtio(dev string) string { return dev + "-" + p.machine.virtio }
+
+// argv is the full QEMU command line, binary first.
+func (p *plan) argv() ([]string, error) {
+	c := &cmdline{args: []string{p.binary}}
+	c.opt("-name", newOpts("").set("guest", "coco-"+p.cfg.ID).setBool("debug-threads", true))
+	// No default devices, no host config files, no display: everything the
+	// guest sees is on this command line. -no-reboot turns a guest reboot
+	// (including panic=1) into QEMU exiting, so Wait can report it.
+	c.flag("-nodefaults")
+	c.flag("-no-user-config")
+	c.flag("-nographic")
+	c.flag("-no-reboot")
+
+	m := newOpts(p.machine.name)
+	if p.confidential() {
+		m.set("confidential-guest-support", teeID)
+	}
+	if p.machine.name == "microvm" {
+		// PCIe on microvm so the same -pci devices and root ports work.
+		m.setBool("pcie", true)
+	}
+	m.set("memory-backend", memID)
+	c.opt("-machine", m)
+	c.arg("-accel", p.accel)
+	if p.cpu != "" {
+		c.arg("-cpu", p.cpu)
+	}
+	c.arg("-smp", strconv.FormatUint(uint64(p.cfg.VCPUs), 10))
+	c.arg("-m", memSize(p.cfg.MemoryMiB))
+	// A memfd backend can be shared with a vhost-user daemon, which must map
+	// guest memory to move vsock packets.
+	c.object(newOpts("memory-backend-memfd").set("id", memID).set("size", memSize(p.cfg.MemoryMiB)).
+		setBool("share", p.mode == modeVhostUser))
+
+	if err := p.teeObject(c); err != nil {
+		return nil, err
+	}
+
+	if p.cfg.Firmware != "" {
+		c.arg("-bios", p.cfg.Firmware)
+	}
+	c.arg("-kernel", p.cfg.Kernel)
+	if p.cfg.Initrd != "" {
+		c.arg("-initrd", p.cfg.Initrd)
+	}
+	c.arg("-append", p.kernelParams())
+
+	c.chardev(newOpts("socket").set("id", qmpChardev).set("path", p.paths.qmp).setBool("server", true).setBool("wait", false))
+	c.opt("-mon", newOpts("").set("chardev", qmpChardev).set("mode", "control"))
+	c.chardev(newOpts("file").set("id", conChardev).set("path", p.paths.console))
+	c.arg("-serial", "chardev:"+conChardev)
+
+	if !p.confidential() {
+		// Entropy speeds up a TCG guest's crng init. Confidential guests
+		// get none: host-provided randomness is not to be trusted there.
+		c.object(newOpts("rng-random").set("id", "rng0").set("filename", "/dev/urandom"))
+		c.device(newOpts(p.virtio("virtio-rng")).set("rng", "rng0"))
+	}
+
+	if p.machine.rootPorts {
+		bus := "pcie.0"
+		for i := range rootPortCount {
+			d := newOpts("pcie-root-port").set("id", rootPort(i)).set("bus", bus).
+				set("chassis", strconv.Itoa(i+1)).set("addr", fmt.Sprintf("%#x.%d", rootPortSlot, i))
+			if i == 0 {
+				d.setBool("multifunction", true)
+			}
+			c.device(d)
+		}
+	}
+
+	for _, d := range p.cfg.Disks {
+		c.opt("-blockdev", p.blockdev(d))
+		c.device(p.diskDevice(d, ""))
+	}
+
+	switch p.mode {
+	case modeVhost:
+		d := newOpts(p.virtio("vhost-vsock")).set("id", vsockID).setUint("guest-cid", uint64(p.cid))
+		if p.vhostFD > 0 {
+			d.set("vhostfd", strconv.Itoa(p.vhostFD))
+		}
+		p.platformIOMMU(d)
+		c.device(d)
+	case modeVhostUser:
+		c.chardev(newOpts("socket").set("id", vsockChrID).set("path", p.paths.vhostUser))
+		d := newOpts(p.virtio("vhost-user-vsock")).set("id", vsockID).set("chardev", vsockChrID)
+		p.platformIOMMU(d)
+		c.device(d)
+	}
+	return c.args, nil
+}
+
+// platformIOMMU sets VIRTIO_F_ACCESS_PLATFORM on virtio devices of
+// confidential guests: their kernels refuse virtio devices without it,
+// because DMA must go through bounce buffers in shared memory.
+func (p *plan) platformIOMMU(d *opts) {
+	if p.confidential() {
+		d.setBool("iommu_platform", true)
+	}
+}
+
+func (p *plan) kernelParams() string {
+	// panic=1 with -no-reboot: a panicking guest ends the VM within a second
+	// instead of hanging until the boot timeout.
+	params := []string{"console=" + p.machine.console, "panic=1"}
+	if extra := strings.TrimSpace(p.cfg.KernelParams); extra != "" {
+		params = append(params, extra)
+	}
+	return strings.Join(params, " ")
+}
+
+// blockdev is a raw image on a host file; the format layer carries the
+// read-only flag so QEMU opens the file O_RDONLY.
+func (p *plan) blockdev(d hypervisor.Disk) *opts {
+	o := newOpts("").set("driver", "raw").set("node-name", nodeName(d.ID))
+	if d.ReadOnly {
+		o.setBool("read-only", true)
+	}
+	o.set("file.driver", "file").set("file.filename", d.Path)
+	if d.ReadOnly {
+		o.setBool("file.read-only", true)
+	}
+	return o
+}
+
+// diskDevice is the virtio-blk device of a disk; the guest finds it by serial.
+func (p *plan) diskDevice(d hypervisor.Disk, bus string) *opts {
+	o := newOpts(p.virtio("virtio-blk")).set("id", diskDevID(d.ID)).set("drive", nodeName(d.ID)).set("serial", d.ID)
+	if bus != "" {
+		o.set("bus", bus)
+	}
+	if d.ReadOnly {
+		o.setBool("read-only", true)
+	}
+	p.platformIOMMU(o)
+	return o
+}
+
+// teeObject emits the confidential-guest-support object of the TEE.
+func (p *plan) teeObject(c *cmdline) error {
+	t := p.tee
+	switch t.Kind {
+	case tee.None:
+		return nil
+	case tee.SEV, tee.SEVES:
+		o := t.SEV
+		c.object(newOpts("sev-guest").set("id", teeID).
+			setUint("cbitpos", uint64(o.CBitPos)).setUint("reduced-phys-bits", uint64(o.ReducedPhysBits)).
+			setHex("policy", uint64(o.Policy)).setBool("kernel-hashes", o.KernelHashes))
+	case tee.SNP:
+		o := t.SNP
+		obj := newOpts("sev-snp-guest").set("id", teeID).
+			setUint("cbitpos", uint64(o.CBitPos)).setUint("reduced-phys-bits", uint64(o.ReducedPhysBits)).
+			setHex("policy", o.Policy).setBool("kernel-hashes", o.KernelHashes)
+		if o.IDBlock != "" {
+			obj.set("id-block", o.IDBlock).set("id-auth", o.IDAuth)
+			if o.AuthorKeyEnabled {
+				obj.setBool("author-key-enabled", true)
+			}
+		}
+		if len(p.cfg.LaunchData) > 0 {
+			obj.set("host-data", base64.StdEncoding.EncodeToString(p.cfg.LaunchData))
+		}
+		c.object(obj)
+	case tee.TDX:
+		js, err := p.tdxObject()
+		if err != nil {
+			return err
+		}
+		c.objectJSON(js)
+	case tee.SE:
+		c.object(newOpts("s390-pv-guest").set("id", teeID))
+	case tee.PEF:
+		c.object(newOpts("pef-guest").set("id", teeID))
+	default:
+		return fmt.Errorf("tee.kind %q: no QEMU object for it", t.Kind)
+	}
+	return nil
+}
+
+// tdxGuest is QEMU's tdx-guest object in JSON -object form, needed because
+// quote-generation-socket is a nested SocketAddress. Field order is fixed
+// by the struct, so the rendering is stable.
+type tdxGuest struct {
+	QOMType               string            `json:"qom-type"`
+	ID                    string            `json:"id"`
+	SeptVEDisable         bool              `json:"sept-ve-disable"`
+	Attributes            uint64            `json:"attributes,omitempty"`
+	MRConfigID            string            `json:"mrconfigid,omitempty"`
+	QuoteGenerationSocket map[string]string `json:"quote-generation-socket,omitempty"`
+}
+
+func (p *plan) tdxObject() (string, error) {
+	o := p.tee.TDX
+	qgs, err := o.QuoteSocket()
+	if err != nil {
+		return "", err
+	}
+	obj := tdxGuest{QOMType: "tdx-guest", ID: teeID, SeptVEDisable: o.SeptVEDisable, Attributes: o.Attributes, QuoteGenerationSocket: qgs}
+	if len(p.cfg.LaunchData) > 0 {
+		obj.MRConfigID = base64.StdEncoding.EncodeToString(p.cfg.LaunchData)
+	}
+	b, err := json.Marshal(obj)
+	return string(b), err
+}

@@ -1,0 +1,156 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/hypervisor"
+)
+
+// monitorFor returns the QMP monitor of a running VM.
+func (v *VM) monitorFor(what string) (*monitor, error) {
+	mon := v.mon.Load()
+	if mon == nil || !v.running() || v.stopped {
+		return nil, fmt.Errorf("%w: %s: VM %s is not running", errdefs.ErrFailedPrecondition, what, v.plan.cfg.ID)
+	}
+	return mon, nil
+}
+
+// blockdevArgs is blockdev-add's argument for a raw image file.
+func blockdevArgs(d hypervisor.Disk) map[string]any {
+	return map[string]any{
+		"driver":    "raw",
+		"node-name": nodeName(d.ID),
+		"read-only": d.ReadOnly,
+		"file":      map[string]any{"driver": "file", "filename": d.Path, "read-only": d.ReadOnly},
+	}
+}
+
+// AddDisk attaches a raw image while the guest runs: blockdev-add, then a
+// virtio-blk device (serial = ID) on a free PCIe root port. The guest finds
+// it by serial. An ID already in use is errdefs.ErrAlreadyExists.
+func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
+	if !diskIDPattern.MatchString(d.ID) {
+		return fmt.Errorf("%w: disk id %q: want 1-20 characters of [A-Za-z0-9_-] (it becomes the virtio-blk serial)", errdefs.ErrInvalidArgument, d.ID)
+	}
+	if d.Format != "" && d.Format != "raw" {
+		return fmt.Errorf("%w: disk %q: format %q: only \"raw\" is supported", errdefs.ErrInvalidArgument, d.ID, d.Format)
+	}
+	if !filepath.IsAbs(d.Path) {
+		return fmt.Errorf("%w: disk %q: path %q: want an absolute path", errdefs.ErrInvalidArgument, d.ID, d.Path)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	mon, err := v.monitorFor("add disk " + d.ID)
+	if err != nil {
+		return err
+	}
+	_, hot := v.disks[d.ID]
+	cold := slices.ContainsFunc(v.plan.cfg.Disks, func(c hypervisor.Disk) bool { return c.ID == d.ID })
+	if hot || cold {
+		return fmt.Errorf("%w: disk %q is already attached", errdefs.ErrAlreadyExists, d.ID)
+	}
+	port := -1
+	if v.plan.machine.rootPorts {
+		for i := range rootPortCount {
+			if !v.portInUse(i) {
+				port = i
+				break
+			}
+		}
+		if port < 0 {
+			return fmt.Errorf("%w: disk %q: all %d PCIe root ports are in use", errdefs.ErrResourceExhausted, d.ID, rootPortCount)
+		}
+	}
+
+	if err := mon.run(ctx, "blockdev-add", blockdevArgs(d), nil); err != nil {
+		return fmt.Errorf("disk %q (%s): %w", d.ID, d.Path, err)
+	}
+	dev := map[string]any{
+		"driver": v.plan.virtio("virtio-blk"),
+		"id":     diskDevID(d.ID),
+		"drive":  nodeName(d.ID),
+		"serial": d.ID,
+	}
+	if port >= 0 {
+		dev["bus"] = rootPort(port)
+	}
+	if v.plan.confidential() {
+		dev["iommu_platform"] = true
+	}
+	if err := mon.run(ctx, "device_add", dev, nil); err != nil {
+		// Leave nothing half-attached.
+		_ = mon.run(context.WithoutCancel(ctx), "blockdev-del", map[string]any{"node-name": nodeName(d.ID)}, nil)
+		return fmt.Errorf("disk %q: %w", d.ID, err)
+	}
+	v.disks[d.ID] = port
+	return nil
+}
+
+func (v *VM) portInUse(i int) bool {
+	for _, p := range v.disks {
+		if p == i {
+			return true
+		}
+	}
+	return false
+}
+
+// RemoveDisk detaches a disk added with AddDisk: device_del, wait for the
+// guest to release it (DEVICE_DELETED), then blockdev-del. Unknown IDs are
+// errdefs.ErrNotFound; disks attached at boot cannot be removed.
+func (v *VM) RemoveDisk(ctx context.Context, id string) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.disks[id]; !ok {
+		if slices.ContainsFunc(v.plan.cfg.Disks, func(c hypervisor.Disk) bool { return c.ID == id }) {
+			return fmt.Errorf("%w: disk %q was attached at boot and cannot be removed", errdefs.ErrFailedPrecondition, id)
+		}
+		return fmt.Errorf("%w: disk %q", errdefs.ErrNotFound, id)
+	}
+	mon, err := v.monitorFor("remove disk " + id)
+	if err != nil {
+		return err
+	}
+	devID := diskDevID(id)
+	gone := mon.awaitDeleted(devID)
+	if err := mon.run(ctx, "device_del", map[string]any{"id": devID}, nil); err != nil {
+		mon.forgetDeleted(devID)
+		return fmt.Errorf("disk %q: %w", id, err)
+	}
+	// PCIe hot-unplug needs the guest's cooperation (it takes ~5 s by the
+	// spec's attention-button delay); the backing file stays open until then.
+	select {
+	case <-gone:
+	case <-ctx.Done():
+		mon.forgetDeleted(devID)
+		return fmt.Errorf("disk %q: guest did not release the device: %w", id, ctx.Err())
+	}
+	if err := mon.run(ctx, "blockdev-del", map[string]any{"node-name": nodeName(id)}, nil); err != nil {
+		return fmt.Errorf("disk %q: %w", id, err)
+	}
+	delete(v.disks, id)
+	return nil
+}
+
+// Pause stops the guest's vCPUs (QMP stop).
+func (v *VM) Pause(ctx context.Context) error {
+	mon, err := v.monitorFor("pause")
+	if err != nil {
+		return err
+	}
+	return mon.do(ctx, "stop", mon.raw.Stop)
+}
+
+// Resume restarts the guest's vCPUs (QMP cont).
+func (v *VM) Resume(ctx context.Context) error {
+	mon, err := v.monitorFor("resume")
+	if err != nil {
+		return err
+	}
+	return mon.do(ctx, "cont", mon.raw.Cont)
+}
