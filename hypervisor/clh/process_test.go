@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -58,6 +59,12 @@ func TestStartDialStopWithFakeBinary(t *testing.T) {
 	}
 	if err := syscall.Kill(info.PID, 0); err != nil {
 		t.Fatalf("VMM process %d not running: %v", info.PID, err)
+	}
+	// The sandbox's crash cleanup finds the VMM by its argv naming the
+	// state directory.
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/cmdline")
+	if err != nil || !strings.Contains(string(cmdline), "path="+v.cfg.StateDir+"/clh.sock") {
+		t.Errorf("VMM argv %q does not name the state directory %s (%v)", cmdline, v.cfg.StateDir, err)
 	}
 	if err := v.Start(ctx); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("second Start: %v, want ErrFailedPrecondition", err)

@@ -157,8 +157,10 @@ func (v *VM) launch() error {
 	cmd := exec.Command(v.cfg.Path, "--api-socket", "path="+v.api.socket)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	// Die with the shim rather than outlive it holding guest memory.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the spawning OS thread exits, which in Go
+	// is not the shim exiting (golang/go#27505) and would kill healthy VMs.
+	// After a shim crash the sandbox's cleanup finds the VMM by its argv,
+	// which names the state directory (--api-socket path=<StateDir>/...).
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("clh: start %s: %w", v.cfg.Path, err)
 	}
