@@ -168,6 +168,9 @@ func listen(address string) (*os.File, error) {
 		}
 	}
 	f, err := l.File()
+	// Closing a Go unix listener unlinks its path by default; the child
+	// serves on the duplicate in f, so the path must stay.
+	l.SetUnlinkOnClose(false)
 	l.Close() // the duplicate in f keeps the socket listening
 	if err != nil {
 		_ = shim.RemoveSocket(address)
