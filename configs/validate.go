@@ -29,28 +29,31 @@ const (
 	snpIDAuthMax      = 4096
 )
 
-var (
-	drivers    = []string{"qemu", "clh"}
-	machines   = []string{"q35", "microvm", "pseries", "s390-ccw-virtio"}
-	accels     = []string{"auto", "kvm", "tcg"}
-	vsockModes = []string{"auto", "vhost", "vhost-user"}
-	teeKinds   = []string{string(tee.None), string(tee.SEV), string(tee.SEVES), string(tee.SNP),
+// Allowed values, as functions so that no caller can change them.
+func drivers() []string    { return []string{"qemu", "clh"} }
+func machines() []string   { return []string{"q35", "microvm", "pseries", "s390-ccw-virtio"} }
+func accels() []string     { return []string{"auto", "kvm", "tcg"} }
+func vsockModes() []string { return []string{"auto", "vhost", "vhost-user"} }
+func clhTEEs() []string    { return []string{string(tee.None), string(tee.SNP), string(tee.TDX)} }
+func logLevels() []string {
+	return []string{"trace", "debug", "info", "warn", "error", "fatal", "panic"}
+}
+func fsTypes() []string { return []string{"erofs"} }
+func teeKinds() []string {
+	return []string{string(tee.None), string(tee.SEV), string(tee.SEVES), string(tee.SNP),
 		string(tee.TDX), string(tee.SE), string(tee.PEF)}
-	clhTEEs   = []string{string(tee.None), string(tee.SNP), string(tee.TDX)}
-	logLevels = []string{"trace", "debug", "info", "warn", "error", "fatal", "panic"}
-	fsTypes   = []string{"erofs"}
-)
+}
 
 // validate checks every key and the combinations between them. All problems
 // are returned at once, each naming file and key.
 func (c *Config) validate(file string) error {
 	v := &validator{file: file}
 	h := &c.Hypervisor
-	v.oneOf("hypervisor.driver", h.Driver, drivers)
-	v.oneOf("hypervisor.accel", h.Accel, accels)
+	v.oneOf("hypervisor.driver", h.Driver, drivers())
+	v.oneOf("hypervisor.accel", h.Accel, accels())
 	if h.Driver == "qemu" {
-		v.oneOf("hypervisor.machine", h.Machine, machines)
-		v.oneOf("hypervisor.vsock.mode", h.Vsock.Mode, vsockModes)
+		v.oneOf("hypervisor.machine", h.Machine, machines())
+		v.oneOf("hypervisor.vsock.mode", h.Vsock.Mode, vsockModes())
 		if h.Vsock.Mode != "vhost" && h.Vsock.DaemonPath == "" {
 			v.add("hypervisor.vsock.daemon_path", "empty; vsock mode %q needs the vhost-device-vsock binary (a name in PATH or an absolute path)", h.Vsock.Mode)
 		}
@@ -79,8 +82,8 @@ func (c *Config) validate(file string) error {
 			v.add(fmt.Sprintf("runtime.annotations_allowed[%d]", i), "%q is not an annotation name or glob (\"*\", \"?\", \"[...]\" as in path.Match)", p)
 		}
 	}
-	v.oneOf("runtime.log_level", c.Runtime.LogLevel, logLevels)
-	v.oneOf("rootfs.fstype", c.Rootfs.FSType, fsTypes)
+	v.oneOf("runtime.log_level", c.Runtime.LogLevel, logLevels())
+	v.oneOf("rootfs.fstype", c.Rootfs.FSType, fsTypes())
 	if c.Rootfs.Mkfs == "" {
 		v.add("rootfs.mkfs", "empty; name the mkfs.%s binary", c.Rootfs.FSType)
 	}
@@ -90,7 +93,7 @@ func (c *Config) validate(file string) error {
 func (c *Config) validateTEE(v *validator) {
 	h := &c.Hypervisor
 	t := &c.TEE
-	if !v.oneOf("tee.kind", t.Kind, teeKinds) {
+	if !v.oneOf("tee.kind", t.Kind, teeKinds()) {
 		return
 	}
 	kind := tee.Kind(t.Kind)
@@ -117,8 +120,8 @@ func (c *Config) validateTEE(v *validator) {
 			}
 		}
 	case "clh":
-		if !slices.Contains(clhTEEs, t.Kind) {
-			v.add("tee.kind", "%q is not supported by driver \"clh\"; allowed: %s (or driver \"qemu\")", kind, quoteList(clhTEEs))
+		if !slices.Contains(clhTEEs(), t.Kind) {
+			v.add("tee.kind", "%q is not supported by driver \"clh\"; allowed: %s (or driver \"qemu\")", kind, quoteList(clhTEEs()))
 		}
 		if kind == tee.SNP && h.IGVM == "" {
 			v.add("hypervisor.igvm", "empty; Cloud Hypervisor boots SNP guests from an IGVM file")

@@ -139,7 +139,7 @@ func (c *Config) teeConfig() (tee.Config, error) {
 	default:
 		// Only reachable for a Config built by hand, not loaded.
 		return tee.Config{}, &Error{File: c.source(), Key: "tee.kind",
-			Msg: fmt.Sprintf("%q is not allowed; allowed: %s", t.Kind, quoteList(teeKinds))}
+			Msg: fmt.Sprintf("%q is not allowed; allowed: %s", t.Kind, quoteList(teeKinds()))}
 	}
 	return out, nil
 }
