@@ -221,9 +221,8 @@ func (p *plan) diskDevice(d hypervisor.Disk, bus string) *opts {
 	if bus != "" {
 		o.set("bus", bus)
 	}
-	if d.ReadOnly {
-		o.setBool("read-only", true)
-	}
+	// Read-only is a property of the block node (above), which virtio-blk
+	// reports to the guest as VIRTIO_BLK_F_RO; the device has no flag of its own.
 	p.platformIOMMU(o)
 	return o
 }

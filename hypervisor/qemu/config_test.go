@@ -1,0 +1,157 @@
+package qemu
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/hypervisor/tee"
+)
+
+// TestResolveErrors: each bad configuration is refused before anything
+// runs, with an error naming the key (or path) and errdefs.ErrInvalidArgument.
+func TestResolveErrors(t *testing.T) {
+	cases := map[string]struct {
+		mod  func(*hypervisor.Config)
+		want string
+	}{
+		"machine":          {func(c *hypervisor.Config) { c.Machine = "pc-i440fx" }, `hypervisor.machine = "pc-i440fx"`},
+		"accel":            {func(c *hypervisor.Config) { c.Accel = "hvf" }, `hypervisor.accel = "hvf"`},
+		"tee on tcg":       {func(c *hypervisor.Config) { c.TEE = tee.Config{Kind: tee.SNP} }, `a TEE needs KVM`},
+		"tee on microvm":   {func(c *hypervisor.Config) { c.Machine, c.Accel, c.TEE = "microvm", "kvm", tee.Config{Kind: tee.TDX} }, `cannot run on hypervisor.machine = "microvm"`},
+		"se on q35":        {func(c *hypervisor.Config) { c.Accel, c.TEE = "kvm", tee.Config{Kind: tee.SE} }, "SE needs s390-ccw-virtio"},
+		"unknown tee":      {func(c *hypervisor.Config) { c.TEE = tee.Config{Kind: "cca"} }, `unknown TEE kind "cca"`},
+		"vsock mode":       {func(c *hypervisor.Config) { c.Vsock.Mode = "tcp" }, `hypervisor.vsock.mode = "tcp"`},
+		"vhost-user s390":  {func(c *hypervisor.Config) { c.Machine, c.Accel = "s390-ccw-virtio", "kvm" }, "no vhost-user-vsock-ccw"},
+		"relative state":   {func(c *hypervisor.Config) { c.StateDir = "run/x" }, "want an absolute path"},
+		"long state dir":   {func(c *hypervisor.Config) { c.StateDir = "/" + strings.Repeat("x", 100) }, "unix socket path limit"},
+		"no kernel":        {func(c *hypervisor.Config) { c.Kernel = "" }, "hypervisor.kernel is empty"},
+		"launch data size": {func(c *hypervisor.Config) { c.Accel, c.TEE, c.LaunchData = "kvm", tee.Config{Kind: tee.SNP}, seq(48) }, "binds exactly 32"},
+		"disk id":          {func(c *hypervisor.Config) { c.Disks = []hypervisor.Disk{{ID: "a b", Path: "/x"}} }, `id "a b"`},
+		"disk id long":     {func(c *hypervisor.Config) { c.Disks = []hypervisor.Disk{{ID: strings.Repeat("a", 21), Path: "/x"}} }, "1-20 characters"},
+		"disk twice":       {func(c *hypervisor.Config) { c.Disks = []hypervisor.Disk{{ID: "a", Path: "/x"}, {ID: "a", Path: "/y"}} }, `"a" used twice`},
+		"disk format":      {func(c *hypervisor.Config) { c.Disks = []hypervisor.Disk{{ID: "a", Path: "/x", Format: "qcow2"}} }, `format "qcow2"`},
+		"driver":           {func(c *hypervisor.Config) { c.Driver = "clh" }, `hypervisor.driver = "clh"`},
+		"memory":           {func(c *hypervisor.Config) { c.MemoryMiB = 16 }, "hypervisor.memory_mib = 16"},
+		"sev-es policy":    {func(c *hypervisor.Config) { c.Accel, c.TEE = "kvm", tee.Config{Kind: tee.SEVES, SEV: &tee.SEVOptions{Policy: 1, CBitPos: 51, ReducedPhysBits: 1}} }, "tee.sev.policy = 0x1"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := baseConfig()
+			tc.mod(&cfg)
+			_, err := newVM(cfg, fakeHost(false), true)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want an error containing %q, got %v", tc.want, err)
+			}
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("want errdefs.ErrInvalidArgument, got %v", err)
+			}
+		})
+	}
+}
+
+// TestMissingFiles: New names every missing file and the fix; Plan turns
+// them into notes and still shows the command.
+func TestMissingFiles(t *testing.T) {
+	h := fakeHost(false)
+	h.stat = func(p string) (os.FileInfo, error) { return nil, os.ErrNotExist }
+	h.lookPath = func(name string) (string, error) { return "", errors.New("not in PATH") }
+	cfg := baseConfig()
+	cfg.Firmware = "/fw/OVMF.fd"
+	_, err := newVM(cfg, h, true)
+	if err == nil {
+		t.Fatal("New accepted missing files")
+	}
+	for _, want := range []string{`QEMU binary "qemu-system-x86_64" not found`, `"vhost-device-vsock" not found`,
+		`hypervisor.kernel: guest asset "/opt/coco/share/vmlinux" is missing (run ` + "`make guest-assets`", "hypervisor.initrd", "/fw/OVMF.fd"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	vm, err := newVM(cfg, h, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, notes, err := vm.Command()
+	if err != nil || len(args) == 0 || args[0] != "qemu-system-x86_64" {
+		t.Fatalf("Plan's command = %v, %v", args, err)
+	}
+	j := strings.Join(notes, "\n")
+	for _, want := range []string{"qemu-system-x86_64", "vhost-device-vsock", "vmlinux", "initrd.img", "OVMF.fd"} {
+		if !strings.Contains(j, want) {
+			t.Errorf("notes do not name %s: %v", want, notes)
+		}
+	}
+	if err := vm.Start(t.Context()); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Start of a planned VM: want FailedPrecondition, got %v", err)
+	}
+}
+
+func TestAccelAutoAndCPU(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Accel = "auto"
+	vm, err := newVM(cfg, fakeHost(false), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, notes, _ := vm.Command()
+	j := strings.Join(args, " ")
+	if !strings.Contains(j, "-accel tcg -cpu max") || !strings.Contains(strings.Join(notes, " "), `accel "auto"`) {
+		t.Errorf("auto without TEE should show tcg/max with a note: %s %v", j, notes)
+	}
+	cfg.TEE = tee.Config{Kind: tee.SNP}
+	vm, err = newVM(cfg, fakeHost(false), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, _, _ = vm.Command()
+	if j := strings.Join(args, " "); !strings.Contains(j, "-accel kvm -cpu host") {
+		t.Errorf("auto with a TEE must mean kvm/host: %s", j)
+	}
+}
+
+func TestVsockModeAuto(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Vsock.Mode = "auto"
+	for has, want := range map[bool]string{true: "vhost-vsock-pci,id=vsock0,guest-cid=3", false: "vhost-user-vsock-pci"} {
+		vm, err := newVM(cfg, fakeHost(has), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args, _, _ := vm.Command()
+		j := strings.Join(args, " ")
+		if !strings.Contains(j, want) {
+			t.Errorf("/dev/vhost-vsock present=%v: want %s in %s", has, want, j)
+		}
+		if share := strings.Contains(j, "share=on"); share == has {
+			t.Errorf("/dev/vhost-vsock present=%v: memfd share=on must be set exactly for vhost-user", has)
+		}
+	}
+}
+
+func TestOptsEscaping(t *testing.T) {
+	got := newOpts("file").set("path", "/a,b/c").setBool("x", true).setHex("p", 0x30000).String()
+	if want := "file,path=/a,,b/c,x=on,p=0x30000"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestTailLines(t *testing.T) {
+	p := t.TempDir() + "/log"
+	var b strings.Builder
+	for i := range 30 {
+		b.WriteString("line " + string(rune('a'+i%26)) + "\r\n")
+	}
+	os.WriteFile(p, []byte(b.String()), 0o644)
+	got := strings.Split(tailLines(p, 20), "\n")
+	if len(got) != 20 || got[19] != "line d" || strings.Contains(got[0], "\r") {
+		t.Errorf("tail = %q", got)
+	}
+	if s := tailLines(p+".missing", 20); !strings.Contains(s, "no console log") {
+		t.Errorf("missing log: %q", s)
+	}
+}
