@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -87,9 +89,14 @@ func dialOnce(ctx context.Context, d Dialer) (*Client, error) {
 }
 
 // nativeErrors turns the guest's status errors back into errdefs classes.
+// ttrpc checks the response status after the interceptor, so the status is
+// converted here and returned as the call's error.
 func nativeErrors(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, _ *ttrpc.UnaryClientInfo, invoke ttrpc.Invoker) error {
 	if err := invoke(ctx, req, resp); err != nil {
 		return errgrpc.ToNative(err)
+	}
+	if st := resp.Status; st != nil && st.Code != int32(codes.OK) {
+		return errgrpc.ToNative(status.ErrorProto(st))
 	}
 	return nil
 }

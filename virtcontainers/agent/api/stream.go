@@ -77,6 +77,9 @@ func ParseStreamHeader(line string) (StreamHeader, error) {
 		return StreamHeader{}, fmt.Errorf("stream header %q: want \"STREAM <container-id> <exec-id|-> <stdin|stdout|stderr>\": %w", line, errdefs.ErrInvalidArgument)
 	}
 	h := StreamHeader{ContainerID: f[1], ExecID: f[2], Kind: f[3]}
+	if h.ExecID == "" {
+		return StreamHeader{}, fmt.Errorf("stream header %q: empty exec id (use \"-\" for the init process): %w", line, errdefs.ErrInvalidArgument)
+	}
 	if h.ExecID == InitExec {
 		h.ExecID = ""
 	}

@@ -118,7 +118,8 @@ func (r *PrepareContainerRequest) Validate() error {
 	default:
 		return invalid("rootfs", "no source: want block, guest_pull or agent")
 	}
-	if r.GetSandboxContainer() != (r.GetRootfs().GetAgent() != nil) {
+	_, agentRootfs := r.GetRootfs().GetSource().(*Rootfs_Agent)
+	if r.GetSandboxContainer() != agentRootfs {
 		return invalid("rootfs", "the sandbox container and only it uses the agent rootfs (sandbox_container=%v)", r.GetSandboxContainer())
 	}
 	if len(r.GetFiles()) > MaxFiles {

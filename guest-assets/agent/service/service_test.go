@@ -1,0 +1,314 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/coco-runtime/coco/guest-assets/agent/container"
+	"github.com/coco-runtime/coco/virtcontainers/agent"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+)
+
+// unixDialer maps guest vsock ports to unix sockets, standing in for a VM.
+type unixDialer map[uint32]string
+
+func (d unixDialer) Dial(ctx context.Context, port uint32) (net.Conn, error) {
+	var nd net.Dialer
+	return nd.DialContext(ctx, "unix", d[port])
+}
+
+type fakeGuest struct {
+	mu       sync.Mutex
+	hostname string
+	resolv   string
+	sysctls  map[string]string
+	clock    time.Time
+}
+
+func (g *fakeGuest) SetHostname(n string) error { g.mu.Lock(); g.hostname = n; g.mu.Unlock(); return nil }
+func (g *fakeGuest) WriteResolvConf(c string) error {
+	g.mu.Lock()
+	g.resolv = c
+	g.mu.Unlock()
+	return nil
+}
+func (g *fakeGuest) SetSysctl(k, v string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sysctls == nil {
+		g.sysctls = map[string]string{}
+	}
+	g.sysctls[k] = v
+	return nil
+}
+func (g *fakeGuest) SetClock(t time.Time) error { g.mu.Lock(); g.clock = t; g.mu.Unlock(); return nil }
+
+// denyKill is a policy that refuses Kill.
+type denyKill struct{}
+
+func (denyKill) Evaluate(_ context.Context, method string, _ proto.Message) error {
+	if method == "Kill" {
+		return errors.New("rule agent_policy.KillRequest is false")
+	}
+	return nil
+}
+
+type harness struct {
+	agent     *Agent
+	client    *agent.Client
+	guest     *fakeGuest
+	destroyed chan string
+	dir       string
+}
+
+func start(t *testing.T) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{guest: &fakeGuest{}, destroyed: make(chan string, 1), dir: dir}
+	for _, d := range []string{"bundles", "io", "sysblock"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	h.agent, err = New(ctx, Config{
+		Version: "test",
+		StartNs: 1,
+		Now:     func() uint64 { return 42 },
+		Policy:  denyKill{},
+		Guest:   h.guest,
+		Containers: container.Config{
+			BundleRoot: filepath.Join(dir, "bundles"),
+			SysBlock:   filepath.Join(dir, "sysblock"),
+			DeviceWait: 100 * time.Millisecond,
+		},
+		IODir:     filepath.Join(dir, "io"),
+		OnDestroy: func(r string) { h.destroyed <- r },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := unixDialer{api.AgentPort: filepath.Join(dir, "agent.sock"), api.StreamPort: filepath.Join(dir, "stream.sock")}
+	al, err := net.Listen("unix", d[api.AgentPort])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, err := net.Listen("unix", d[api.StreamPort])
+	if err != nil {
+		t.Fatal(err)
+	}
+	go h.agent.Serve(ctx, al, sl)
+	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer dcancel()
+	h.client, err = agent.Dial(dctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.client.Close()
+		sctx, c := context.WithTimeout(context.Background(), time.Second)
+		h.agent.Close(sctx)
+		c()
+		sl.Close()
+		cancel()
+	})
+	return h
+}
+
+func wantErr(t *testing.T, err error, is func(error) bool, words ...string) {
+	t.Helper()
+	if err == nil || !is(err) {
+		t.Fatalf("err = %v, want another class", err)
+	}
+	for _, w := range words {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("err %q does not name %q", err, w)
+		}
+	}
+}
+
+func TestRefusedBeforeSetup(t *testing.T) {
+	h := start(t)
+	ctx := namespaces.WithNamespace(context.Background(), "k8s.io")
+	hr := h.client.Health()
+	if hr.GetVersion() != "test" || hr.GetAgentReadyNs() != 42 || hr.GetSandboxReady() {
+		t.Errorf("health = %+v", hr)
+	}
+	_, err := h.client.Task().Create(ctx, &task.CreateTaskRequest{ID: "c1", Bundle: "/b"})
+	wantErr(t, err, errdefs.IsFailedPrecondition, "Create", "sandbox not set up")
+	_, err = h.client.Agent().PrepareContainer(ctx, &api.PrepareContainerRequest{ContainerId: "c1"})
+	wantErr(t, err, errdefs.IsFailedPrecondition, "PrepareContainer", "sandbox not set up")
+	_, err = h.client.Agent().DestroySandbox(ctx, &api.DestroySandboxRequest{})
+	wantErr(t, err, errdefs.IsFailedPrecondition, "DestroySandbox")
+}
+
+func TestSetupValidationAndPolicy(t *testing.T) {
+	h := start(t)
+	ctx := namespaces.WithNamespace(context.Background(), "k8s.io")
+
+	// An Events stream opened first waits for the setup instead of failing.
+	ectx, ecancel := context.WithCancel(ctx)
+	defer ecancel()
+	stream, err := h.client.Agent().Events(ectx, &api.EventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recvd := make(chan error, 1)
+	go func() { _, err := stream.Recv(); recvd <- err }()
+
+	_, err = h.client.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{SandboxId: "../pod"})
+	wantErr(t, err, errdefs.IsInvalidArgument, "SetupSandbox", "sandbox_id")
+	_, err = h.client.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{SandboxId: "pod", Policy: "package agent_policy"})
+	wantErr(t, err, errdefs.IsNotImplemented, "policy")
+
+	now := time.Now()
+	_, err = h.client.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{
+		SandboxId: "pod", Hostname: "web-0", Dns: "nameserver 10.0.0.10\n",
+		Sysctls: map[string]string{"kernel.shm_rmid_forced": "1"}, HostTime: timestamppb.New(now),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.guest.hostname != "web-0" || h.guest.resolv != "nameserver 10.0.0.10\n" || h.guest.sysctls["kernel.shm_rmid_forced"] != "1" || !h.guest.clock.Equal(now) {
+		t.Errorf("guest = %+v", h.guest)
+	}
+	_, err = h.client.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{SandboxId: "pod"})
+	wantErr(t, err, errdefs.IsAlreadyExists, "already set up")
+	select {
+	case err := <-recvd:
+		t.Fatalf("events stream ended after setup: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// Malformed task requests, named by field.
+	_, err = h.client.Task().Create(ctx, &task.CreateTaskRequest{ID: "c1", Bundle: "/x", Rootfs: []*types.Mount{{Type: "bind", Source: "/"}}})
+	wantErr(t, err, errdefs.IsInvalidArgument, "Create", "rootfs")
+	_, err = h.client.Task().Create(ctx, &task.CreateTaskRequest{ID: "c/1", Bundle: "/x"})
+	wantErr(t, err, errdefs.IsInvalidArgument, "id")
+	_, err = h.client.Task().Create(ctx, &task.CreateTaskRequest{ID: "c1", Bundle: "/x"})
+	wantErr(t, err, errdefs.IsFailedPrecondition, "PrepareContainer")
+	_, err = h.client.Task().Kill(ctx, &task.KillRequest{ID: "c1", Signal: 0})
+	wantErr(t, err, errdefs.IsInvalidArgument, "signal")
+	_, err = h.client.Task().Exec(ctx, &task.ExecProcessRequest{ID: "c1", ExecID: "e1"})
+	wantErr(t, err, errdefs.IsInvalidArgument, "Exec", "spec")
+
+	// The policy's denial names the request and keeps its reason.
+	_, err = h.client.Task().Kill(ctx, &task.KillRequest{ID: "c1", Signal: 9})
+	wantErr(t, err, errdefs.IsPermissionDenied, "Kill denied by agent policy", "agent_policy.KillRequest")
+
+	// The containerd namespace becomes a path: only plain names pass.
+	_, err = h.client.Task().State(namespaces.WithNamespace(context.Background(), "../../etc"), &task.StateRequest{ID: "c1"})
+	wantErr(t, err, errdefs.IsInvalidArgument, "namespace")
+
+	// Unknown containers are NotFound from containerd's own task service.
+	_, err = h.client.Task().State(ctx, &task.StateRequest{ID: "c1"})
+	wantErr(t, err, errdefs.IsNotFound)
+}
+
+func TestPrepareContainerMissingDiskLeavesNothing(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	if _, err := h.client.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{SandboxId: "pod"}); err != nil {
+		t.Fatal(err)
+	}
+	spec := `{"process":{"args":["true"],"cwd":"/"},"linux":{"namespaces":[{"type":"mount"}]}}`
+	_, err := h.client.Agent().PrepareContainer(ctx, &api.PrepareContainerRequest{
+		ContainerId: "c1", Spec: []byte(spec),
+		Rootfs: &api.Rootfs{Source: &api.Rootfs_Block{Block: &api.BlockDevice{Serial: "r123"}}},
+	})
+	wantErr(t, err, errdefs.IsNotFound, "r123")
+	if _, err := os.Stat(filepath.Join(h.dir, "bundles", "c1")); !os.IsNotExist(err) {
+		t.Errorf("bundle left behind: %v", err)
+	}
+	_, err = h.client.Agent().PrepareContainer(ctx, &api.PrepareContainerRequest{
+		ContainerId: "c1", Spec: []byte(spec),
+		Rootfs: &api.Rootfs{Source: &api.Rootfs_GuestPull{GuestPull: &api.GuestPull{Image: "docker.io/library/busybox"}}},
+	})
+	wantErr(t, err, errdefs.IsNotImplemented, "guest_pull")
+}
+
+func TestStreamsThroughClient(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	out, err := h.client.OpenStream(ctx, "c1", "-", api.StreamStdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	_, err = h.client.OpenStream(ctx, "c1", "", api.StreamStdout)
+	wantErr(t, err, errdefs.IsAlreadyExists, "stdout")
+	_, err = h.client.OpenStream(ctx, "c1", "", "stdlog")
+	wantErr(t, err, errdefs.IsInvalidArgument, "stdlog")
+
+	// Stand in for the runc task service: write the FIFO the guest made.
+	path, ok := h.agent.streams.Path("c1", "", api.StreamStdout)
+	if !ok {
+		t.Fatal("no fifo registered")
+	}
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("hello from the guest\n"))
+	w.Close()
+	got, err := io.ReadAll(out)
+	if err != nil || string(got) != "hello from the guest\n" {
+		t.Errorf("stdout = %q, %v", got, err)
+	}
+
+	in, err := h.client.OpenStream(ctx, "c1", "e1", api.StreamStdin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, _ = h.agent.streams.Path("c1", "e1", api.StreamStdin)
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	in.Write([]byte("typed"))
+	in.(interface{ CloseWrite() error }).CloseWrite()
+	syscall.SetNonblock(int(r.Fd()), false)
+	got, err = io.ReadAll(r)
+	if err != nil || string(got) != "typed" {
+		t.Errorf("stdin fifo = %q, %v", got, err)
+	}
+	h.agent.streams.ReleaseContainer("c1")
+	if _, err := os.Stat(filepath.Join(h.dir, "io", "c1")); !os.IsNotExist(err) {
+		t.Errorf("fifo dir left behind: %v", err)
+	}
+}
+
+func TestDestroySandbox(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	if _, err := h.client.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{SandboxId: "pod"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.Agent().DestroySandbox(ctx, &api.DestroySandboxRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-h.destroyed:
+		if !strings.Contains(r, "destroyed") {
+			t.Errorf("reason %q", r)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("DestroySandbox did not trigger the power-off")
+	}
+}

@@ -1,0 +1,237 @@
+package spec
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// hostSpec is shaped like what containerd's CRI writes for an app container
+// of a pod: namespaces of the pause container by /proc path, CRI's bind
+// mounts, a kubepods cgroup, an AppArmor profile.
+func hostSpec(t testing.TB) []byte {
+	s := specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{Args: []string{"sh", "-c", "echo hi"}, Cwd: "/", ApparmorProfile: "cri-containerd.apparmor.d"},
+		Root:    &specs.Root{Path: "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c1/rootfs", Readonly: true},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/containerd/sandboxes/p1/hosts", Options: []string{"rbind", "rprivate", "ro"}},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: "/var/lib/containerd/sandboxes/p1/resolv.conf", Options: []string{"rbind", "rprivate", "rw"}},
+			{Destination: "/dev/shm", Type: "bind", Source: "/run/containerd/sandboxes/p1/shm", Options: []string{"rbind", "rprivate", "rw"}},
+			{Destination: "/data", Type: "bind", Source: "/var/lib/kubelet/pods/x/volumes/empty", Options: []string{"rbind", "rw"}},
+		},
+		Hooks: &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/usr/bin/nvidia-hook"}}},
+		Linux: &specs.Linux{
+			CgroupsPath: "kubepods-besteffort-pod1.slice:cri-containerd:c1",
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.IPCNamespace, Path: "/proc/4242/ns/ipc"},
+				{Type: specs.UTSNamespace, Path: "/proc/4242/ns/uts"},
+				{Type: specs.MountNamespace},
+				{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1234"},
+			},
+			Sysctl:  map[string]string{"net.ipv4.ip_forward": "1", "kernel.shm_rmid_forced": "1"},
+			Devices: []specs.LinuxDevice{{Path: "/dev/nvidia0", Type: "c", Major: 195}},
+		},
+	}
+	b, err := json.Marshal(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestRewriteAppContainer(t *testing.T) {
+	res, err := Rewrite(hostSpec(t), Options{
+		ContainerID:  "c1",
+		SandboxPID:   17,
+		Files:        map[string]string{"/etc/hosts": "/run/coco/bundles/c1/files/f0", "/etc/resolv.conf": "/run/coco/bundles/c1/files/f1"},
+		ShmDir:       "/run/coco/shm",
+		CgroupParent: "/coco",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Spec
+	if s.Root.Path != "rootfs" || !s.Root.Readonly {
+		t.Errorf("root = %+v, want rootfs read-only", s.Root)
+	}
+	if s.Linux.CgroupsPath != "/coco/c1" {
+		t.Errorf("cgroupsPath = %q", s.Linux.CgroupsPath)
+	}
+	want := map[specs.LinuxNamespaceType]string{
+		specs.PIDNamespace:   "", // not shared: the spec gave no path
+		specs.IPCNamespace:   "/proc/17/ns/ipc",
+		specs.UTSNamespace:   "/proc/17/ns/uts",
+		specs.MountNamespace: "",
+	}
+	got := map[specs.LinuxNamespaceType]string{}
+	for _, ns := range s.Linux.Namespaces {
+		got[ns.Type] = ns.Path
+	}
+	if len(got) != len(want) {
+		t.Errorf("namespaces = %v, want %v (network dropped)", got, want)
+	}
+	for k, v := range want {
+		if p, ok := got[k]; !ok || p != v {
+			t.Errorf("namespace %s path = %q (present %v), want %q", k, p, ok, v)
+		}
+	}
+	mounts := map[string]specs.Mount{}
+	for _, m := range s.Mounts {
+		mounts[m.Destination] = m
+	}
+	if m := mounts["/etc/hosts"]; m.Source != "/run/coco/bundles/c1/files/f0" || m.Type != "bind" || !contains(m.Options, "ro") {
+		t.Errorf("/etc/hosts = %+v", m)
+	}
+	if m := mounts["/dev/shm"]; m.Source != "/run/coco/shm" {
+		t.Errorf("/dev/shm = %+v, want the pod shm", m)
+	}
+	if m := mounts["/data"]; m.Type != "tmpfs" || strings.HasPrefix(m.Source, "/var") {
+		t.Errorf("/data = %+v, want tmpfs instead of the host dir", m)
+	}
+	if s.Hooks != nil || s.Process.ApparmorProfile != "" || len(s.Linux.Devices) != 0 {
+		t.Errorf("host-only parts kept: hooks=%v apparmor=%q devices=%v", s.Hooks, s.Process.ApparmorProfile, s.Linux.Devices)
+	}
+	if _, ok := s.Linux.Sysctl["net.ipv4.ip_forward"]; ok {
+		t.Error("net.* sysctl kept although containers share the VM netns")
+	}
+	if s.Linux.Sysctl["kernel.shm_rmid_forced"] != "1" {
+		t.Error("ipc sysctl dropped")
+	}
+	if len(res.Warnings) < 4 {
+		t.Errorf("warnings = %q, want the dropped parts named", res.Warnings)
+	}
+}
+
+func TestRewriteSharedPIDAndSandbox(t *testing.T) {
+	var s specs.Spec
+	json.Unmarshal(hostSpec(t), &s)
+	s.Linux.Namespaces[0].Path = "/proc/4242/ns/pid"
+	s.Mounts = s.Mounts[:1]
+	b, _ := json.Marshal(&s)
+
+	res, err := Rewrite(b, Options{ContainerID: "c1", SandboxPID: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Spec.Linux.Namespaces[0]; p.Type != specs.PIDNamespace || p.Path != "/proc/9/ns/pid" {
+		t.Errorf("pid ns = %+v, want the sandbox's", p)
+	}
+	// The sandbox container gets new namespaces and the agent's pause.
+	res, err = Rewrite(b, Options{ContainerID: "pod", Sandbox: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range res.Spec.Linux.Namespaces {
+		if ns.Path != "" {
+			t.Errorf("sandbox namespace %s joins %q", ns.Type, ns.Path)
+		}
+	}
+	if a := res.Spec.Process.Args; len(a) != 1 || a[0] != PauseBinary {
+		t.Errorf("sandbox args = %q", a)
+	}
+	// Joining without a running sandbox container is a precondition error.
+	if _, err := Rewrite(b, Options{ContainerID: "c1"}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("join without sandbox: err = %v, want FailedPrecondition", err)
+	}
+}
+
+func TestRewriteRejects(t *testing.T) {
+	base := func() specs.Spec {
+		var s specs.Spec
+		json.Unmarshal(hostSpec(t), &s)
+		return s
+	}
+	cases := []struct {
+		name  string
+		edit  func(*specs.Spec)
+		opts  Options
+		field string
+	}{
+		{"device mount", func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "ext4", Source: "/dev/vda"})
+		}, Options{}, "mounts[5].type"},
+		{"relative destination", func(s *specs.Spec) { s.Mounts[0].Destination = "proc" }, Options{}, "mounts[0].destination"},
+		{"no process", func(s *specs.Spec) { s.Process = nil }, Options{}, "process"},
+		{"host user ns", func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/1/ns/user"})
+		}, Options{}, "namespaces[5].path"},
+		{"unknown ns", func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: "bogus"})
+		}, Options{}, "namespaces[5].type"},
+		{"unused file", func(s *specs.Spec) {}, Options{Files: map[string]string{"/nowhere": "/x"}}, "files"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := base()
+			c.edit(&s)
+			b, _ := json.Marshal(&s)
+			c.opts.ContainerID = "c1"
+			c.opts.SandboxPID = 3
+			_, err := Rewrite(b, c.opts)
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), c.field) {
+				t.Errorf("err = %v, want InvalidArgument naming %s", err, c.field)
+			}
+		})
+	}
+	for _, raw := range []string{"", "{", "[]", `{"process":"x"}`} {
+		if _, err := Rewrite([]byte(raw), Options{ContainerID: "c1"}); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Rewrite(%q) err = %v, want InvalidArgument", raw, err)
+		}
+	}
+	if _, err := Rewrite(hostSpec(t), Options{ContainerID: "../etc"}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("bad id: err = %v", err)
+	}
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzRewrite: any bytes either fail with an errdefs class or produce a spec
+// whose root is the bundle's rootfs, whose cgroup is under the guest parent,
+// and whose namespaces join only the sandbox's.
+func FuzzRewrite(f *testing.F) {
+	f.Add(hostSpec(f), false, 5)
+	f.Add([]byte(`{"process":{"args":["a"],"cwd":"/"},"mounts":[{"destination":"/a","type":"bind","source":"/h"}]}`), false, 0)
+	f.Add([]byte(`{"process":{"cwd":"/"},"linux":{"namespaces":[{"type":"pid","path":"/x"}]}}`), true, 1)
+	f.Fuzz(func(t *testing.T, raw []byte, sandbox bool, pid int) {
+		res, err := Rewrite(raw, Options{ContainerID: "c1", Sandbox: sandbox, SandboxPID: pid, ShmDir: "/run/coco/shm", Files: map[string]string{}})
+		if err != nil {
+			if !errdefs.IsInvalidArgument(err) && !errdefs.IsFailedPrecondition(err) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		s := res.Spec
+		if s.Root.Path != "rootfs" || s.Linux.CgroupsPath != "/coco/c1" {
+			t.Fatalf("root %q cgroup %q", s.Root.Path, s.Linux.CgroupsPath)
+		}
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Path != "" && !strings.HasPrefix(ns.Path, "/proc/") {
+				t.Fatalf("namespace %s joins %q", ns.Type, ns.Path)
+			}
+			if ns.Type == specs.NetworkNamespace {
+				t.Fatal("network namespace kept")
+			}
+		}
+		for _, m := range s.Mounts {
+			if m.Type == "bind" && m.Source != "/run/coco/shm" {
+				t.Fatalf("host bind mount kept: %+v", m)
+			}
+		}
+		if _, err := res.Marshal(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
