@@ -12,7 +12,9 @@ import (
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
-func exit(id string) *eventstypes.TaskExit { return &eventstypes.TaskExit{ContainerID: id, ExitStatus: 3} }
+func exit(id string) *eventstypes.TaskExit {
+	return &eventstypes.TaskExit{ContainerID: id, ExitStatus: 3}
+}
 
 func TestOrderAndPayload(t *testing.T) {
 	q := New(8)

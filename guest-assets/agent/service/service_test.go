@@ -41,7 +41,12 @@ type fakeGuest struct {
 	clock    time.Time
 }
 
-func (g *fakeGuest) SetHostname(n string) error { g.mu.Lock(); g.hostname = n; g.mu.Unlock(); return nil }
+func (g *fakeGuest) SetHostname(n string) error {
+	g.mu.Lock()
+	g.hostname = n
+	g.mu.Unlock()
+	return nil
+}
 func (g *fakeGuest) WriteResolvConf(c string) error {
 	g.mu.Lock()
 	g.resolv = c
