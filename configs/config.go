@@ -307,17 +307,22 @@ func overlay(c *Config, file string, data []byte) error {
 		return decodeError(file, err)
 	}
 	var errs []error
+	undecoded := md.Undecoded()
+	isUndecoded := make(map[string]bool, len(undecoded))
+	for _, k := range undecoded {
+		isUndecoded[k.String()] = true
+	}
 	// BurntSushi/toml falls back to case-insensitive field matching; the
 	// schema is lower case, and accepting "VCPUS" beside "vcpus" would let the
 	// random map order pick the winner.
 	for _, k := range md.Keys() {
-		if !knownKey(k) && isDecoded(md, k) {
+		if !isUndecoded[k.String()] && !knownKey(k) {
 			errs = append(errs, &Error{File: file, Key: k.String(),
 				Msg: fmt.Sprintf("keys are case-sensitive; write %q", strings.ToLower(k[len(k)-1]))})
 		}
 	}
 	reported := map[string]bool{}
-	for _, k := range md.Undecoded() {
+	for _, k := range undecoded {
 		if parentReported(reported, k) {
 			continue
 		}
@@ -353,15 +358,6 @@ func decodeError(file string, err error) error {
 		return &Error{File: file, Key: m[2], Msg: msg}
 	}
 	return &Error{File: file, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
-}
-
-func isDecoded(md toml.MetaData, k toml.Key) bool {
-	for _, u := range md.Undecoded() {
-		if u.String() == k.String() {
-			return false
-		}
-	}
-	return true
 }
 
 func parentReported(reported map[string]bool, k toml.Key) bool {

@@ -351,6 +351,9 @@ func TestVMResolution(t *testing.T) {
 			t.Errorf("VM(%q) err = %v", id, err)
 		}
 	}
+	if _, err := c.VM("abc", "relative/dir"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("relative state dir: %v", err)
+	}
 	// A hand-built config with a bad kind is refused, naming the key.
 	c.TEE.Kind = "sgx"
 	if _, err := c.VM("abc", ""); err == nil || !strings.Contains(err.Error(), "tee.kind") {

@@ -81,6 +81,9 @@ func (c *Config) VM(id, stateDir string) (hypervisor.Config, error) {
 	if stateDir == "" {
 		stateDir = filepath.Join(c.Runtime.StateDir, id)
 	}
+	if !filepath.IsAbs(stateDir) {
+		return hypervisor.Config{}, fmt.Errorf("configs: VM state dir %q: %w: want an absolute path", stateDir, errdefs.ErrInvalidArgument)
+	}
 	h := c.Hypervisor
 	kind := tee.Kind(c.TEE.Kind)
 	accel := h.Accel
