@@ -37,7 +37,9 @@ func TestResolveErrors(t *testing.T) {
 		"disk format":      {func(c *hypervisor.Config) { c.Disks = []hypervisor.Disk{{ID: "a", Path: "/x", Format: "qcow2"}} }, `format "qcow2"`},
 		"driver":           {func(c *hypervisor.Config) { c.Driver = "clh" }, `hypervisor.driver = "clh"`},
 		"memory":           {func(c *hypervisor.Config) { c.MemoryMiB = 16 }, "hypervisor.memory_mib = 16"},
-		"sev-es policy":    {func(c *hypervisor.Config) { c.Accel, c.TEE = "kvm", tee.Config{Kind: tee.SEVES, SEV: &tee.SEVOptions{Policy: 1, CBitPos: 51, ReducedPhysBits: 1}} }, "tee.sev.policy = 0x1"},
+		"sev-es policy": {func(c *hypervisor.Config) {
+			c.Accel, c.TEE = "kvm", tee.Config{Kind: tee.SEVES, SEV: &tee.SEVOptions{Policy: 1, CBitPos: 51, ReducedPhysBits: 1}}
+		}, "tee.sev.policy = 0x1"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
