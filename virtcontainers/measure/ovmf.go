@@ -151,11 +151,16 @@ func (o *OVMF) parseMetadata() error {
 	items := o.data[start+metadataHeaderLen:]
 	for i := 0; i < n; i++ {
 		it := items[i*metadataItemLen:]
-		o.sections = append(o.sections, Section{
+		s := Section{
 			GPA:  binary.LittleEndian.Uint32(it),
 			Size: binary.LittleEndian.Uint32(it[4:]),
 			Type: SectionType(binary.LittleEndian.Uint32(it[8:])),
-		})
+		}
+		// Sections describe memory below 4 GiB (the fields are 32-bit).
+		if uint64(s.GPA)+uint64(s.Size) > fourGiB {
+			return fmt.Errorf("OVMF SEV metadata section %d (%s at %#x, %#x bytes) ends above 4 GiB: %w", i, s.Type, s.GPA, s.Size, errdefs.ErrInvalidArgument)
+		}
+		o.sections = append(o.sections, s)
 	}
 	return nil
 }
