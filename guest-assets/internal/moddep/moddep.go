@@ -269,11 +269,24 @@ func stripCompression(rel string) string {
 
 // modinfo returns the key=value pairs of a module's .modinfo section.
 func (ix *Index) modinfo(rel string) (map[string][]string, error) {
-	data, err := readModule(filepath.Join(ix.dir, rel))
-	if err != nil {
-		return nil, err
+	var r io.ReaderAt
+	if strings.HasSuffix(rel, ".ko") {
+		// Uncompressed: read only the headers and .modinfo, not the whole
+		// file (the alias scan opens every module of the kernel).
+		fh, err := os.Open(filepath.Join(ix.dir, rel))
+		if err != nil {
+			return nil, fmt.Errorf("moddep: %w", err)
+		}
+		defer fh.Close()
+		r = fh
+	} else {
+		data, err := readModule(filepath.Join(ix.dir, rel))
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(data)
 	}
-	f, err := elf.NewFile(bytes.NewReader(data))
+	f, err := elf.NewFile(r)
 	if err != nil {
 		return nil, fmt.Errorf("moddep: %s: %w", rel, err)
 	}
