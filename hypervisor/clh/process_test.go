@@ -231,3 +231,18 @@ func TestDialStopsWhenVMMDies(t *testing.T) {
 }
 
 var _ hypervisor.VM = (*VM)(nil)
+
+func TestDialUsesBootTimeoutWithoutDeadline(t *testing.T) {
+	v, _ := startFake(t, modeNoAgent)
+	v.cfg.BootTimeout = 300 * time.Millisecond
+	start := time.Now()
+	_, err := v.Dial(context.Background(), 1024)
+	// Without the boot timeout this Dial would retry forever (the test
+	// would hang); the bound below is loose on purpose.
+	if err == nil {
+		t.Fatal("Dial succeeded with no agent listening")
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Dial took %s with a 300ms boot timeout", d)
+	}
+}

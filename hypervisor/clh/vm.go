@@ -378,11 +378,17 @@ func (v *VM) running(op string) (<-chan struct{}, error) {
 }
 
 // Dial connects to a guest vsock port through the hybrid vsock socket,
-// retrying until ctx is done or the VMM exits.
+// retrying until ctx is done (or, when ctx has no deadline, for the
+// config's BootTimeout) or the VMM exits.
 func (v *VM) Dial(ctx context.Context, port uint32) (net.Conn, error) {
 	done, err := v.running("dial")
 	if err != nil {
 		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok && v.cfg.BootTimeout > 0 {
+		var cancelT context.CancelFunc
+		ctx, cancelT = context.WithTimeout(ctx, v.cfg.BootTimeout)
+		defer cancelT()
 	}
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
