@@ -1,5 +1,3 @@
-//go:build coco_glue
-
 package sandbox
 
 import (
@@ -75,7 +73,7 @@ func planInitData(opts Options, kind tee.Kind) (*initDataPlan, error) {
 	} else {
 		return nil, nil
 	}
-	image, err := initdata.BlockImage(id.Raw)
+	image, err := initdata.BlockImage(id.Raw())
 	if err != nil {
 		return nil, err
 	}
@@ -83,11 +81,20 @@ func planInitData(opts Options, kind tee.Kind) (*initDataPlan, error) {
 	return &initDataPlan{launchData: launch, note: note, image: image}, nil
 }
 
-// podPolicy returns the agent policy the pod asks for through its annotation
-// (base64 Rego), or "" to keep the guest's own (init-data or image default).
+// podPolicy returns the agent policy the host proposes: the pod's annotation
+// (base64 Rego) when allowed, else the runtime class's [agent] policy file,
+// else "" for the guest's built-in default. A policy in init-data always
+// wins inside the guest: the host cannot override what the verifier saw.
 func podPolicy(opts Options) (string, error) {
 	v, ok := opts.Annotations[annotationPolicy]
 	if !ok {
+		if path := opts.Config.Agent.Policy; path != "" {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return "", fmt.Errorf("[agent] policy in %s: %w", opts.Config.Path, err)
+			}
+			return string(b), nil
+		}
 		return "", nil
 	}
 	if !opts.Config.AnnotationAllowed(annotationPolicy) {

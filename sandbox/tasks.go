@@ -1,5 +1,3 @@
-//go:build coco_glue
-
 package sandbox
 
 import (

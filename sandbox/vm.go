@@ -1,5 +1,3 @@
-//go:build coco_glue
-
 package sandbox
 
 import (
@@ -7,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -160,11 +157,6 @@ func (s *vmSandbox) setupRequest() (*api.SetupSandboxRequest, error) {
 		if sp.Linux != nil {
 			r.Sysctls = sp.Linux.Sysctl
 		}
-		b, err := json.Marshal(sp)
-		if err != nil {
-			return nil, err
-		}
-		r.SandboxSpec = b
 	}
 	policy, err := podPolicy(s.opts)
 	if err != nil {
@@ -398,4 +390,3 @@ func isSandboxContainer(sp *specs.Spec, id, sandboxID string) bool {
 	return id == sandboxID && sp.Annotations["io.kubernetes.cri.sandbox-id"] != ""
 }
 
-var _ net.Conn = (net.Conn)(nil)
