@@ -389,4 +389,3 @@ func isSandboxContainer(sp *specs.Spec, id, sandboxID string) bool {
 	}
 	return id == sandboxID && sp.Annotations["io.kubernetes.cri.sandbox-id"] != ""
 }
-
