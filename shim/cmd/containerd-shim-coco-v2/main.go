@@ -12,6 +12,8 @@ import (
 
 	"github.com/coco-runtime/coco/configs"
 	"github.com/coco-runtime/coco/sandbox"
+	"github.com/coco-runtime/coco/shim/cli/check"
+	"github.com/coco-runtime/coco/shim/cli/measure"
 	"github.com/coco-runtime/coco/shim/manager"
 	"github.com/coco-runtime/coco/shim/plugin"
 	"github.com/coco-runtime/coco/shim/pod"
@@ -23,11 +25,11 @@ import (
 func subcommand(name string) (func(ctx context.Context, args []string, stdout, stderr io.Writer) int, bool) {
 	switch name {
 	case "check":
-		return notWired(name), true // TODO(lead): shim/cli/check
+		return check.Main, true
 	case "vm-command":
 		return notWired(name), true // TODO(lead): shim/cli/vmcommand
 	case "measure":
-		return notWired(name), true // TODO(lead): shim/cli/measure.Main
+		return measure.Main, true
 	}
 	return nil, false
 }
