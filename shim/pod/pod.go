@@ -268,6 +268,13 @@ func (p *Pod) setExited(st hypervisor.ExitStatus) {
 func (p *Pod) Sandbox() (sandbox.Sandbox, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	select {
+	case <-p.forwarded:
+		// The sandbox closed its events: the VM is gone even if its
+		// exit has not been recorded yet.
+		return nil, fmt.Errorf("pod %s: VM has exited: %w", p.id, errdefs.ErrFailedPrecondition)
+	default:
+	}
 	switch p.state {
 	case Ready:
 		return p.sb, nil

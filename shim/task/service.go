@@ -38,6 +38,10 @@ import (
 // before it releases the stdio anyway.
 const drainTimeout = 5 * time.Second
 
+// vmGoneGrace is how long a failed guest Delete waits to learn whether the
+// VM died under it.
+const vmGoneGrace = 2 * time.Second
+
 // exitVMGone is the exit status of a process whose VM disappeared without
 // the guest reporting its exit (as if SIGKILLed).
 const exitVMGone = 128 + uint32(unix.SIGKILL)
@@ -235,10 +239,11 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 		switch {
 		case err == nil:
 			resp.ExitStatus, resp.ExitedAt = gr.GetExitStatus(), gr.GetExitedAt()
-		case errdefs.IsNotFound(errgrpc.ToNative(err)):
-			// The guest has no record (its Create failed half-way): the
-			// host record is all that is left to delete.
-			log.G(ctx).WithError(err).Debug("guest had no such process")
+		case errdefs.IsNotFound(errgrpc.ToNative(err)) || s.awaitVMGone(ctx, vmGoneGrace):
+			// The guest has no record (its Create failed half-way) or
+			// no longer exists: the host record is all there is to delete.
+			log.G(ctx).WithError(err).Debug("deleting the host record only")
+			s.reconcile()
 		default:
 			return nil, err
 		}
@@ -544,10 +549,33 @@ func (s *Service) observe(ev *sandbox.Event) {
 // it left has been handled: a process with no exit event by then died with
 // the VM (the sandbox should have reported it; this is the safety net).
 func (s *Service) reconcile() {
+	if s.vmGone() {
+		s.table.exitAll(exitVMGone, time.Now())
+	}
+}
+
+// awaitVMGone waits up to d for the VM to be gone: a guest call that fails
+// because the VM just died may return before the sandbox has closed its
+// events.
+func (s *Service) awaitVMGone(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-s.pod.Forwarded():
-		s.table.exitAll(exitVMGone, time.Now())
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// vmGone is true once the sandbox closed its event channel.
+func (s *Service) vmGone() bool {
+	select {
+	case <-s.pod.Forwarded():
+		return true
 	default:
+		return false
 	}
 }
 
