@@ -378,3 +378,97 @@ func TestBadKernelPath(t *testing.T) {
 	assertNothingLeft(t, cfg)
 	_ = slices.Contains[[]string]
 }
+
+// TestDiskHotplug: a disk attached at boot and one hot-plugged onto a PCIe
+// root port are both seen by the guest under their serials, read-only where
+// asked; the hot-plugged one goes away again on RemoveDisk.
+func TestDiskHotplug(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "")
+	cfg.KernelParams = ""
+	dir := t.TempDir()
+	mk := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, make([]byte, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg.Disks = []hypervisor.Disk{{ID: "initdata", Path: mk("initdata.img"), ReadOnly: true}}
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := vm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Stop(ctx)
+	c, err := vm.Dial(ctx, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	ask := func() string {
+		if _, err := c.Write([]byte("disks\n")); err != nil {
+			t.Fatal(err)
+		}
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(l)
+	}
+	waitFor := func(want string) {
+		t.Helper()
+		var got string
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+			if got = ask(); got == want {
+				return
+			}
+		}
+		t.Fatalf("guest disks = %q, want %q; console:\n%s", got, want, tailLines(vm.Info().ConsoleLog, 40))
+	}
+	waitFor("initdata:1")
+
+	hot := hypervisor.Disk{ID: "rootfs-c1", Path: mk("rootfs.img"), ReadOnly: true}
+	if err := vm.AddDisk(ctx, hot); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.AddDisk(ctx, hot); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("second AddDisk: want AlreadyExists, got %v", err)
+	}
+	rw := hypervisor.Disk{ID: "scratch", Path: mk("scratch.img")}
+	if err := vm.AddDisk(ctx, rw); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("initdata:1 rootfs-c1:1 scratch:0")
+
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	if err := vm.RemoveDisk(rctx, hot.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("initdata:1 scratch:0")
+	if err := vm.RemoveDisk(ctx, hot.ID); !errdefs.IsNotFound(err) {
+		t.Errorf("RemoveDisk of a removed disk: want NotFound, got %v", err)
+	}
+	if err := vm.RemoveDisk(ctx, "initdata"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("RemoveDisk of a boot disk: want FailedPrecondition, got %v", err)
+	}
+	// The freed root port is reused.
+	if err := vm.AddDisk(ctx, hot); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("initdata:1 rootfs-c1:1 scratch:0")
+	c.Close()
+	if err := vm.Stop(ctx); err != nil {
+		t.Error(err)
+	}
+	assertNothingLeft(t, cfg)
+}

@@ -13,6 +13,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -28,6 +30,10 @@ func main() {
 	_ = os.MkdirAll("/proc", 0o555)
 	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
 		fatal("mount /proc: %v", err)
+	}
+	_ = os.MkdirAll("/sys", 0o555)
+	if err := unix.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
+		fatal("mount /sys: %v", err)
 	}
 	// mdlayher/vsock asks /dev/vsock for the local CID.
 	_ = os.MkdirAll("/dev", 0o755)
@@ -84,10 +90,27 @@ func serve(c net.Conn, release string) {
 			}
 			return
 		}
+		if line == "disks\n" {
+			line = disks() + "\n"
+		}
 		if _, err := io.WriteString(c, line); err != nil {
 			return
 		}
 	}
+}
+
+// disks lists the guest's virtio disks as "serial:ro" pairs (ro is 1 for
+// read-only), sorted, so the host can see hot-plug and read-only work.
+func disks() string {
+	devs, _ := filepath.Glob("/sys/block/vd*")
+	var out []string
+	for _, d := range devs {
+		serial, _ := os.ReadFile(filepath.Join(d, "serial"))
+		ro, _ := os.ReadFile(filepath.Join(d, "ro"))
+		out = append(out, strings.TrimSpace(string(serial))+":"+strings.TrimSpace(string(ro)))
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
 }
 
 // fatal reports on the console and powers off: PID 1 exiting would panic
