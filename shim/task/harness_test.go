@@ -75,10 +75,10 @@ type fakeShutdown struct {
 
 func newFakeShutdown() *fakeShutdown { return &fakeShutdown{done: make(chan struct{})} }
 
-func (f *fakeShutdown) Shutdown()                                  { f.once.Do(func() { close(f.done) }) }
+func (f *fakeShutdown) Shutdown()                                    { f.once.Do(func() { close(f.done) }) }
 func (f *fakeShutdown) RegisterCallback(func(context.Context) error) {}
-func (f *fakeShutdown) Done() <-chan struct{}                      { return f.done }
-func (f *fakeShutdown) Err() error                                 { return nil }
+func (f *fakeShutdown) Done() <-chan struct{}                        { return f.done }
+func (f *fakeShutdown) Err() error                                   { return nil }
 func (f *fakeShutdown) called() bool {
 	select {
 	case <-f.done:

@@ -122,7 +122,10 @@ func TestHostSideErrorCodes(t *testing.T) {
 		is    func(error) bool
 		class string
 	}{
-		{"Create duplicate", func() error { _, err := h.svc.Create(ctx, &taskAPI.CreateTaskRequest{ID: "app", Bundle: bApp}); return err }, isExists, "AlreadyExists"},
+		{"Create duplicate", func() error {
+			_, err := h.svc.Create(ctx, &taskAPI.CreateTaskRequest{ID: "app", Bundle: bApp})
+			return err
+		}, isExists, "AlreadyExists"},
 		{"Create in another pod", func() error {
 			_, err := h.svc.Create(ctx, &taskAPI.CreateTaskRequest{ID: "stray", Bundle: other})
 			return err
@@ -151,8 +154,14 @@ func TestHostSideErrorCodes(t *testing.T) {
 		{"Wait unknown", func() error { _, err := h.svc.Wait(ctx, &taskAPI.WaitRequest{ID: "nope"}); return err }, isNotFound, "NotFound"},
 		{"Kill unknown", func() error { _, err := h.svc.Kill(ctx, &taskAPI.KillRequest{ID: "nope", Signal: 9}); return err }, isNotFound, "NotFound"},
 		{"Pids unknown", func() error { _, err := h.svc.Pids(ctx, &taskAPI.PidsRequest{ID: "nope"}); return err }, isNotFound, "NotFound"},
-		{"CloseIO unknown", func() error { _, err := h.svc.CloseIO(ctx, &taskAPI.CloseIORequest{ID: "nope", Stdin: true}); return err }, isNotFound, "NotFound"},
-		{"ResizePty unknown", func() error { _, err := h.svc.ResizePty(ctx, &taskAPI.ResizePtyRequest{ID: "app", ExecID: "nope"}); return err }, isNotFound, "NotFound"},
+		{"CloseIO unknown", func() error {
+			_, err := h.svc.CloseIO(ctx, &taskAPI.CloseIORequest{ID: "nope", Stdin: true})
+			return err
+		}, isNotFound, "NotFound"},
+		{"ResizePty unknown", func() error {
+			_, err := h.svc.ResizePty(ctx, &taskAPI.ResizePtyRequest{ID: "app", ExecID: "nope"})
+			return err
+		}, isNotFound, "NotFound"},
 		{"Update unknown", func() error { _, err := h.svc.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "nope"}); return err }, isNotFound, "NotFound"},
 		{"Stats unknown", func() error { _, err := h.svc.Stats(ctx, &taskAPI.StatsRequest{ID: "nope"}); return err }, isNotFound, "NotFound"},
 		{"Checkpoint", func() error { _, err := h.svc.Checkpoint(ctx, &taskAPI.CheckpointTaskRequest{ID: "app"}); return err }, errdefs.IsNotImplemented, "NotImplemented"},
