@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"os"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
@@ -26,8 +27,20 @@ type taskService struct {
 }
 
 // fillStdio replaces each non-empty stdio field by the FIFO of the stream
-// the host opened for it.
-func (t *taskService) fillStdio(id, execID string, fields ...*string) error {
+// the host opened for it. The runc task service copies stdout and stderr
+// together, so when only one of them has a stream the other goes to
+// /dev/null.
+func (t *taskService) fillStdio(id, execID string, terminal bool, fields ...*string) error {
+	if out, errs := fields[1], fields[2]; !terminal && (*out == "") != (*errs == "") {
+		defer func() {
+			if *out == "" {
+				*out = os.DevNull
+			}
+			if *errs == "" {
+				*errs = os.DevNull
+			}
+		}()
+	}
 	kinds := []string{api.StreamStdin, api.StreamStdout, api.StreamStderr}
 	for i, f := range fields {
 		if *f == "" {
@@ -55,7 +68,7 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "bundle: %q is not the guest bundle; use %q from PrepareContainer", r.Bundle, want)
 	}
 	g := proto.Clone(r).(*taskAPI.CreateTaskRequest)
-	if err := t.fillStdio(r.ID, "", &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
+	if err := t.fillStdio(r.ID, "", r.Terminal, &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	resp, err := t.TTRPCTaskService.Create(ctx, g)
@@ -70,7 +83,7 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 
 func (t *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
 	g := proto.Clone(r).(*taskAPI.ExecProcessRequest)
-	if err := t.fillStdio(r.ID, r.ExecID, &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
+	if err := t.fillStdio(r.ID, r.ExecID, r.Terminal, &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	resp, err := t.TTRPCTaskService.Exec(ctx, g)
