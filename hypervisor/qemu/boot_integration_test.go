@@ -11,8 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +23,7 @@ import (
 	"github.com/coco-runtime/coco/guest-assets/initrd"
 	"github.com/coco-runtime/coco/guest-assets/kmod"
 	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/hypervisor/kvmprobe"
 )
 
 // guestDir holds `make kernel` output: vmlinux, modules/, modules.manifest.
@@ -147,18 +148,7 @@ func assertNothingLeft(t *testing.T, cfg hypervisor.Config, pids ...int) {
 	}
 }
 
-func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + fmtInt(i)) }
-
-func fmtInt(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; i > 0; i /= 10 {
-		b = append([]byte{byte('0' + i%10)}, b...)
-	}
-	return string(b)
-}
+func itoa(i int) string { return strconv.Itoa(i) }
 
 // daemonPID finds the vhost-device-vsock serving cfg's VM.
 func daemonPID(cfg hypervisor.Config) int {
@@ -167,10 +157,7 @@ func daemonPID(cfg hypervisor.Config) int {
 		b, _ := os.ReadFile(p)
 		s := string(b)
 		if strings.Contains(s, DefaultDaemon) && strings.Contains(s, cfg.StateDir) {
-			var pid int
-			for _, c := range filepath.Base(filepath.Dir(p)) {
-				pid = pid*10 + int(c-'0')
-			}
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 			return pid
 		}
 	}
@@ -376,7 +363,6 @@ func TestBadKernelPath(t *testing.T) {
 		t.Errorf("want InvalidArgument, got %v", err)
 	}
 	assertNothingLeft(t, cfg)
-	_ = slices.Contains[[]string]
 }
 
 // TestDiskHotplug: a disk attached at boot and one hot-plugged onto a PCIe
@@ -466,6 +452,41 @@ func TestDiskHotplug(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("initdata:1 rootfs-c1:1 scratch:0")
+	c.Close()
+	if err := vm.Stop(ctx); err != nil {
+		t.Error(err)
+	}
+	assertNothingLeft(t, cfg)
+}
+
+// TestAccelAuto: accel "auto" settles on what the KVM probe says (TCG on
+// hosts whose /dev/kvm is missing or hangs guests) and the guest still
+// comes up.
+func TestAccelAuto(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "")
+	cfg.Accel = "auto"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	want := "tcg"
+	if kvmprobe.Probe(ctx, "qemu-system-x86_64") == nil {
+		want = "kvm"
+	}
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Stop(ctx)
+	if got := vm.Info().Accel; got != want {
+		t.Errorf("accel auto resolved to %q, the probe says %q", got, want)
+	}
+	c, err := vm.Dial(ctx, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
 	if err := vm.Stop(ctx); err != nil {
 		t.Error(err)

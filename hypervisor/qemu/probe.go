@@ -1,5 +1,8 @@
 package qemu
 
-// defaultProber is the KVM probe accel "auto" uses.
-// TODO: switch to kvmprobe.Probe once hypervisor/kvmprobe lands.
-func defaultProber() KVMProber { return nil }
+import "github.com/coco-runtime/coco/hypervisor/kvmprobe"
+
+// defaultProber is the KVM probe accel "auto" uses: a tiny guest booted
+// under KVM with a hard deadline, because these hosts can expose a
+// /dev/kvm that hangs real guests.
+func defaultProber() KVMProber { return kvmprobe.Probe }
