@@ -139,7 +139,8 @@ func resolve(cfg hypervisor.Config, h host, strict bool) (*plan, error) {
 	switch cfg.Vsock.Mode {
 	case "", "auto":
 		p.mode = modeVhostUser
-		if _, err := h.stat(h.vhostDevice); err == nil {
+		// s390 has no vhost-user-vsock-ccw: kernel vhost is the only way.
+		if _, err := h.stat(h.vhostDevice); err == nil || m.virtio == "ccw" {
 			p.mode = modeVhost
 		}
 	case modeVhost, modeVhostUser:

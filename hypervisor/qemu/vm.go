@@ -84,8 +84,10 @@ func newVM(cfg hypervisor.Config, h host, strict bool) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range p.notes {
-		log.L.WithField("vm", cfg.ID).Info("qemu: " + n)
+	if strict { // Plan's caller shows the notes itself
+		for _, n := range p.notes {
+			log.L.WithField("vm", cfg.ID).Info("qemu: " + n)
+		}
 	}
 	return &VM{plan: p, planned: !strict, host: h, probe: defaultProber(), exited: make(chan struct{}), disks: map[string]int{}}, nil
 }
