@@ -34,8 +34,10 @@ type bootResult struct {
 
 var markerRE = regexp.MustCompile(`COCO-TESTINIT ok boot_ms=(\d+) modules_ms=(\d+) fs=erofs,overlay vsock=ok disk=vda`)
 
-// buildInitrd builds testinit and an initrd around it in dir.
-func buildInitrd(tb testing.TB, dir, compression string) string {
+// buildInitrd builds testinit and an initrd around it in dir. With
+// fullSize, the real runc and coco-agent (when built) ride along as plain
+// files so the initrd has the size of the real one.
+func buildInitrd(tb testing.TB, dir, compression string, fullSize bool) string {
 	tb.Helper()
 	for _, f := range []string{"vmlinux", "vmlinuz", "modules.manifest"} {
 		if _, err := os.Stat(filepath.Join(assets, f)); err != nil {
@@ -51,11 +53,19 @@ func buildInitrd(tb testing.TB, dir, compression string) string {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("building testinit: %v\n%s", err, out)
 	}
-	entries, err := layout.Entries(layout.Inputs{Init: initBin, Assets: assets})
+	in := layout.Inputs{Init: initBin, Assets: assets, Extra: map[string]string{}}
+	if fullSize {
+		for _, f := range []string{"runc", "coco-agent"} {
+			if _, err := os.Stat(filepath.Join(assets, f)); err == nil {
+				in.Extra["/ballast/"+f] = filepath.Join(assets, f)
+			}
+		}
+	}
+	entries, err := layout.Entries(in)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	img := filepath.Join(dir, "initrd-"+compression+".img")
+	img := filepath.Join(dir, fmt.Sprintf("initrd-%s-%v.img", compression, fullSize))
 	f, err := os.Create(img)
 	if err != nil {
 		tb.Fatal(err)
@@ -110,7 +120,7 @@ func boot(tb testing.TB, dir, kernel, initrdPath string) bootResult {
 // and the bzImage (the firmware/TEE path) with the same initrd.
 func TestBoot(t *testing.T) {
 	dir := t.TempDir()
-	img := buildInitrd(t, dir, initrd.None)
+	img := buildInitrd(t, dir, initrd.None, false)
 	release, _ := os.ReadFile(filepath.Join(assets, "kernel.release"))
 	for _, kernel := range []string{"vmlinux", "vmlinuz"} {
 		t.Run(kernel, func(t *testing.T) {
@@ -121,7 +131,8 @@ func TestBoot(t *testing.T) {
 	}
 }
 
-// BenchmarkBoot compares initrd compressions and kernel formats under TCG:
+// BenchmarkBoot compares initrd compressions and kernel formats under TCG,
+// with an initrd as large as the real one:
 //
 //	go test -tags integration -run '^$' -bench Boot -benchtime 3x ./guest-assets/internal/boottest/
 func BenchmarkBoot(b *testing.B) {
@@ -129,7 +140,10 @@ func BenchmarkBoot(b *testing.B) {
 	for _, c := range []struct{ kernel, compression string }{
 		{"vmlinux", initrd.None}, {"vmlinux", initrd.Gzip}, {"vmlinuz", initrd.None},
 	} {
-		img := buildInitrd(b, dir, c.compression)
+		img := buildInitrd(b, dir, c.compression, true)
+		if fi, err := os.Stat(img); err == nil {
+			b.Logf("%s: %d bytes", filepath.Base(img), fi.Size())
+		}
 		b.Run(fmt.Sprintf("%s/initrd=%s", c.kernel, c.compression), func(b *testing.B) {
 			var guestMs int
 			for i := 0; i < b.N; i++ {
