@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/coco-runtime/coco/sandbox"
 	"github.com/coco-runtime/coco/shim/cli/check"
 	"github.com/coco-runtime/coco/shim/cli/measure"
+	"github.com/coco-runtime/coco/shim/cli/vmcommand"
 	"github.com/coco-runtime/coco/shim/manager"
 	"github.com/coco-runtime/coco/shim/plugin"
 	"github.com/coco-runtime/coco/shim/pod"
@@ -27,7 +27,7 @@ func subcommand(name string) (func(ctx context.Context, args []string, stdout, s
 	case "check":
 		return check.Main, true
 	case "vm-command":
-		return notWired(name), true // TODO(lead): shim/cli/vmcommand
+		return vmcommand.Main, true
 	case "measure":
 		return measure.Main, true
 	}
@@ -63,11 +63,4 @@ func main() {
 func noReaper(c *shim.Config) {
 	c.NoReaper = true
 	c.NoSubreaper = true
-}
-
-func notWired(name string) func(context.Context, []string, io.Writer, io.Writer) int {
-	return func(_ context.Context, _ []string, _, stderr io.Writer) int {
-		fmt.Fprintf(stderr, "%s: subcommand %q is not built into this binary yet\n", version.Name, name)
-		return 2
-	}
 }
