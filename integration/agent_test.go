@@ -250,7 +250,7 @@ func (c *agentCollector) waitFor(t *testing.T, s string, d time.Duration) {
 // setup, the agent's pause container, a container from a hot-plugged EROFS
 // image with stdout and stderr, exec with stdin, a signal and its exit code,
 // an OOM kill under a small memory limit, and DestroySandbox powering the VM
-// off by itself.
+// off by itself. COCO_AGENT_CONSOLE=1 logs the guest console even on success.
 func TestAgentInVM(t *testing.T) {
 	for _, tool := range []string{"qemu-system-x86_64", qemu.DefaultDaemon} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -294,7 +294,7 @@ func TestAgentInVM(t *testing.T) {
 		if !stopped {
 			vm.Stop(context.Background())
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("COCO_AGENT_CONSOLE") != "" {
 			if b, err := os.ReadFile(vm.Info().ConsoleLog); err == nil {
 				t.Logf("guest console:\n%s", b)
 			}
@@ -420,6 +420,28 @@ func TestAgentInVM(t *testing.T) {
 	}
 	in.Close()
 
+	// A terminal: runc's console reaches the host on the stdout stream.
+	tout, err := c.OpenStream(ctx, "c1", "t1", api.StreamStdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcol := agentCollect(tout)
+	termSpec, _ := json.Marshal(&specs.Process{Terminal: true, Args: []string{"sh", "-c", "tty; echo term-ok"}, Cwd: "/", Env: []string{"PATH=/bin"}})
+	if _, err := c.Task().Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c1", ExecID: "t1", Terminal: true, Stdout: "s",
+		Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: termSpec}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Task().Start(ctx, &taskAPI.StartRequest{ID: "c1", ExecID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := c.Task().Wait(ctx, &taskAPI.WaitRequest{ID: "c1", ExecID: "t1"}); err != nil || w.GetExitStatus() != 0 {
+		t.Fatalf("terminal exec wait = %v, %v", w, err)
+	}
+	tcol.waitFor(t, "/dev/pts/0\r\nterm-ok\r\n", 10*time.Second)
+	if _, err := c.Task().Delete(ctx, &taskAPI.DeleteRequest{ID: "c1", ExecID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+
 	// A signal and its exit code.
 	if _, err := c.Task().Kill(ctx, &taskAPI.KillRequest{ID: "c1", Signal: 15}); err != nil {
 		t.Fatal(err)
@@ -484,6 +506,9 @@ func TestAgentInVM(t *testing.T) {
 		t.Fatalf("VM did not exit after DestroySandbox: %v", err)
 	}
 	t.Logf("VM exited: %s (code %d)", st.Reason, st.Code)
+	if b, err := os.ReadFile(vm.Info().ConsoleLog); err == nil && os.Getenv("COCO_AGENT_CONSOLE") != "" {
+		t.Logf("guest console:\n%s", b)
+	}
 	if err := vm.Stop(context.Background()); err != nil {
 		t.Errorf("stop after exit: %v", err)
 	}
@@ -492,3 +517,4 @@ func TestAgentInVM(t *testing.T) {
 		t.Errorf("state dir %s left behind", cfg.StateDir)
 	}
 }
+

@@ -198,21 +198,52 @@ func writeFiles(dir string, files []*api.File) (map[string]string, error) {
 }
 
 // FindDisk waits for the block device whose serial is serial and returns
-// its device node.
+// its device node. The serial shows in sysfs a moment before the disk has a
+// size; both must be there.
 func (m *Manager) FindDisk(ctx context.Context, serial string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.DeviceWait)
 	defer cancel()
 	for {
-		entries, _ := os.ReadDir(m.cfg.SysBlock)
-		for _, e := range entries {
-			b, err := os.ReadFile(filepath.Join(m.cfg.SysBlock, e.Name(), "serial"))
-			if err == nil && strings.TrimSpace(string(b)) == serial {
-				return filepath.Join(m.cfg.DevDir, e.Name()), nil
-			}
+		if dev := m.lookupDisk(serial); dev != "" {
+			return dev, nil
 		}
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("rootfs.block.serial: no disk with serial %q appeared within %s (was it hot-plugged?): %w", serial, m.cfg.DeviceWait, errdefs.ErrNotFound)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (m *Manager) lookupDisk(serial string) string {
+	entries, _ := os.ReadDir(m.cfg.SysBlock)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(m.cfg.SysBlock, e.Name(), "serial"))
+		if err != nil || strings.TrimSpace(string(b)) != serial {
+			continue
+		}
+		size, _ := os.ReadFile(filepath.Join(m.cfg.SysBlock, e.Name(), "size"))
+		if s := strings.TrimSpace(string(size)); s == "" || s == "0" {
+			return ""
+		}
+		return filepath.Join(m.cfg.DevDir, e.Name())
+	}
+	return ""
+}
+
+// mountRetry mounts, retrying while a just-plugged device is still
+// settling (ENXIO, ENODEV, ENOENT) until the device wait is over.
+func (m *Manager) mountRetry(ctx context.Context, source, target, fstype string, flags uintptr) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.DeviceWait)
+	defer cancel()
+	for {
+		err := unix.Mount(source, target, fstype, flags, "")
+		if err == nil || (err != unix.ENXIO && err != unix.ENODEV && err != unix.ENOENT) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -232,7 +263,7 @@ func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs st
 			return err
 		}
 	}
-	if err := unix.Mount(dev, lower, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+	if err := m.mountRetry(ctx, dev, lower, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID); err != nil {
 		return fmt.Errorf("mount erofs disk %s (serial %s): %w", dev, serial, err)
 	}
 	p.mounts = append([]string{lower}, p.mounts...)
