@@ -517,4 +517,3 @@ func TestAgentInVM(t *testing.T) {
 		t.Errorf("state dir %s left behind", cfg.StateDir)
 	}
 }
-
