@@ -13,19 +13,30 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-// vector is one row of a vectors.tsv file (see testdata/sev-snp-measure).
+// vector is one row of a vectors.tsv file (see testdata/*/README.md): its
+// columns by header name. "-" means the flag is absent.
 type vector struct {
-	where                                      string // file:line
-	dir                                        string
-	mode, vcpus, vcpuType, ovmf, kernel        string
-	initrd, appendArg, guestFeatures, expected string
+	where, dir string
+	col        map[string]string
 }
 
-// vectorDirs are the folders whose vectors.tsv the tests run: the copy in
+func (v vector) get(name string) string {
+	if s, ok := v.col[name]; ok {
+		return s
+	}
+	return "-"
+}
+
+// knownColumns are the columns vectors.tsv files may have; an unknown one
+// fails the test rather than being ignored.
+var knownColumns = map[string]bool{"mode": true, "vcpus": true, "vcpu_type": true, "vcpu_sig": true, "ovmf": true,
+	"kernel": true, "initrd": true, "append": true, "guest_features": true, "vmm_type": true, "expected": true}
+
+// vectorDirs are the folders whose vectors.tsv the tests run: the copies in
 // testdata, the project's shared folder when present, and
 // $COCO_MEASURE_VECTORS.
 func vectorDirs(t *testing.T) map[string]string {
-	dirs := map[string]string{"testdata": "testdata/sev-snp-measure"}
+	dirs := map[string]string{"testdata": "testdata/sev-snp-measure", "extra": "testdata/extra"}
 	for label, d := range map[string]string{"shared": "../../../shared/testdata/sev-snp-measure", "env": os.Getenv("COCO_MEASURE_VECTORS")} {
 		if d == "" {
 			continue
@@ -45,26 +56,31 @@ func readVectors(t *testing.T, label, dir string) []vector {
 	}
 	defer f.Close()
 	var out []vector
+	var header []string
 	sc := bufio.NewScanner(f)
-	header := true
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
 			continue
 		}
 		cols := strings.Split(line, "\t")
-		if header {
-			if cols[0] != "mode" || len(cols) != 9 {
-				t.Fatalf("%s: unexpected header %q", dir, line)
+		if header == nil {
+			for _, c := range cols {
+				if !knownColumns[c] {
+					t.Fatalf("%s: unknown column %q", dir, c)
+				}
 			}
-			header = false
+			header = cols
 			continue
 		}
-		if len(cols) != 9 {
-			t.Fatalf("%s:%d: %d columns, want 9", dir, n, len(cols))
+		if len(cols) != len(header) {
+			t.Fatalf("%s:%d: %d columns, want %d", dir, n, len(cols), len(header))
 		}
-		out = append(out, vector{fmt.Sprintf("%s:%d", label, n), dir,
-			cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8]})
+		v := vector{where: fmt.Sprintf("%s:%d", label, n), dir: dir, col: map[string]string{}}
+		for i, c := range cols {
+			v.col[header[i]] = c
+		}
+		out = append(out, v)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
@@ -95,55 +111,72 @@ func loadOVMF(t *testing.T, path string) *OVMF {
 	return o
 }
 
+func vectorParams(t *testing.T, v vector) Params {
+	t.Helper()
+	mode, err := ParseMode(v.get("mode"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Params{Mode: mode, Firmware: loadOVMF(t, resolve(v.dir, v.get("ovmf"))), GuestFeatures: GuestFeaturesDefault}
+	if s := v.get("vcpus"); s != "-" {
+		if p.VCPUs, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := v.get("vcpu_type"); s != "-" {
+		if p.VCPUSig, err = CPUTypeSig(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := v.get("vcpu_sig"); s != "-" {
+		sig, err := strconv.ParseUint(s, 0, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.VCPUSig = uint32(sig)
+	}
+	if s := v.get("vmm_type"); s != "-" {
+		if p.VMM, err = ParseVMMType(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := v.get("guest_features"); s != "-" {
+		if p.GuestFeatures, err = strconv.ParseUint(s, 0, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k := v.get("kernel"); k != "-" {
+		initrd, cmdline := resolve(v.dir, v.get("initrd")), v.get("append")
+		if initrd == "-" {
+			initrd = ""
+		}
+		if cmdline == "-" {
+			cmdline = ""
+		}
+		if p.Kernel, err = HashKernelFiles(resolve(v.dir, k), initrd, cmdline); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
 func TestVectors(t *testing.T) {
 	total := 0
 	for label, dir := range vectorDirs(t) {
 		for _, v := range readVectors(t, label, dir) {
 			total++
 			t.Run(v.where, func(t *testing.T) {
-				o := loadOVMF(t, resolve(v.dir, v.ovmf))
 				var got []byte
-				if v.mode == "snp:ovmf-hash" {
-					got = OVMFHash(o)
+				if v.get("mode") == "snp:ovmf-hash" {
+					got = OVMFHash(loadOVMF(t, resolve(v.dir, v.get("ovmf"))))
 				} else {
-					mode, err := ParseMode(v.mode)
-					if err != nil {
-						t.Fatal(err)
-					}
-					p := Params{Mode: mode, Firmware: o, GuestFeatures: GuestFeaturesDefault}
-					if v.vcpus != "-" {
-						if p.VCPUs, err = strconv.Atoi(v.vcpus); err != nil {
-							t.Fatal(err)
-						}
-					}
-					if v.vcpuType != "-" {
-						if p.VCPUSig, err = CPUTypeSig(v.vcpuType); err != nil {
-							t.Fatal(err)
-						}
-					}
-					if v.guestFeatures != "-" {
-						if p.GuestFeatures, err = strconv.ParseUint(v.guestFeatures, 0, 64); err != nil {
-							t.Fatal(err)
-						}
-					}
-					if v.kernel != "-" {
-						initrd, cmdline := resolve(v.dir, v.initrd), v.appendArg
-						if initrd == "-" {
-							initrd = ""
-						}
-						if cmdline == "-" {
-							cmdline = ""
-						}
-						if p.Kernel, err = HashKernelFiles(resolve(v.dir, v.kernel), initrd, cmdline); err != nil {
-							t.Fatal(err)
-						}
-					}
-					if got, err = LaunchDigest(p); err != nil {
+					var err error
+					if got, err = LaunchDigest(vectorParams(t, v)); err != nil {
 						t.Fatal(err)
 					}
 				}
-				if hex.EncodeToString(got) != v.expected {
-					t.Fatalf("digest %x\nwant   %s", got, v.expected)
+				if hex.EncodeToString(got) != v.get("expected") {
+					t.Fatalf("digest %x\nwant   %s", got, v.get("expected"))
 				}
 			})
 		}

@@ -1,7 +1,6 @@
 package measure
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -9,14 +8,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// vectorDirs: the copy kept with the measure package, the project's shared
-// folder when present, and $COCO_MEASURE_VECTORS.
+// vectorDirs: the copies kept with the measure package, the project's
+// shared folder when present, and $COCO_MEASURE_VECTORS.
 func vectorDirs() map[string]string {
-	dirs := map[string]string{"testdata": "../../../virtcontainers/measure/testdata/sev-snp-measure"}
+	const local = "../../../virtcontainers/measure/testdata/"
+	dirs := map[string]string{"testdata": local + "sev-snp-measure", "extra": local + "extra"}
 	for label, d := range map[string]string{"shared": "../../../../shared/testdata/sev-snp-measure", "env": os.Getenv("COCO_MEASURE_VECTORS")} {
 		if d == "" {
 			continue
@@ -35,28 +36,33 @@ func resolve(dir, p string) string {
 	return filepath.Join(dir, p)
 }
 
-// rowArgs turns a vectors.tsv row into sev-snp-measure flags: "-" means the
-// flag is absent.
-func rowArgs(dir string, cols []string) []string {
-	mode, vcpus, vcpuType, ovmf, kernel, initrd, appendArg, features := cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7]
-	args := []string{"--mode", mode, "--ovmf", resolve(dir, ovmf)}
-	add := func(flag, v string, path bool) {
-		if v == "-" {
-			return
+// rowFlags maps vectors.tsv columns to sev-snp-measure flags; path columns
+// are relative to the vectors' folder.
+type rowFlag struct {
+	col, flag string
+	path      bool
+}
+
+var rowFlags = []rowFlag{
+	{"mode", "--mode", false}, {"ovmf", "--ovmf", true}, {"vcpus", "--vcpus", false},
+	{"vcpu_type", "--vcpu-type", false}, {"vcpu_sig", "--vcpu-sig", false}, {"vmm_type", "--vmm-type", false},
+	{"kernel", "--kernel", true}, {"initrd", "--initrd", true}, {"append", "--append", false},
+	{"guest_features", "--guest-features", false},
+}
+
+// rowArgs turns a vectors.tsv row into flags: "-" means the flag is absent.
+func rowArgs(dir string, row map[string]string) []string {
+	var args []string
+	for _, f := range rowFlags {
+		v, ok := row[f.col]
+		if !ok || v == "-" || (f.col == "append" && row["kernel"] == "-") {
+			continue
 		}
-		if path {
+		if f.path {
 			v = resolve(dir, v)
 		}
-		args = append(args, flag, v)
+		args = append(args, f.flag, v)
 	}
-	add("--vcpus", vcpus, false)
-	add("--vcpu-type", vcpuType, false)
-	add("--kernel", kernel, true)
-	add("--initrd", initrd, true)
-	if kernel != "-" {
-		add("--append", appendArg, false)
-	}
-	add("--guest-features", features, false)
 	return args
 }
 
@@ -71,40 +77,46 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 func TestVectorsThroughMain(t *testing.T) {
 	total := 0
 	for label, dir := range vectorDirs() {
-		f, err := os.Open(filepath.Join(dir, "vectors.tsv"))
+		b, err := os.ReadFile(filepath.Join(dir, "vectors.tsv"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc := bufio.NewScanner(f)
-		seenHeader := false
-		for n := 1; sc.Scan(); n++ {
-			line := sc.Text()
+		var header []string
+		for n, line := range strings.Split(string(b), "\n") {
 			if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
 				continue
 			}
 			cols := strings.Split(line, "\t")
-			if len(cols) != 9 {
-				t.Fatalf("%s:%d: %d columns", label, n, len(cols))
-			}
-			if !seenHeader {
-				seenHeader = true
+			if header == nil {
+				header = cols
 				continue
 			}
+			if len(cols) != len(header) {
+				t.Fatalf("%s:%d: %d columns, want %d", label, n+1, len(cols), len(header))
+			}
+			row := map[string]string{}
+			for i, c := range cols {
+				row[header[i]] = c
+			}
+			for c := range row {
+				if c != "expected" && !slices.ContainsFunc(rowFlags, func(f rowFlag) bool { return f.col == c }) {
+					t.Fatalf("%s: unknown column %q", label, c)
+				}
+			}
 			total++
-			args := rowArgs(dir, cols)
-			t.Run(fmt.Sprintf("%s:%d", label, n), func(t *testing.T) {
+			args := rowArgs(dir, row)
+			t.Run(fmt.Sprintf("%s:%d", label, n+1), func(t *testing.T) {
 				code, out, errs := run(t, args...)
 				if code != 0 {
 					t.Fatalf("exit %d: %s (args %q)", code, errs, args)
 				}
-				if out != cols[8]+"\n" {
-					t.Fatalf("stdout %q, want %q (args %q)", out, cols[8], args)
+				if out != row["expected"]+"\n" {
+					t.Fatalf("stdout %q, want %q (args %q)", out, row["expected"], args)
 				}
 			})
 		}
-		f.Close()
 	}
-	if total < 7 {
+	if total < 38 {
 		t.Fatalf("only %d vectors found", total)
 	}
 	t.Logf("%d vectors checked through Main", total)
