@@ -160,6 +160,8 @@ func handshake(ctx context.Context, conn net.Conn, h api.StreamHeader) error {
 			cls = errdefs.ErrInvalidArgument
 		case strings.Contains(reason, errdefs.ErrPermissionDenied.Error()):
 			cls = errdefs.ErrPermissionDenied
+		case strings.Contains(reason, errdefs.ErrFailedPrecondition.Error()):
+			cls = errdefs.ErrFailedPrecondition
 		}
 		return fmt.Errorf("guest refused stream %s: %s: %w", strings.TrimSpace(h.String()), reason, cls)
 	}

@@ -13,7 +13,9 @@ import (
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
@@ -65,10 +67,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	containers := container.NewManager(cfg.Containers)
 	ts := &taskService{TTRPCTaskService: inner, containers: containers}
-	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin)
+	gate := policy.NewGate(cfg.Policy, ValidateTask)
+	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin, streamCheck(gate))
 	ts.streams = a.streams
 
-	gate := policy.NewGate(cfg.Policy, ValidateTask)
 	a.srv, err = ttrpc.NewServer(ttrpc.WithChainUnaryServerInterceptor(gate.UnaryInterceptor(), namespaceInterceptor))
 	if err != nil {
 		return nil, err
@@ -90,6 +92,30 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		containers: containers,
 	})
 	return a, nil
+}
+
+// Pseudo-methods under which stream handshakes are put to the gate.
+const (
+	readStreamMethod  = "/coco.agent.v1.Agent/ReadStream"
+	writeStreamMethod = "/coco.agent.v1.Agent/WriteStream"
+)
+
+// streamCheck puts a stream handshake to the gate: refused before
+// SetupSandbox (and on invalid input), silenced when the policy denies it.
+func streamCheck(g *policy.Gate) stdio.CheckFunc {
+	return func(ctx context.Context, h api.StreamHeader) (bool, error) {
+		var err error
+		if h.Kind == api.StreamStdin {
+			err = g.Check(ctx, writeStreamMethod, &api.WriteStreamRequest{ContainerId: h.ContainerID, ExecId: h.ExecID})
+		} else {
+			err = g.Check(ctx, readStreamMethod, &api.ReadStreamRequest{ContainerId: h.ContainerID, ExecId: h.ExecID, Kind: h.Kind})
+		}
+		if errdefs.IsPermissionDenied(err) {
+			log.G(ctx).WithField("id", h.ContainerID).Infof("%s stream denied by agent policy: no data will pass", h.Kind)
+			return false, nil
+		}
+		return err == nil, err
+	}
 }
 
 // namespaceInterceptor gives requests without a containerd namespace the

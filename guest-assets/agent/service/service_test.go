@@ -64,12 +64,15 @@ func (g *fakeGuest) SetSysctl(k, v string) error {
 }
 func (g *fakeGuest) SetClock(t time.Time) error { g.mu.Lock(); g.clock = t; g.mu.Unlock(); return nil }
 
-// denyKill is a policy that refuses Kill.
+// denyKill is a policy that refuses Kill and reading exec "secret"'s output.
 type denyKill struct{}
 
-func (denyKill) Evaluate(_ context.Context, method string, _ proto.Message) error {
+func (denyKill) Evaluate(_ context.Context, method string, req proto.Message) error {
 	if method == "Kill" {
 		return errors.New("rule agent_policy.KillRequest is false")
+	}
+	if r, ok := req.(*api.ReadStreamRequest); ok && method == "ReadStream" && r.GetExecId() == "secret" {
+		return errors.New("rule agent_policy.ReadStreamRequest is false")
 	}
 	return nil
 }
@@ -250,6 +253,11 @@ func TestPrepareContainerMissingDiskLeavesNothing(t *testing.T) {
 func TestStreamsThroughClient(t *testing.T) {
 	h := start(t)
 	ctx := context.Background()
+	_, err := h.client.OpenStream(ctx, "c1", "-", api.StreamStdout)
+	wantErr(t, err, errdefs.IsFailedPrecondition, "sandbox not set up")
+	if _, err := h.client.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{SandboxId: "pod"}); err != nil {
+		t.Fatal(err)
+	}
 	out, err := h.client.OpenStream(ctx, "c1", "-", api.StreamStdout)
 	if err != nil {
 		t.Fatal(err)
@@ -293,6 +301,22 @@ func TestStreamsThroughClient(t *testing.T) {
 	if err != nil || string(got) != "typed" {
 		t.Errorf("stdin fifo = %q, %v", got, err)
 	}
+	// A read the policy denies is answered OK and stays silent.
+	secret, err := h.client.OpenStream(ctx, "c1", "secret", api.StreamStdout)
+	if err != nil {
+		t.Fatalf("denied read should still open: %v", err)
+	}
+	path, _ = h.agent.streams.Path("c1", "secret", api.StreamStdout)
+	w, err = os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("classified"))
+	w.Close()
+	if got, err := io.ReadAll(secret); err != nil || len(got) != 0 {
+		t.Errorf("denied stream carried %q, %v", got, err)
+	}
+
 	h.agent.streams.ReleaseContainer("c1")
 	if _, err := os.Stat(filepath.Join(h.dir, "io", "c1")); !os.IsNotExist(err) {
 		t.Errorf("fifo dir left behind: %v", err)

@@ -32,6 +32,11 @@ const HandshakeTimeout = 10 * time.Second
 // CloseIO), so that the process sees EOF once the host half-closed stdin.
 type CloseIOFunc func(ctx context.Context, containerID, execID string) error
 
+// CheckFunc asks the agent policy about a new stream. An error refuses the
+// handshake (ERR); allowed=false answers OK but passes no data, so that a
+// denied read looks like silence rather than a failure.
+type CheckFunc func(ctx context.Context, h api.StreamHeader) (allowed bool, err error)
+
 type procKey struct{ cid, exec string }
 
 // proc holds the streams of one process.
@@ -56,15 +61,17 @@ const releaseGrace = 5 * time.Second
 type Streams struct {
 	root    string
 	closeIO CloseIOFunc
+	check   CheckFunc
 	ctx     context.Context
 
 	mu    sync.Mutex
 	procs map[procKey]*proc
 }
 
-// New returns a registry that makes FIFOs under root.
-func New(ctx context.Context, root string, closeIO CloseIOFunc) *Streams {
-	return &Streams{root: root, closeIO: closeIO, ctx: ctx, procs: map[procKey]*proc{}}
+// New returns a registry that makes FIFOs under root. check may be nil
+// (every stream allowed).
+func New(ctx context.Context, root string, closeIO CloseIOFunc, check CheckFunc) *Streams {
+	return &Streams{root: root, closeIO: closeIO, check: check, ctx: ctx, procs: map[procKey]*proc{}}
 }
 
 func execDir(execID string) string {
@@ -116,8 +123,12 @@ func (s *Streams) handle(c net.Conn) {
 	if err == nil {
 		h, err = api.ParseStreamHeader(line)
 	}
+	allowed := true
+	if err == nil && s.check != nil {
+		allowed, err = s.check(s.ctx, h)
+	}
 	if err == nil {
-		err = s.register(h, c)
+		err = s.register(h, c, allowed)
 	}
 	if err != nil {
 		log.G(s.ctx).WithError(err).Warn("stream refused")
@@ -138,7 +149,7 @@ func oneLine(s string) string {
 }
 
 // register makes the FIFO for h, answers OK and starts copying.
-func (s *Streams) register(h api.StreamHeader, c net.Conn) error {
+func (s *Streams) register(h api.StreamHeader, c net.Conn, allowed bool) error {
 	key := procKey{h.ContainerID, h.ExecID}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -180,14 +191,14 @@ func (s *Streams) register(h api.StreamHeader, c net.Conn) error {
 	p.paths[h.Kind] = path
 	if h.Kind == api.StreamStdin {
 		p.stdin = append(p.stdin, f, c)
-		go s.pumpStdin(h, p, c, f)
+		go s.pumpStdin(h, p, c, f, allowed)
 	} else {
 		done := make(chan struct{})
 		p.outputs = append(p.outputs, done)
 		p.closers = append(p.closers, f, c)
 		go func() {
 			defer close(done)
-			pumpOutput(p.ctx, h, c, f)
+			pumpOutput(p.ctx, h, c, f, allowed)
 		}()
 	}
 	return nil
@@ -203,8 +214,12 @@ func execName(id string) string {
 // pumpStdin copies host bytes into the FIFO; on the host's half-close it
 // closes the FIFO and, once the process owns its stdin, asks the task
 // service to close its end too.
-func (s *Streams) pumpStdin(h api.StreamHeader, p *proc, c net.Conn, f io.WriteCloser) {
-	_, err := io.Copy(f, c)
+func (s *Streams) pumpStdin(h api.StreamHeader, p *proc, c net.Conn, f io.WriteCloser, allowed bool) {
+	var dst io.Writer = f
+	if !allowed {
+		dst = io.Discard
+	}
+	_, err := io.Copy(dst, c)
 	f.Close()
 	if err != nil && p.ctx.Err() == nil {
 		log.G(p.ctx).WithError(err).WithField("id", h.ContainerID).Debug("stdin stream ended")
@@ -223,10 +238,13 @@ func (s *Streams) pumpStdin(h api.StreamHeader, p *proc, c net.Conn, f io.WriteC
 
 // pumpOutput copies the FIFO to the host. If the host stops reading, the
 // rest is discarded so that the process never blocks on a full pipe.
-func pumpOutput(ctx context.Context, h api.StreamHeader, c net.Conn, f io.ReadCloser) {
+func pumpOutput(ctx context.Context, h api.StreamHeader, c net.Conn, f io.ReadCloser, allowed bool) {
 	defer f.Close()
 	buf := make([]byte, 32<<10)
 	var w io.Writer = c
+	if !allowed {
+		w = io.Discard
+	}
 	for {
 		n, err := f.Read(buf)
 		if n > 0 {

@@ -22,7 +22,7 @@ func TestStdinEOFClosesIO(t *testing.T) {
 	s := New(context.Background(), dir, func(_ context.Context, cid, exec string) error {
 		closed <- cid + "/" + exec
 		return nil
-	})
+	}, nil)
 	l, err := net.Listen("unix", filepath.Join(dir, "s.sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestStdinEOFClosesIO(t *testing.T) {
 
 func TestBadHeaderAnswersErr(t *testing.T) {
 	dir := t.TempDir()
-	s := New(context.Background(), dir, nil)
+	s := New(context.Background(), dir, nil, nil)
 	l, _ := net.Listen("unix", filepath.Join(dir, "s.sock"))
 	defer l.Close()
 	go s.Serve(l)

@@ -799,6 +799,122 @@ func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
+// ReadStreamRequest and WriteStreamRequest are not calls: they are what the
+// agent policy is asked (rules ReadStreamRequest, WriteStreamRequest) when
+// the host opens a stdio stream on vsock port 1025. A denied stream is still
+// answered OK, but carries no data, so container pipes never block.
+type ReadStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"` // "" for the init process
+	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`                   // "stdout" or "stderr"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadStreamRequest) Reset() {
+	*x = ReadStreamRequest{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadStreamRequest) ProtoMessage() {}
+
+func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
+func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReadStreamRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ReadStreamRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ReadStreamRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+type WriteStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"` // "" for the init process
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStreamRequest) Reset() {
+	*x = WriteStreamRequest{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStreamRequest) ProtoMessage() {}
+
+func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
+func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WriteStreamRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *WriteStreamRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -853,7 +969,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\"*\n" +
 	"\x10SetPolicyRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\"\x17\n" +
-	"\x15DestroySandboxRequest2\xd5\x03\n" +
+	"\x15DestroySandboxRequest\"c\n" +
+	"\x11ReadStreamRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\"P\n" +
+	"\x12WriteStreamRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId2\xd5\x03\n" +
 	"\x05Agent\x12E\n" +
 	"\x06Health\x12\x1c.coco.agent.v1.HealthRequest\x1a\x1d.coco.agent.v1.HealthResponse\x12J\n" +
 	"\fSetupSandbox\x12\".coco.agent.v1.SetupSandboxRequest\x1a\x16.google.protobuf.Empty\x12c\n" +
@@ -874,7 +997,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_agent_proto_goTypes = []any{
 	(*HealthRequest)(nil),            // 0: coco.agent.v1.HealthRequest
 	(*HealthResponse)(nil),           // 1: coco.agent.v1.HealthResponse
@@ -889,21 +1012,23 @@ var file_agent_proto_goTypes = []any{
 	(*Event)(nil),                    // 10: coco.agent.v1.Event
 	(*SetPolicyRequest)(nil),         // 11: coco.agent.v1.SetPolicyRequest
 	(*DestroySandboxRequest)(nil),    // 12: coco.agent.v1.DestroySandboxRequest
-	nil,                              // 13: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),            // 15: google.protobuf.Empty
-	(*anypb.Any)(nil),                // 16: google.protobuf.Any
+	(*ReadStreamRequest)(nil),        // 13: coco.agent.v1.ReadStreamRequest
+	(*WriteStreamRequest)(nil),       // 14: coco.agent.v1.WriteStreamRequest
+	nil,                              // 15: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),            // 17: google.protobuf.Empty
+	(*anypb.Any)(nil),                // 18: google.protobuf.Any
 }
 var file_agent_proto_depIdxs = []int32{
-	13, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	14, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
+	15, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	16, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
 	4,  // 2: coco.agent.v1.PrepareContainerRequest.rootfs:type_name -> coco.agent.v1.Rootfs
 	7,  // 3: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
 	5,  // 4: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
 	6,  // 5: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
-	15, // 6: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
-	16, // 7: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
-	14, // 8: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	17, // 6: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
+	18, // 7: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
+	16, // 8: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 9: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
 	2,  // 10: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
 	3,  // 11: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
@@ -911,11 +1036,11 @@ var file_agent_proto_depIdxs = []int32{
 	11, // 13: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
 	12, // 14: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
 	1,  // 15: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
-	15, // 16: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
+	17, // 16: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
 	8,  // 17: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
 	10, // 18: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
-	15, // 19: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
-	15, // 20: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	17, // 19: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
+	17, // 20: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
 	15, // [15:21] is the sub-list for method output_type
 	9,  // [9:15] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
@@ -939,7 +1064,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
