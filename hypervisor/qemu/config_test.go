@@ -1,6 +1,8 @@
 package qemu
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -155,5 +157,48 @@ func TestTailLines(t *testing.T) {
 	}
 	if s := tailLines(p+".missing", 20); !strings.Contains(s, "no console log") {
 		t.Errorf("missing log: %q", s)
+	}
+}
+
+// TestTDXObjectSchema checks the tdx-guest JSON against QEMU 10.1's
+// TdxGuestProperties (reference/specs.md §3), since the installed QEMU
+// predates tdx-guest and cannot be asked: only known keys, mrconfigid
+// exactly 48 bytes, and a SocketAddress whose vsock cid/port are strings.
+func TestTDXObjectSchema(t *testing.T) {
+	known := map[string]bool{"qom-type": true, "id": true, "attributes": true, "sept-ve-disable": true,
+		"mrconfigid": true, "mrowner": true, "mrownerconfig": true, "quote-generation-socket": true}
+	cfg := tableConfigs()["tdx-initdata"]
+	vm, err := newVM(cfg, fakeHost(false), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := vm.plan.tdxObject()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(js), &m); err != nil {
+		t.Fatal(err)
+	}
+	for k := range m {
+		if !known[k] {
+			t.Errorf("tdx-guest has no property %q", k)
+		}
+	}
+	b, err := base64.StdEncoding.DecodeString(m["mrconfigid"].(string))
+	if err != nil || len(b) != 48 {
+		t.Errorf("mrconfigid decodes to %d bytes (%v), QEMU requires 48", len(b), err)
+	}
+	qgs, ok := m["quote-generation-socket"].(map[string]any)
+	if !ok || qgs["type"] != "vsock" {
+		t.Fatalf("quote-generation-socket = %v", m["quote-generation-socket"])
+	}
+	for _, k := range []string{"cid", "port"} {
+		if _, ok := qgs[k].(string); !ok {
+			t.Errorf("quote-generation-socket.%s must be a JSON string (QAPI VsockSocketAddress), got %T", k, qgs[k])
+		}
+	}
+	if m["sept-ve-disable"] != true {
+		t.Error("sept-ve-disable must be set explicitly (its default is not settled upstream)")
 	}
 }
