@@ -177,7 +177,10 @@ type GuestResult struct {
 // publish the files. A mismatch with the report is
 // errdefs.ErrFailedPrecondition: the host changed the init-data after
 // launch, and the sandbox must not start. A pod without init-data is not an
-// error (InitData is nil).
+// error (InitData is nil). The guest must have devtmpfs on /dev and, for the
+// report comparison, configfs mounted on /sys/kernel/config (kernel 6.7+
+// with the sev-guest or tdx-guest driver); without configfs-tsm the result
+// carries a note and only the verifier checks the digest.
 func LoadInGuest(opts GuestOptions) (*GuestResult, error) {
 	if len(opts.Devices) == 0 {
 		opts.Devices = GuestDevicePatterns()

@@ -160,7 +160,8 @@ func Parse(raw []byte) (*InitData, error) {
 		return nil, invalid("unknown top-level key %q; allowed keys: version, algorithm, [data]", unknown[0])
 	}
 
-	id := &InitData{raw: raw}
+	// Own copy: the digest must not change if the caller reuses its buffer.
+	id := &InitData{raw: append([]byte(nil), raw...)}
 	v, ok := doc["version"]
 	if !ok {
 		return nil, invalid("version: missing; set version = %q", Version)

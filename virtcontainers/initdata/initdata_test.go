@@ -357,3 +357,13 @@ func TestReadFileForms(t *testing.T) {
 		t.Fatalf("absent: %v", err)
 	}
 }
+
+func TestParseCopiesInput(t *testing.T) {
+	raw := doc("sha256")
+	id := mustParse(t, raw)
+	want := id.Digest()
+	raw[len(raw)-2] = 'X'
+	if !bytes.Equal(id.Digest(), want) {
+		t.Fatal("digest follows the caller's buffer")
+	}
+}
