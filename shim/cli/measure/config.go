@@ -79,8 +79,9 @@ type RVPSMessage struct {
 	Payload string `json:"payload"`
 }
 
-// commandFunc returns the VMM argv (QEMU) a driver would run for cfg.
-type commandFunc func(cfg hypervisor.Config) ([]string, error)
+// commandFunc returns the VMM argv (QEMU) a driver would run for cfg and
+// the driver's notes about it.
+type commandFunc func(cfg hypervisor.Config) (argv, notes []string, err error)
 
 func runConfig(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	for name, set := range map[string]bool{"--mode": o.mode != "", "--ovmf": o.ovmf.set, "--kernel": o.kernel.set,
@@ -176,9 +177,12 @@ func measureConfig(o *options, vmc hypervisor.Config, command commandFunc, rep *
 		rep.Notes = append(rep.Notes, "no launch digest: Cloud Hypervisor launches SNP guests from an IGVM file, whose digest this tool does not compute")
 		return nil
 	}
-	argv, err := command(vmc)
+	argv, notes, err := command(vmc)
 	if err != nil {
 		return fmt.Errorf("resolve the VM of %s: %w", o.config, err)
+	}
+	for _, n := range notes {
+		rep.Notes = append(rep.Notes, "driver: "+n)
 	}
 	l, err := launchFromArgv(argv)
 	if err != nil {

@@ -202,14 +202,17 @@ func TestLaunchFromArgv(t *testing.T) {
 func TestConfigReportUsesDriverArgv(t *testing.T) {
 	cfgPath, _, kernel, _ := classFiles(t, "[tee]\nkind = \"snp\"\n")
 	var seen hypervisor.Config
-	fake := func(c hypervisor.Config) ([]string, error) {
+	fake := func(c hypervisor.Config) ([]string, []string, error) {
 		seen = c
-		return []string{"-bios", c.Firmware, "-kernel", kernel, "-append", "from-driver", "-smp", "3", "-cpu", "EPYC-Genoa"}, nil
+		return []string{"-bios", c.Firmware, "-kernel", kernel, "-append", "from-driver", "-smp", "3", "-cpu", "EPYC-Genoa"}, []string{"a note"}, nil
 	}
 	o := &options{config: cfgPath, vmmType: "QEMU"}
 	rep, err := configReport(o, fake)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(rep.Notes) != 1 || rep.Notes[0] != "driver: a note" {
+		t.Fatalf("notes %q", rep.Notes)
 	}
 	if seen.TEE.Kind != tee.SNP || rep.Launch.Cmdline != "from-driver" || rep.Launch.VCPUs != 3 || rep.Launch.VCPUSig != "0xa10f10" || rep.Launch.Initrd != "" {
 		t.Fatalf("launch %+v", rep.Launch)

@@ -13,14 +13,13 @@ import (
 // requiring the VMM or the assets to be installed on this host (the digest
 // is often computed on a workstation for a node elsewhere). Only QEMU
 // launches SEV guests from OVMF.
-func driverCommand(cfg hypervisor.Config) ([]string, error) {
+func driverCommand(cfg hypervisor.Config) (argv, notes []string, err error) {
 	if cfg.Driver != "" && cfg.Driver != "qemu" {
-		return nil, fmt.Errorf("hypervisor.driver %q: launch digests are computed for QEMU launches only: %w", cfg.Driver, errdefs.ErrNotImplemented)
+		return nil, nil, fmt.Errorf("hypervisor.driver %q: launch digests are computed for QEMU launches only: %w", cfg.Driver, errdefs.ErrNotImplemented)
 	}
 	vm, err := qemu.Plan(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	argv, _, err := vm.Command()
-	return argv, err
+	return vm.Command()
 }
