@@ -144,6 +144,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return exitError
 	}
+	if o.mode == "snp:ovmf-hash" {
+		// Always hex, whatever --output-format says: it is meant for
+		// --snp-ovmf-hash, which takes hex (as in sev-snp-measure).
+		fmt.Fprintln(stdout, hex.EncodeToString(digest))
+		return exitOK
+	}
 	printDigest(stdout, o, digest)
 	return exitOK
 }

@@ -151,6 +151,11 @@ func TestOutputFormats(t *testing.T) {
 	if code, out, errs := run(t, args...); code != 0 || out != want+"\n" {
 		t.Fatalf("ovmf hash: %d %q %s", code, out, errs)
 	}
+	// The OVMF hash is always hex: --snp-ovmf-hash takes hex.
+	if code, out, _ := run(t, "--mode", "snp:ovmf-hash", "--ovmf", fixtures+"ovmf_AmdSev_suffix.bin", "--output-format", "base64", "-v"); code != 0 ||
+		out != "086e2e9149ebf45abdc3445fba5b2da8270bdbb04094d7a2c37faaa4b24af3aa16aff8c374c2a55c467a50da6d466b74\n" {
+		t.Fatalf("ovmf-hash: %d %q", code, out)
+	}
 	// ec2 and gce need no vCPU signature.
 	if code, out, errs := run(t, "--mode", "snp", "--vcpus", "1", "--vmm-type", "gce", "--ovmf", fixtures+"ovmf_AmdSev_suffix.bin",
 		"--kernel", "/dev/null", "--initrd", "/dev/null", "--append", ""); code != 0 ||
