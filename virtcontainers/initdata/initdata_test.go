@@ -367,3 +367,17 @@ func TestParseCopiesInput(t *testing.T) {
 		t.Fatal("digest follows the caller's buffer")
 	}
 }
+
+// `base64` wraps at 76 columns unless told -w0; the wrapped form is the
+// same annotation.
+func TestDecodeWrappedBase64(t *testing.T) {
+	ann := Encode(doc("sha384"))
+	var wrapped strings.Builder
+	for i := 0; i < len(ann); i += 76 {
+		wrapped.WriteString(ann[i:min(i+76, len(ann))] + "\n")
+	}
+	id, err := Decode(wrapped.String())
+	if err != nil || !bytes.Equal(id.Raw(), doc("sha384")) {
+		t.Fatalf("wrapped: %v", err)
+	}
+}
