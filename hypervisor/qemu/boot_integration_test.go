@@ -27,7 +27,7 @@ import (
 )
 
 // guestDir holds `make kernel` output: vmlinux, modules/, modules.manifest.
-func guestDir(t *testing.T) string {
+func guestDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("COCO_GUEST_DIR")
 	if dir == "" {
@@ -44,7 +44,7 @@ func guestDir(t *testing.T) string {
 
 // testInitrd builds the boot tests' initrd: testinit as /init, the guest's
 // modules and their manifest at kmod.DefaultManifest.
-func testInitrd(t *testing.T, guest string) string {
+func testInitrd(t testing.TB, guest string) string {
 	t.Helper()
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "init")
@@ -98,7 +98,7 @@ type bootEnv struct {
 	kernel, initrd string
 }
 
-func setupBoot(t *testing.T) bootEnv {
+func setupBoot(t testing.TB) bootEnv {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 not installed: scripts/install-deps.sh")
@@ -501,4 +501,40 @@ func TestAccelAuto(t *testing.T) {
 		t.Error(err)
 	}
 	assertNothingLeft(t, cfg)
+}
+
+// BenchmarkBootToVsock measures Start → first answer from the guest on
+// vsock 1024 (TCG, q35, vmlinux by PVH, vhost-user vsock), then Stop.
+// Run: go test -tags integration -run '^$' -bench BootToVsock -benchtime 5x ./hypervisor/qemu/
+func BenchmarkBootToVsock(b *testing.B) {
+	env := setupBoot(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		state, _ := os.MkdirTemp("", "qb")
+		os.Remove(state)
+		cfg := hypervisor.Config{ID: filepath.Base(state), StateDir: state, Machine: "q35", Accel: "tcg",
+			Kernel: env.kernel, Initrd: env.initrd, KernelParams: "quiet", Vsock: hypervisor.Vsock{Mode: "vhost-user"},
+			BootTimeout: time.Minute}
+		vm, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		b.StartTimer()
+		if err := vm.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		c, err := vm.Dial(ctx, 1024)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		c.Close()
+		vm.Stop(ctx)
+		cancel()
+	}
 }
