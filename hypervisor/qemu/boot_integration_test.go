@@ -538,3 +538,57 @@ func BenchmarkBootToVsock(b *testing.B) {
 		cancel()
 	}
 }
+
+// TestGuestPanics: the guest kernel panics (its init exits) → with panic=1
+// and -no-reboot QEMU ends within seconds and Wait says why.
+func TestGuestPanics(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "testinit.mode=exit")
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := vm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := vm.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Reason, "panicked") {
+		t.Errorf("exit status = %+v, want a panic reason", st)
+	}
+	if err := vm.Stop(ctx); err != nil {
+		t.Error(err)
+	}
+	assertNothingLeft(t, cfg)
+}
+
+// TestQEMUFailsToStart: a VMM that exits at once (here /bin/false in place
+// of QEMU) → Start fails saying so, and the daemon and state dir it had
+// already created are gone.
+func TestQEMUFailsToStart(t *testing.T) {
+	if _, err := exec.LookPath(DefaultDaemon); err != nil {
+		t.Skip("vhost-device-vsock not installed: scripts/install-deps.sh")
+	}
+	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	os.WriteFile(kernel, []byte("not a kernel"), 0o644)
+	cfg := bootEnv{kernel: kernel}.config(t, "")
+	cfg.Path = "/bin/false"
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = vm.Start(ctx)
+	if err == nil || !strings.Contains(err.Error(), "QEMU exited before its monitor answered") {
+		t.Fatalf("want a start error saying QEMU exited, got %v", err)
+	}
+	assertNothingLeft(t, cfg)
+	if err := vm.Stop(ctx); err != nil {
+		t.Errorf("Stop after a failed Start: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -200,5 +201,35 @@ func TestTDXObjectSchema(t *testing.T) {
 	}
 	if m["sept-ve-disable"] != true {
 		t.Error("sept-ve-disable must be set explicitly (its default is not settled upstream)")
+	}
+}
+
+func TestExitReason(t *testing.T) {
+	const sigkill = syscall.WaitStatus(9) // terminated by SIGKILL
+	exit := func(c int) syscall.WaitStatus { return syscall.WaitStatus(c << 8) }
+	cases := []struct {
+		ws       syscall.WaitStatus
+		killed   bool
+		shutdown string
+		panicked bool
+		code     int
+		want     string
+	}{
+		{sigkill, false, "", false, 137, "killed by signal 9 (killed)"},
+		{sigkill, true, "", false, 137, "killed by signal 9 (killed) at the stop deadline"},
+		{exit(0), false, "guest-shutdown", false, 0, "guest powered off"},
+		{exit(0), false, "guest-shutdown", true, 0, "guest panicked"},
+		{exit(0), false, "guest-panic", false, 0, "guest panicked"},
+		{exit(0), false, "guest-reset", false, 0, "guest rebooted or panicked (reset with -no-reboot)"},
+		{exit(0), false, "host-qmp-quit", false, 0, "stopped by the host (host-qmp-quit)"},
+		{exit(0), false, "host-signal", false, 0, "QEMU received a termination signal"},
+		{exit(1), false, "", false, 1, "QEMU exited with code 1: last words"},
+		{exit(0), false, "", false, 0, "QEMU exited"},
+	}
+	for _, c := range cases {
+		code, got := exitReason(c.ws, c.killed, c.shutdown, c.panicked, "first\nlast words")
+		if code != c.code || got != c.want {
+			t.Errorf("exitReason(%v, %v, %q, %v) = %d %q; want %d %q", c.ws, c.killed, c.shutdown, c.panicked, code, got, c.code, c.want)
+		}
 	}
 }

@@ -246,33 +246,7 @@ func (v *VM) reap() {
 	}
 	shutdown, panicked := mon.exitEvents()
 	ws, _ := v.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	switch {
-	case ws.Signaled():
-		st.Code = 128 + int(ws.Signal())
-		st.Reason = fmt.Sprintf("killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
-		if killed {
-			st.Reason += " at the stop deadline"
-		}
-	case panicked:
-		st.Reason = "guest panicked"
-	case shutdown == "guest-shutdown":
-		st.Reason = "guest powered off"
-	case shutdown == "guest-reset":
-		// -no-reboot: a reboot, including the one panic=1 triggers, ends QEMU.
-		st.Reason = "guest rebooted or panicked (reset with -no-reboot)"
-	case shutdown == "guest-panic":
-		st.Reason = "guest panicked"
-	case shutdown == "host-qmp-quit" || shutdown == "host-qmp-system-reset":
-		st.Reason = "stopped by the host (" + shutdown + ")"
-	case shutdown == "host-signal":
-		st.Reason = "QEMU received a termination signal"
-	case shutdown != "":
-		st.Reason = "shutdown: " + shutdown
-	case st.Code != 0:
-		st.Reason = fmt.Sprintf("QEMU exited with code %d: %s", st.Code, lastLine(v.stderrTail()))
-	default:
-		st.Reason = "QEMU exited"
-	}
+	st.Code, st.Reason = exitReason(ws, killed, shutdown, panicked, v.stderrTail())
 	if err != nil && !errors.As(err, new(*exec.ExitError)) {
 		st.Reason += " (" + err.Error() + ")"
 	}
@@ -280,6 +254,37 @@ func (v *VM) reap() {
 	// The daemon has nothing to serve once QEMU is gone.
 	v.daemon.stop(time.Second)
 	close(v.exited)
+}
+
+// exitReason explains a QEMU exit from its wait status, whether Stop killed
+// it, and the last SHUTDOWN / GUEST_PANICKED events QMP reported.
+func exitReason(ws syscall.WaitStatus, killed bool, shutdown string, panicked bool, stderr string) (int, string) {
+	if ws.Signaled() {
+		r := fmt.Sprintf("killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
+		if killed {
+			r += " at the stop deadline"
+		}
+		return 128 + int(ws.Signal()), r
+	}
+	code := ws.ExitStatus()
+	switch {
+	case panicked || shutdown == "guest-panic":
+		return code, "guest panicked"
+	case shutdown == "guest-shutdown":
+		return code, "guest powered off"
+	case shutdown == "guest-reset":
+		// -no-reboot: a reboot, including the one panic=1 triggers, ends QEMU.
+		return code, "guest rebooted or panicked (reset with -no-reboot)"
+	case shutdown == "host-qmp-quit" || shutdown == "host-qmp-system-reset":
+		return code, "stopped by the host (" + shutdown + ")"
+	case shutdown == "host-signal":
+		return code, "QEMU received a termination signal"
+	case shutdown != "":
+		return code, "shutdown: " + shutdown
+	case code != 0:
+		return code, fmt.Sprintf("QEMU exited with code %d: %s", code, lastLine(stderr))
+	}
+	return code, "QEMU exited"
 }
 
 func lastLine(s string) string {

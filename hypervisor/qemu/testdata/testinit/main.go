@@ -56,6 +56,10 @@ func main() {
 	case "silent":
 		fmt.Println("testinit: not listening, as asked")
 		sleepForever()
+	case "exit":
+		// PID 1 exiting panics the kernel ("Attempted to kill init").
+		fmt.Println("testinit: exiting")
+		os.Exit(3)
 	case "poweroff":
 		fmt.Println("testinit: powering off")
 		unix.Sync()
