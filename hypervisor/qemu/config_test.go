@@ -38,6 +38,7 @@ func TestResolveErrors(t *testing.T) {
 		"disk id long":     {func(c *hypervisor.Config) { c.Disks = []hypervisor.Disk{{ID: strings.Repeat("a", 21), Path: "/x"}} }, "1-20 characters"},
 		"disk twice":       {func(c *hypervisor.Config) { c.Disks = []hypervisor.Disk{{ID: "a", Path: "/x"}, {ID: "a", Path: "/y"}} }, `"a" used twice`},
 		"disk format":      {func(c *hypervisor.Config) { c.Disks = []hypervisor.Disk{{ID: "a", Path: "/x", Format: "qcow2"}} }, `format "qcow2"`},
+		"igvm":             {func(c *hypervisor.Config) { c.IGVM = "/x.igvm" }, "hypervisor.igvm"},
 		"driver":           {func(c *hypervisor.Config) { c.Driver = "clh" }, `hypervisor.driver = "clh"`},
 		"memory":           {func(c *hypervisor.Config) { c.MemoryMiB = 16 }, "hypervisor.memory_mib = 16"},
 		"sev-es policy": {func(c *hypervisor.Config) {
@@ -231,5 +232,24 @@ func TestExitReason(t *testing.T) {
 		if code != c.code || got != c.want {
 			t.Errorf("exitReason(%v, %v, %q, %v) = %d %q; want %d %q", c.ws, c.killed, c.shutdown, c.panicked, code, got, c.code, c.want)
 		}
+	}
+}
+
+// TestVhostFD: at Start the reserved /dev/vhost-vsock descriptor and CID
+// replace the placeholder.
+func TestVhostFD(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Vsock.Mode = "vhost"
+	vm, err := newVM(cfg, fakeHost(true), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm.plan.cid, vm.plan.vhostFD = 1234, 3
+	args, err := vm.plan.argv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := strings.Join(args, " "); !strings.Contains(j, "-device vhost-vsock-pci,id=vsock0,guest-cid=1234,vhostfd=3") || strings.Contains(j, "share=on") {
+		t.Errorf("vhost argv: %s", j)
 	}
 }
