@@ -63,12 +63,8 @@ func planInitData(opts Options, kind tee.Kind) (*initDataPlan, error) {
 			return nil, fmt.Errorf("annotation %s: %w", annotationInitData, err)
 		}
 	} else if path := opts.Config.Runtime.InitData; path != "" {
-		raw, err := os.ReadFile(path)
-		if err != nil {
+		if id, err = initdata.ReadFile(path); err != nil {
 			return nil, fmt.Errorf("[runtime] initdata in %s: %w", opts.Config.Path, err)
-		}
-		if id, err = initdata.Parse(raw); err != nil {
-			return nil, fmt.Errorf("[runtime] initdata file %s: %w", path, err)
 		}
 	} else {
 		return nil, nil
