@@ -18,10 +18,13 @@ import (
 	"testing"
 	"time"
 
+	cg2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -389,6 +392,39 @@ func TestAgentInVM(t *testing.T) {
 		"echo hello-from-c1; hostname; cat /etc/hosts; echo oops >&2; trap 'exit 42' TERM; while true; do sleep 0.1; done"}, nil)
 	out.waitFor(t, "hello-from-c1\ncoco-pod\n10.1.2.3 from-the-host\n", time.Minute)
 	errs.waitFor(t, "oops\n", 10*time.Second)
+
+	// Pause/resume (cgroup freezer), pids, stats and a live update come from
+	// containerd's runc task service inside the guest.
+	if _, err := c.Task().Pause(ctx, &taskAPI.PauseRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Task().State(ctx, &taskAPI.StateRequest{ID: "c1"}); err != nil || st.GetStatus() != tasktypes.Status_PAUSED {
+		t.Errorf("state after pause = %v, %v", st.GetStatus(), err)
+	}
+	if _, err := c.Task().Resume(ctx, &taskAPI.ResumeRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Task().State(ctx, &taskAPI.StateRequest{ID: "c1"}); err != nil || st.GetStatus() != tasktypes.Status_RUNNING {
+		t.Errorf("state after resume = %v, %v", st.GetStatus(), err)
+	}
+	if pids, err := c.Task().Pids(ctx, &taskAPI.PidsRequest{ID: "c1"}); err != nil || len(pids.GetProcesses()) == 0 {
+		t.Errorf("pids = %v, %v", pids, err)
+	}
+	limit := int64(64 << 20)
+	resJSON, _ := json.Marshal(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
+	res := &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: resJSON}
+	if _, err := c.Task().Update(ctx, &taskAPI.UpdateTaskRequest{ID: "c1", Resources: res}); err != nil {
+		t.Errorf("update: %v", err)
+	}
+	stats, err := c.Task().Stats(ctx, &taskAPI.StatsRequest{ID: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := typeurl.UnmarshalAny(stats.GetStats()); err != nil {
+		t.Errorf("stats: %v", err)
+	} else if m, ok := v.(*cg2stats.Metrics); !ok || m.GetMemory().GetUsageLimit() != uint64(limit) || m.GetPids().GetCurrent() == 0 {
+		t.Errorf("stats = %T %v, want cgroup v2 metrics with the updated 64 MiB limit", v, v)
+	}
 
 	// Exec with stdin: cat echoes what the host sends until the host's EOF.
 	procSpec, _ := json.Marshal(&specs.Process{Args: []string{"sh", "-c", "cat; echo exec-done; exit 3"}, Cwd: "/", Env: []string{"PATH=/bin"}})
