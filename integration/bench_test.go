@@ -68,6 +68,12 @@ func forEachHandlerB(b *testing.B, fn func(b *testing.B, h handlerCase)) {
 			if h.coco && shared.cocoReason != "" {
 				b.Skip(shared.cocoReason)
 			}
+			if h.coco {
+				skipPending(b, h.name)
+				if err := harness.CheckGuestAssets(shared.guestDir); err != nil {
+					b.Skip(err.Error())
+				}
+			}
 			fn(b, h)
 		})
 	}

@@ -139,7 +139,7 @@ func TestUnknownConfigKey(t *testing.T) {
 // TestGuestNeverAnswers: a guest that boots but never serves the agent port
 // fails the pod at the configured deadline, with the console's last words.
 func TestGuestNeverAnswers(t *testing.T) {
-	msg, took := runFailingPod(t, handlerSilent, 3*time.Minute)
+	msg, took := runFailingPod(t, handlerSilent, silentBootTimeout+90*time.Second)
 	if !strings.Contains(msg, silentMarker) {
 		t.Errorf("CRI error lacks the console tail (marker %q):\n%s", silentMarker, msg)
 	}

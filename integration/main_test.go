@@ -4,8 +4,9 @@
 // go.mod, through CRI and ctr. Every scenario is table-driven over runtime
 // handlers: containerd's own runc shim (the same-run baseline) and ours.
 //
-// The coco rows need the guest assets (make guest-assets) and a working shim
-// and agent; until those work end to end they only run with COCO_E2E=1.
+// The coco rows need the guest assets (make guest-assets) and skip with the
+// reason without them. Scenarios the shim does not pass yet are listed in
+// pending and run only with COCO_E2E=1; COCO_E2E=0 turns every coco row off.
 package integration
 
 import (
@@ -126,16 +127,33 @@ func runMain(m *testing.M) int {
 	return code
 }
 
-// cocoSkipReason gates the coco rows: they need COCO_E2E=1 until the shim,
-// sandbox and agent work end to end, and the shim binary.
+// cocoSkipReason gates the coco rows. COCO_E2E=0 turns them all off; unset,
+// they run except the pending ones below; COCO_E2E=1 runs the pending ones too.
+// They also need our shim to build.
 func cocoSkipReason(e *env) string {
-	if os.Getenv("COCO_E2E") != "1" {
-		return "set COCO_E2E=1 to run the coco handler rows (gated until the shim works end to end)"
+	if os.Getenv("COCO_E2E") == "0" {
+		return "COCO_E2E=0: coco handler rows turned off"
 	}
 	if e.bins.CocoShimErr != nil {
 		return fmt.Sprintf("our shim did not build: %v", e.bins.CocoShimErr)
 	}
 	return ""
+}
+
+// pending are coco scenarios known to fail on the current shim, keyed by test
+// or subtest name, with what is missing. They run only with COCO_E2E=1; delete
+// an entry once it passes.
+var pending = map[string]string{
+	"coco-sandboxer":        "sandbox API mode: the shim rejects containers that join the sandbox container's pid/ipc namespaces (\"sandbox container is not running\")",
+	"TestGuestNeverAnswers": "the shim does not give up at [hypervisor] boot_timeout when the guest never answers (RunPodSandbox hangs)",
+}
+
+// skipPending skips a pending scenario unless COCO_E2E=1.
+func skipPending(t testing.TB, name string) {
+	t.Helper()
+	if why, ok := pending[name]; ok && os.Getenv("COCO_E2E") != "1" {
+		t.Skipf("pending (COCO_E2E=1 runs it): %s", why)
+	}
 }
 
 // requireGuest skips a coco test that boots the real guest when the guest
@@ -165,6 +183,13 @@ func requireCoco(t *testing.T) {
 	t.Helper()
 	if shared.cocoReason != "" {
 		t.Skip(shared.cocoReason)
+	}
+	skipPending(t, t.Name())
+	if i := strings.LastIndex(t.Name(), "/"); i >= 0 {
+		skipPending(t, t.Name()[i+1:])
+	}
+	if i := strings.Index(t.Name(), "/"); i >= 0 {
+		skipPending(t, t.Name()[:i])
 	}
 }
 
