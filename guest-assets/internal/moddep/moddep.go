@@ -161,7 +161,7 @@ func (ix *Index) Resolve(names []string) (order []Module, skipped []string, err 
 		if err != nil {
 			return err
 		}
-		if vm := info["vermagic"]; len(vm) == 0 || strings.Fields(vm[0])[0] != ix.release {
+		if vm := info["vermagic"]; len(vm) == 0 || !strings.HasPrefix(vm[0]+" ", ix.release+" ") {
 			return fmt.Errorf("moddep: %s was built for %q, not %s", rel, vm, ix.release)
 		}
 		var deps []string
