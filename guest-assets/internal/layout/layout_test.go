@@ -121,7 +121,8 @@ func TestReproducible(t *testing.T) {
 	} else {
 		t.Logf("build/guest has no kernel assets (make kernel): using stand-in files")
 	}
-	for _, comp := range []string{initrd.None, initrd.Gzip} {
+	// The Makefile's compression; gzip's determinism is tested in package initrd.
+	for _, comp := range []string{initrd.None} {
 		a := build(t, in, comp)
 		b := build(t, in, comp)
 		if !bytes.Equal(a, b) {
