@@ -18,6 +18,7 @@ import (
 	"crypto/sha256"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,13 +85,36 @@ func run(root, out, modules string) error {
 	if err != nil {
 		return err
 	}
+	// Build the module tree beside the old one and swap only when it
+	// changed, so a concurrent initrd build never sees a half-written tree
+	// and no stale module from an older list survives.
 	modDir := filepath.Join(out, "modules")
-	if err := os.RemoveAll(modDir); err != nil { // no stale modules from an older list
+	tmpDir := modDir + ".tmp"
+	if err := os.RemoveAll(tmpDir); err != nil {
 		return err
 	}
-	manifest, err := moddep.Install(order, filepath.Join(modDir, release), "/lib/modules/"+release)
+	manifest, err := moddep.Install(order, filepath.Join(tmpDir, release), "/lib/modules/"+release)
 	if err != nil {
 		return err
+	}
+	if sameTree(tmpDir, modDir) {
+		if err := os.RemoveAll(tmpDir); err != nil {
+			return err
+		}
+	} else {
+		old := modDir + ".old"
+		if err := os.RemoveAll(old); err != nil {
+			return err
+		}
+		if err := os.Rename(modDir, old); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		if err := os.Rename(tmpDir, modDir); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(old); err != nil {
+			return err
+		}
 	}
 	if err := writeAtomic(filepath.Join(out, "modules.manifest"), manifest); err != nil {
 		return err
@@ -109,6 +133,40 @@ func run(root, out, modules string) error {
 		fmt.Printf("%x  %s/%s (%d bytes)\n", sha256.Sum256(data), out, f, len(data))
 	}
 	return nil
+}
+
+// sameTree reports whether directories a and b hold the same files with the
+// same contents.
+func sameTree(a, b string) bool {
+	files := func(root string) map[string][]byte {
+		m := map[string][]byte{}
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			m[rel] = data
+			return nil
+		})
+		if err != nil {
+			return nil
+		}
+		return m
+	}
+	fa, fb := files(a), files(b)
+	if fa == nil || fb == nil || len(fa) != len(fb) {
+		return false
+	}
+	for k, v := range fa {
+		if !bytes.Equal(v, fb[k]) {
+			return false
+		}
+	}
+	return true
 }
 
 // writeAtomic writes data to p through a temporary file and rename, and
