@@ -18,7 +18,7 @@ const (
 	MaxDNSBytes        = 64 << 10
 	MaxFiles           = 64
 	MaxFileBytes       = 1 << 20
-	MaxTotalFilesBytes = 4 << 20
+	MaxTotalFilesBytes = 2 << 20 // with the spec, stays under ttrpc's 4 MiB message limit
 	MaxSysctls         = 256
 	MaxSysctlValue     = 4096
 	MaxHostname        = 64
