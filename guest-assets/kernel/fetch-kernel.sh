@@ -43,11 +43,11 @@ fi
 
 # Unpack once per package hash; the directory is complete only once renamed.
 dir="$cache/$version-${sha:0:12}"
+# A private temporary directory: two builds running at once must not collide.
 if [ ! -d "$dir/root" ]; then
-	rm -rf "$dir.tmp"
-	mkdir -p "$dir.tmp"
-	dpkg-deb -x "$deb" "$dir.tmp/root"
-	rm -rf "$dir"
-	mv "$dir.tmp" "$dir"
+	tmp=$(mktemp -d "$cache/unpack.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	dpkg-deb -x "$deb" "$tmp/root"
+	mv -T "$tmp" "$dir" 2>/dev/null || [ -d "$dir/root" ] # lost the race: the winner's copy is the same
 fi
 echo "$dir/root"

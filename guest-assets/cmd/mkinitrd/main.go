@@ -8,6 +8,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -65,12 +66,19 @@ func run(in layout.Inputs, out, comp string) error {
 	if err := initrd.Write(&buf, entries, comp); err != nil {
 		return err
 	}
-	tmp := out + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+	// Write beside the target under a unique name, then rename: a VM
+	// starting meanwhile reads the old or the new image, never half of one.
+	f, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+".*.tmp")
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, out); err != nil {
-		os.Remove(tmp)
+	_, werr := f.Write(buf.Bytes())
+	if err := errors.Join(werr, f.Close(), os.Chmod(f.Name(), 0o644)); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), out); err != nil {
+		os.Remove(f.Name())
 		return err
 	}
 	fmt.Printf("%x  %s (%d bytes, %d entries, compression %s)\n", sha256.Sum256(buf.Bytes()), out, buf.Len(), len(entries), comp)
