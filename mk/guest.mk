@@ -30,13 +30,15 @@ runc:
 	cached=$(COCO_CACHE)/runc/runc-$$pin-$$key; \
 	if [ ! -x "$$cached" ]; then \
 		echo "runc: building $$pin (static, seccomp)"; mkdir -p $(COCO_CACHE)/runc; \
+		tmp=$$(mktemp $(COCO_CACHE)/runc/.build.XXXXXX); \
 		(cd $(RUNC_MOD_DIR) && CGO_ENABLED=1 $(GO) build -trimpath -buildvcs=false \
 			-tags "seccomp netgo osusergo" \
 			-ldflags "-extldflags -static -s -w -buildid= -X main.version=$${pin#v}" \
-			-o "$$cached.tmp" github.com/opencontainers/runc); \
-		mv "$$cached.tmp" "$$cached"; \
+			-o "$$tmp" github.com/opencontainers/runc) || { rm -f "$$tmp"; exit 1; }; \
+		chmod 0755 "$$tmp"; mv "$$tmp" "$$cached"; \
 	fi; \
-	mkdir -p $(GUEST_OUT); install -m 0755 "$$cached" $(GUEST_OUT)/runc; \
+	mkdir -p $(GUEST_OUT); tmp=$$(mktemp $(GUEST_OUT)/.runc.XXXXXX); \
+	cp "$$cached" "$$tmp" && chmod 0755 "$$tmp" && mv "$$tmp" $(GUEST_OUT)/runc; \
 	echo "$$(sha256sum $(GUEST_OUT)/runc | cut -d' ' -f1)  $(GUEST_OUT)/runc ($$pin, $$(stat -c %s $(GUEST_OUT)/runc) bytes)"
 
 coco-agent:
