@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/coco-runtime/coco/configs/policies"
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/qemu"
 	"github.com/coco-runtime/coco/virtcontainers/agent"
@@ -329,6 +330,7 @@ func TestAgentInVM(t *testing.T) {
 	go events.run(ctx, stream)
 	if _, err := c.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{
 		SandboxId: "pod", Hostname: "coco-pod", Dns: "nameserver 10.0.0.10\n", HostTime: timestamppb.Now(),
+		Policy: policies.AllowAll, // compiled by the Rego engine in the guest
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -476,6 +478,20 @@ func TestAgentInVM(t *testing.T) {
 	tcol.waitFor(t, "/dev/pts/0\r\nterm-ok\r\n", 10*time.Second)
 	if _, err := c.Task().Delete(ctx, &taskAPI.DeleteRequest{ID: "c1", ExecID: "t1"}); err != nil {
 		t.Fatal(err)
+	}
+
+	// The TEE default policy, set at run time: exec is now refused with the
+	// rule named, and the policy cannot be changed back.
+	if _, err := c.Agent().SetPolicy(ctx, &api.SetPolicyRequest{Policy: policies.DefaultTEE}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Task().Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c1", ExecID: "e2",
+		Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: procSpec}})
+	if !errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), "agent_policy.ExecProcessRequest") {
+		t.Errorf("exec under the TEE policy: %v, want PermissionDenied naming the rule", err)
+	}
+	if _, err := c.Agent().SetPolicy(ctx, &api.SetPolicyRequest{Policy: policies.AllowAll}); !errdefs.IsPermissionDenied(err) {
+		t.Errorf("SetPolicy under the TEE policy: %v, want PermissionDenied", err)
 	}
 
 	// A signal and its exit code.
