@@ -146,6 +146,24 @@ func assertNothingLeft(t *testing.T, cfg hypervisor.Config, pids ...int) {
 	if _, err := os.Stat(cfg.StateDir); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("state dir %s still exists (%v)", cfg.StateDir, err)
 	}
+	// Unix sockets still bound or connected under the state dir, by anyone.
+	if b, err := os.ReadFile("/proc/net/unix"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, cfg.StateDir) {
+				t.Errorf("unix socket left: %s", l)
+			}
+		}
+	}
+}
+
+// openFDs counts this process's open descriptors: a VM's lifecycle must not
+// leak any into the long-lived shim.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
@@ -171,6 +189,7 @@ func daemonPID(cfg hypervisor.Config) int {
 func TestBootVsock(t *testing.T) {
 	env := setupBoot(t)
 	var times []time.Duration
+	fdsBefore := openFDs(t)
 	for i := range 3 {
 		cfg := env.config(t, "")
 		vm, err := New(cfg)
@@ -235,6 +254,9 @@ func TestBootVsock(t *testing.T) {
 		}
 		cancel()
 		assertNothingLeft(t, cfg, qemuPID, dPID)
+	}
+	if after := openFDs(t); after > fdsBefore {
+		t.Errorf("open descriptors grew from %d to %d over 3 VM lifecycles", fdsBefore, after)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	t.Logf("Start → vsock answer under TCG: median %s of %v", times[len(times)/2].Round(time.Millisecond), times)
