@@ -165,8 +165,9 @@ func (m *monitor) do(ctx context.Context, what string, f func() error) error {
 	}
 }
 
-// run sends a raw QMP command (for what go-qemu's generated API lacks or
-// types awkwardly) and decodes its "return" into out when out is not nil.
+// run sends a raw QMP command through Monitor.Run, for what go-qemu's
+// generated API lacks or types awkwardly (blockdev-add's union, device_add's
+// free-form properties) and decodes its "return" into out when out is not nil.
 func (m *monitor) run(ctx context.Context, command string, args any, out any) error {
 	b, err := json.Marshal(qmp.Command{Execute: command, Args: args})
 	if err != nil {
