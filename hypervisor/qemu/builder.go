@@ -69,7 +69,8 @@ type plan struct {
 	cpu     string
 	mode    string // modeVhost or modeVhostUser
 	cid     uint32
-	vhostFD int // fd number of a reserved /dev/vhost-vsock in QEMU, 0 = none
+	vhostFD int  // fd number of a reserved /dev/vhost-vsock in QEMU, 0 = none
+	paused  bool // -S: vCPUs stay stopped until QMP cont (SEV launch secret)
 	paths   paths
 	notes   []string
 }
@@ -101,6 +102,9 @@ func (p *plan) argv() ([]string, error) {
 	c.flag("-no-user-config")
 	c.flag("-nographic")
 	c.flag("-no-reboot")
+	if p.paused {
+		c.flag("-S")
+	}
 
 	m := newOpts(p.machine.name)
 	if p.confidential() {
