@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,6 +26,13 @@ type daemon struct {
 // startDaemon launches vhost-device-vsock and waits for its vhost-user
 // socket to appear, so QEMU finds it on its first connect attempt.
 func startDaemon(ctx context.Context, bin string, cid uint32, vhostUser, hybrid string) (*daemon, error) {
+	// A socket file left by a VM that crashed in this state dir would look
+	// like a ready daemon below; start from a clean slate.
+	for _, s := range []string{vhostUser, hybrid} {
+		if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
 	// Top-level flags describe a single device, which is all a per-VM daemon
 	// serves (0.3.0 also accepts --vm key=value lists for several guests).
 	cmd := exec.Command(bin,
