@@ -200,6 +200,7 @@ func (s *Streams) register(h api.StreamHeader, c net.Conn, allowed bool) error {
 			defer close(done)
 			pumpOutput(p.ctx, h, c, f, allowed)
 		}()
+		go s.watchHost(key, p, c)
 	}
 	return nil
 }
@@ -261,6 +262,29 @@ func pumpOutput(ctx context.Context, h api.StreamHeader, c net.Conn, f io.ReadCl
 		cw.CloseWrite()
 	}
 	c.Close()
+}
+
+// watchHost notices a host that closes an output stream before the process
+// exists (its Create or Exec failed or was refused before reaching the task
+// service) and releases the process's streams, so nothing waits for a FIFO
+// writer that will never come. The host never writes on output streams.
+func (s *Streams) watchHost(key procKey, p *proc, c net.Conn) {
+	var b [1]byte
+	c.Read(b[:])
+	select {
+	case <-p.started:
+		return
+	default:
+	}
+	s.mu.Lock()
+	current := s.procs[key] == p
+	if current {
+		delete(s.procs, key)
+	}
+	s.mu.Unlock()
+	if current {
+		p.release()
+	}
 }
 
 // Path returns the FIFO of a registered stream.

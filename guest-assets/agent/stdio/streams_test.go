@@ -90,3 +90,34 @@ func TestBadHeaderAnswersErr(t *testing.T) {
 		t.Errorf("refused streams left files: %v", entries)
 	}
 }
+
+// A host that gives up on a process before creating it (closes its output
+// streams) leaves no FIFO or goroutine waiting in the guest.
+func TestAbandonedStreamsReleased(t *testing.T) {
+	dir := t.TempDir()
+	s := New(context.Background(), dir, nil, nil)
+	l, _ := net.Listen("unix", filepath.Join(dir, "s.sock"))
+	defer l.Close()
+	go s.Serve(l)
+	c, _ := net.Dial("unix", filepath.Join(dir, "s.sock"))
+	io.WriteString(c, "STREAM c9 - stdout\n")
+	if line, _ := bufio.NewReader(c).ReadString('\n'); line != "OK\n" {
+		t.Fatalf("answer %q", line)
+	}
+	if _, ok := s.Path("c9", "", api.StreamStdout); !ok {
+		t.Fatal("not registered")
+	}
+	c.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		_, ok := s.Path("c9", "", api.StreamStdout)
+		_, err := os.Stat(filepath.Join(dir, "c9", "init"))
+		if !ok && os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("abandoned stream still registered (%v) or fifo dir present (%v)", ok, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
