@@ -335,22 +335,16 @@ func TestAgentInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The sandbox (pause) container, from the agent's own rootfs.
-	prep, err := c.Agent().PrepareContainer(ctx, &api.PrepareContainerRequest{
-		ContainerId: "pod", Spec: agentSpec([]string{"/pause"}, ""), SandboxContainer: true,
-		Rootfs: &api.Rootfs{Source: &api.Rootfs_Agent{}},
-	})
+	// The sandbox (pause) container, from the agent's own rootfs, as the
+	// shim sandboxer mode starts it (no pod spec from containerd).
+	podPID, err := c.StartSandboxContainer(ctx, "pod", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod, err := c.Task().Create(ctx, &taskAPI.CreateTaskRequest{ID: "pod", Bundle: prep.GetBundle()})
-	if err != nil {
-		t.Fatal(err)
+	if st, err := c.Task().State(ctx, &taskAPI.StateRequest{ID: "pod"}); err != nil || st.GetStatus() != tasktypes.Status_RUNNING {
+		t.Fatalf("sandbox container state = %v, %v", st.GetStatus(), err)
 	}
-	if _, err := c.Task().Start(ctx, &taskAPI.StartRequest{ID: "pod"}); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("sandbox container pid %d", pod.GetPid())
+	t.Logf("sandbox container pid %d", podPID)
 
 	// An app container from a hot-plugged EROFS disk, sharing the pod's
 	// UTS namespace (hostname) through a host namespace path.
