@@ -37,6 +37,9 @@ type Config struct {
 	DevDir string
 	// DeviceWait bounds the wait for a hot-plugged disk to appear.
 	DeviceWait time.Duration
+	// DriversReady is closed once the kernel modules for disks and
+	// filesystems are loaded (the agent serves before that); nil = ready.
+	DriversReady <-chan struct{}
 }
 
 type prepared struct {
@@ -252,6 +255,13 @@ func (m *Manager) mountRetry(ctx context.Context, source, target, fstype string,
 // mountBlock mounts the EROFS disk read-only and a private overlay whose
 // writable layer lives on the guest's tmpfs, so writes never reach the host.
 func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs string) error {
+	if m.cfg.DriversReady != nil {
+		select {
+		case <-m.cfg.DriversReady:
+		case <-ctx.Done():
+			return fmt.Errorf("rootfs: disk and filesystem drivers still loading: %w", ctx.Err())
+		}
+	}
 	dev, err := m.FindDisk(ctx, serial)
 	if err != nil {
 		return err

@@ -79,9 +79,18 @@ func run(start uint64) error {
 	if err := log.SetLevel(level); err != nil {
 		log.L.WithError(err).Warn("coco.log")
 	}
-	if err := kmod.LoadManifest(kmod.DefaultManifest); err != nil {
-		return fmt.Errorf("load kernel modules: %w", err)
-	}
+	// Modules load while the agent starts serving: the listener only needs
+	// vsock's address family, and a connection can arrive as soon as the
+	// virtio transport is up, before the disk and filesystem drivers.
+	// Container preparation waits for all of them; a failure powers off.
+	driversReady := make(chan struct{})
+	go func() {
+		if err := kmod.LoadManifest(kmod.DefaultManifest); err != nil {
+			boot.PowerOff(fmt.Sprintf("fatal: load kernel modules: %v", err))
+		}
+		log.L.Debugf("kernel modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
+		close(driversReady)
+	}()
 	if err := boot.EnableControllers(cgroupRoot); err != nil {
 		log.L.WithError(err).Warn("cgroup controllers")
 	}
@@ -115,6 +124,7 @@ func run(start uint64) error {
 			ShmDir:       shmDir,
 			CgroupParent: cgroupParent,
 			AgentBinary:  exe,
+			DriversReady: driversReady,
 		},
 		IODir:     ioDir,
 		OnDestroy: func(reason string) { destroyed <- reason },
@@ -147,12 +157,13 @@ func run(start uint64) error {
 	}
 }
 
-// listen opens a vsock listener, retrying briefly: the transport may still
-// be registering right after its module loaded.
+// listen opens a vsock listener, retrying briefly until the vsock module
+// has registered its address family.
 func listen(ctx context.Context, port uint32) (*vsock.Listener, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		l, err := vsock.Listen(port, nil)
+		// Any local CID: the virtio transport may register after we listen.
+		l, err := vsock.ListenContextID(unix.VMADDR_CID_ANY, port, nil)
 		if err == nil {
 			return l, nil
 		}
