@@ -73,6 +73,10 @@ func Open(ctx context.Context, id string, st stdio.Stdio) (_ *Process, retErr er
 			return nil, err
 		}
 	case "file":
+		if uri.Host != "" {
+			return nil, fmt.Errorf("stdout %q: a file:// URI takes an absolute path and no host (file:///path): %w",
+				st.Stdout, errdefs.ErrInvalidArgument)
+		}
 		if err := p.openFile(uri.Path); err != nil {
 			return nil, err
 		}
