@@ -40,6 +40,10 @@ type Config struct {
 	Getenv func(string) string
 }
 
+// AddressEnv hands the long-running shim its own socket address, so that it
+// can remove the socket when it exits.
+const AddressEnv = "COCO_SHIM_ADDRESS"
+
 type manager struct {
 	name string
 	cfg  Config
@@ -59,7 +63,7 @@ func (m *manager) Name() string { return m.name }
 // a pod share one shim process (and one VM): they find it through a socket
 // address derived from the pod's sandbox id.
 func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
-	params, legacyOpts := m.fixLegacy(params)
+	params, legacyOpts := m.fixLegacy(params, os.Args[1:])
 	id, ns := params.GetInstanceID(), params.GetNamespace()
 	if err := identifiers.Validate(id); err != nil {
 		return nil, fmt.Errorf("shim id: %w", err)
@@ -128,6 +132,9 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	if err != nil {
 		return nil, err
 	}
+	// The shim library removes the socket of the shim's own id at exit; the
+	// pod's socket is named after the group, which can differ.
+	cmd.Env = append(cmd.Env, AddressEnv+"="+address)
 	cmd.ExtraFiles = []*os.File{sock}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start shim process: %w", err)
@@ -211,7 +218,7 @@ func (m *manager) command(ns, id string, params *bootapi.BootstrapParams, bundle
 // BootstrapParams, which "succeeds" with the Any's type URL as the instance
 // id and its value as the namespace. An id that is not a valid identifier
 // gives that away; the real values are in the legacy flags and environment.
-func (m *manager) fixLegacy(p *bootapi.BootstrapParams) (*bootapi.BootstrapParams, *anypb.Any) {
+func (m *manager) fixLegacy(p *bootapi.BootstrapParams, args []string) (*bootapi.BootstrapParams, *anypb.Any) {
 	if p == nil {
 		p = &bootapi.BootstrapParams{}
 	}
@@ -222,7 +229,7 @@ func (m *manager) fixLegacy(p *bootapi.BootstrapParams) (*bootapi.BootstrapParam
 	if strings.Contains(p.GetInstanceID(), "/") {
 		opts = &anypb.Any{TypeUrl: p.GetInstanceID(), Value: []byte(p.GetNamespace())}
 	}
-	flags := legacyFlags(os.Args[1:])
+	flags := legacyFlags(args)
 	fixed := &bootapi.BootstrapParams{
 		InstanceID:             flags["id"],
 		Namespace:              flags["namespace"],

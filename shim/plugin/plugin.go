@@ -4,7 +4,9 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
@@ -16,6 +18,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/coco-runtime/coco/shim/events"
+	"github.com/coco-runtime/coco/shim/manager"
 	"github.com/coco-runtime/coco/shim/pod"
 	"github.com/coco-runtime/coco/shim/sandboxsvc"
 	"github.com/coco-runtime/coco/shim/task"
@@ -60,6 +63,11 @@ func initServices(ic *plugin.InitContext, deps pod.Deps) (any, error) {
 	sd.RegisterCallback(func(ctx context.Context) error {
 		if err := p.Stop(ctx); err != nil {
 			log.G(ctx).WithError(err).Warn("stopping the pod at shim exit")
+		}
+		if addr := os.Getenv(manager.AddressEnv); addr != "" {
+			if err := shim.RemoveSocket(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
+				log.G(ctx).WithError(err).Warn("removing the shim socket")
+			}
 		}
 		return pub.Close()
 	})

@@ -1,0 +1,82 @@
+package manager
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	runtimeopts "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/coco-runtime/coco/shim/options"
+	"github.com/coco-runtime/coco/shim/version"
+)
+
+// containerd ≤ 2.2 writes the bare runtime options on stdin. containerd's
+// shim library decodes those bytes as BootstrapParams without error; the
+// manager must notice and rebuild the params from the legacy flags and env,
+// keeping the runtime options.
+func TestLegacyStdin(t *testing.T) {
+	ro, _ := anypb.New(&runtimeopts.Options{ConfigPath: "/etc/coco/x.toml"})
+	raw, _ := proto.Marshal(ro)
+	var misread bootapi.BootstrapParams
+	if err := proto.Unmarshal(raw, &misread); err != nil {
+		t.Skipf("this protobuf no longer misreads legacy stdin (%v); nothing to fix", err)
+	}
+	env := map[string]string{"TTRPC_ADDRESS": "/run/containerd/containerd.sock.ttrpc"}
+	m := &manager{cfg: Config{Getenv: func(k string) string { return env[k] }}}
+	args := []string{"-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock", "-publish-binary", "/usr/bin/containerd", "-id", "abc", "-debug", "start"}
+	p, opts := m.fixLegacy(&misread, args)
+	if p.InstanceID != "abc" || p.Namespace != "k8s.io" || p.ContainerdGrpcAddress != "/run/containerd/containerd.sock" ||
+		p.ContainerdTtrpcAddress != env["TTRPC_ADDRESS"] || p.LogLevel != bootapi.LogLevel_LOG_LEVEL_DEBUG {
+		t.Fatalf("rebuilt params %+v", p)
+	}
+	if path, err := options.ConfigPath(runtimeOptions(p, opts)); err != nil || path != "/etc/coco/x.toml" {
+		t.Fatalf("legacy runtime options lost: %q, %v", path, err)
+	}
+
+	// New-protocol params pass through untouched.
+	good := &bootapi.BootstrapParams{InstanceID: "abc", Namespace: "k8s.io"}
+	good.AddExtension(ro)
+	p, opts = m.fixLegacy(good, args)
+	if p != good || opts != nil {
+		t.Fatalf("valid params were rewritten: %+v", p)
+	}
+	if path, _ := options.ConfigPath(runtimeOptions(p, opts)); path != "/etc/coco/x.toml" {
+		t.Fatalf("extension options not found: %q", path)
+	}
+}
+
+func TestLegacyFlags(t *testing.T) {
+	got := legacyFlags([]string{"-namespace", "ns", "--id=x", "-debug", "-bundle", "/b", "delete"})
+	want := map[string]string{"namespace": "ns", "id": "x", "debug": "", "bundle": "/b"}
+	if len(got) != len(want) {
+		t.Fatalf("flags %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("flags %v, want %v", got, want)
+		}
+	}
+}
+
+func TestInfo(t *testing.T) {
+	m := New(version.RuntimeName, Config{})
+	info, err := m.Info(context.Background(), bytes.NewReader(nil))
+	if err != nil || info.Name != version.RuntimeName || info.Version.GetVersion() != version.Version {
+		t.Fatalf("Info = %v, %v", info, err)
+	}
+	ro, _ := anypb.New(&runtimeopts.Options{ConfigPath: "/etc/coco/x.toml"})
+	raw, _ := proto.Marshal(ro)
+	if info, err = m.Info(context.Background(), bytes.NewReader(raw)); err != nil || !proto.Equal(info.Options, ro) {
+		t.Fatalf("Info with options = %v, %v", info, err)
+	}
+	bad, _ := anypb.New(&runtimeopts.Options{ConfigPath: "rel.toml"})
+	raw, _ = proto.Marshal(bad)
+	if _, err := m.Info(context.Background(), bytes.NewReader(raw)); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("Info with a relative ConfigPath: %v", err)
+	}
+}
