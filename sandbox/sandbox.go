@@ -75,6 +75,10 @@ type Options struct {
 	NetNSPath   string
 	// StateDir is where the sandbox keeps what `delete` needs after a crash.
 	StateDir string
+	// GuestPause makes the guest run the pod's pause container itself, for
+	// containerd's sandbox API (sandboxer = "shim"), where no sandbox
+	// container task exists. Its events stay in the guest.
+	GuestPause bool
 }
 
 // Factory creates a Sandbox; tests pass a fake.

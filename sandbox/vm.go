@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/virtcontainers/agent"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
@@ -27,6 +28,7 @@ type agentClient interface {
 	streamOpener
 	Task() taskAPI.TTRPCTaskService
 	Agent() api.AgentClient
+	StartSandboxContainer(ctx context.Context, id string, spec []byte) (uint32, error)
 	Close() error
 }
 
@@ -147,6 +149,15 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	if _, err := client.Agent().SetupSandbox(ctx, setup); err != nil {
 		return fmt.Errorf("sandbox %s: guest setup: %w", s.opts.ID, err)
 	}
+	if s.opts.GuestPause {
+		hostname := ""
+		if s.opts.Spec != nil {
+			hostname = s.opts.Spec.Hostname
+		}
+		if _, err := client.StartSandboxContainer(ctx, s.opts.ID, agent.DefaultSandboxSpec(hostname)); err != nil {
+			return fmt.Errorf("sandbox %s: %w", s.opts.ID, err)
+		}
+	}
 	return nil
 }
 
@@ -179,6 +190,9 @@ func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClien
 		if err != nil {
 			log.G(ctx).WithError(err).WithField("topic", ev.GetTopic()).Warn("dropping undecodable guest event")
 			continue
+		}
+		if s.opts.GuestPause && containerOf(msg) == s.opts.ID {
+			continue // the guest's own pause container: containerd has no such task
 		}
 		s.live.observe(msg)
 		s.events <- Event{Topic: ev.GetTopic(), Message: msg}
@@ -388,4 +402,12 @@ func isSandboxContainer(sp *specs.Spec, id, sandboxID string) bool {
 		return t == "sandbox"
 	}
 	return id == sandboxID && sp.Annotations["io.kubernetes.cri.sandbox-id"] != ""
+}
+
+// containerOf names the container a task event is about.
+func containerOf(msg any) string {
+	if e, ok := msg.(interface{ GetContainerID() string }); ok {
+		return e.GetContainerID()
+	}
+	return ""
 }
