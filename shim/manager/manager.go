@@ -5,6 +5,7 @@ package manager
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -331,11 +332,29 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 	return status, nil
 }
 
-// shimAlive reports whether the shim whose address containerd wrote into
-// the bundle still answers.
+// shimAlive reports whether the shim containerd recorded in the bundle
+// still answers: containerd ≥ 2.3 writes bootstrap.json, older ones write
+// "address". With neither it cannot tell and says alive, so that deleting
+// one workload never destroys a pod that may still be running; the pod's
+// own sandbox task cleans it up.
 func shimAlive(bundle string) bool {
-	addr, err := shim.ReadAddress(filepath.Join(bundle, "address"))
-	return err == nil && shim.CanConnect(addr)
+	var addr string
+	if data, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
+		var res struct {
+			Address string `json:"address"`
+		}
+		if json.Unmarshal(data, &res) == nil {
+			addr = res.Address
+		}
+	}
+	if addr == "" {
+		a, err := shim.ReadAddress(filepath.Join(bundle, "address"))
+		if err != nil {
+			return true
+		}
+		addr = a
+	}
+	return shim.CanConnect(addr)
 }
 
 // Info answers `-info`: name, version, and the runtime options echoed back

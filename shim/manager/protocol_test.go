@@ -356,10 +356,25 @@ func TestDeleteAfterShimCrash(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(stateDir, sandboxtest.MarkerFile)); err != nil {
 		t.Fatalf("pod state missing while running: %v", err)
 	}
+	// A workload whose Create failed is deleted while the pod's shim lives:
+	// the pod must survive.
+	app := e.bundle("app2", cri("container", id), "sleep")
+	res, _ := json.Marshal(map[string]any{"version": 3, "address": addr, "protocol": "ttrpc"})
+	if err := os.WriteFile(filepath.Join(app, "bootstrap.json"), res, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.cmd(app, "app2", "-bundle", app, "delete").Output(); err != nil {
+		t.Fatalf("delete of a workload: %v (%q)", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, sandboxtest.MarkerFile)); err != nil {
+		t.Fatalf("deleting a workload destroyed the live pod: %v", err)
+	}
+
 	syscall.Kill(int(cn.ShimPid), syscall.SIGKILL)
 	waitGone(t, int(cn.ShimPid))
 
-	out, err := e.cmd(b, id, "-bundle", b, "delete").Output()
+	// Now the same workload's delete finds the pod's shim dead and cleans up.
+	out, err := e.cmd(app, "app2", "-bundle", app, "delete").Output()
 	if err != nil {
 		t.Fatalf("delete after crash: %v", err)
 	}
