@@ -158,3 +158,15 @@ func PowerOff(reason string) {
 		time.Sleep(time.Hour)
 	}
 }
+
+// MountConfigFS mounts configfs for configfs-tsm attestation reports (TEE
+// guests on Linux 6.7+). Kernels without configfs simply have no reports:
+// the error is for the log only.
+func MountConfigFS() error {
+	const target = "/sys/kernel/config"
+	err := unix.Mount("configfs", target, "configfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	if err == nil || err == unix.EBUSY {
+		return nil
+	}
+	return fmt.Errorf("mount configfs on %s: %w", target, err)
+}

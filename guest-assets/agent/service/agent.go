@@ -39,6 +39,7 @@ type agentService struct {
 	reader     events.Reader
 	guest      Guest
 	compile    PolicyCompiler
+	initData   func(ctx context.Context) (string, error)
 	destroy    func(reason string)
 	containers *container.Manager
 	setupMu    sync.Mutex
@@ -63,8 +64,24 @@ func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequ
 		return nil, fmt.Errorf("sandbox %s is already set up: %w", s.setupFor, errdefs.ErrAlreadyExists)
 	}
 	// The policy comes first: if it does not compile nothing else changes.
-	if r.GetPolicy() != "" {
-		p, err := s.compilePolicy(r.GetPolicy())
+	// The pod owner's policy in init-data (which the verifier sees) wins
+	// over one the host proposes; the guest image's default applies when
+	// neither exists.
+	text := r.GetPolicy()
+	if s.initData != nil {
+		owner, err := s.initData(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("init-data: %w", err)
+		}
+		if owner != "" {
+			if text != "" {
+				log.G(ctx).Warn("ignoring the host's policy: init-data carries policy.rego")
+			}
+			text = owner
+		}
+	}
+	if text != "" {
+		p, err := s.compilePolicy(text)
 		if err != nil {
 			return nil, err
 		}

@@ -45,6 +45,11 @@ type Config struct {
 	IODir string
 	// OnDestroy runs after DestroySandbox answered; it powers the VM off.
 	OnDestroy func(reason string)
+	// InitData loads the pod's init-data once, at SetupSandbox, and returns
+	// its policy.rego ("" when none). An error refuses the sandbox: it means
+	// the init-data is malformed or does not match the TEE's launch data.
+	// nil means the guest has no init-data support.
+	InitData func(ctx context.Context) (policy string, err error)
 }
 
 // Agent is the guest agent's servers.
@@ -88,6 +93,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		queue:      a.queue,
 		guest:      cfg.Guest,
 		compile:    cfg.CompilePolicy,
+		initData:   cfg.InitData,
 		destroy:    destroy,
 		containers: containers,
 	})

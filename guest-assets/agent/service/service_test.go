@@ -87,7 +87,10 @@ type harness struct {
 
 func start(t *testing.T) *harness { return startB(t) }
 
-func startB(t testing.TB) *harness {
+func startB(t testing.TB) *harness { return startWith(t, nil) }
+
+// startWith starts an agent whose Config mod may adjust first.
+func startWith(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &harness{guest: &fakeGuest{}, destroyed: make(chan string, 1), dir: dir}
@@ -95,8 +98,7 @@ func startB(t testing.TB) *harness {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var err error
-	h.agent, err = New(ctx, Config{
+	cfg := Config{
 		Version: "test",
 		StartNs: 1,
 		Now:     func() uint64 { return 42 },
@@ -109,7 +111,12 @@ func startB(t testing.TB) *harness {
 		},
 		IODir:     filepath.Join(dir, "io"),
 		OnDestroy: func(r string) { h.destroyed <- r },
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	var err error
+	h.agent, err = New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

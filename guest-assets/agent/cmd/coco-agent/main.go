@@ -27,6 +27,7 @@ import (
 	"github.com/coco-runtime/coco/guest-assets/agent/service"
 	"github.com/coco-runtime/coco/guest-assets/kmod"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+	"github.com/coco-runtime/coco/virtcontainers/initdata"
 	vpolicy "github.com/coco-runtime/coco/virtcontainers/policy"
 )
 
@@ -65,6 +66,9 @@ func run(start uint64) error {
 		return err
 	}
 	boot.OpenConsole()
+	if err := boot.MountConfigFS(); err != nil {
+		log.L.WithError(err).Debug("no configfs-tsm reports")
+	}
 	os.Setenv("PATH", guestPath)
 	logrus.SetOutput(os.Stderr)
 	logrus.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: false})
@@ -128,6 +132,25 @@ func run(start uint64) error {
 		},
 		IODir:     ioDir,
 		OnDestroy: func(reason string) { destroyed <- reason },
+		InitData: func(ctx context.Context) (string, error) {
+			// The init-data disk needs the virtio-blk driver.
+			select {
+			case <-driversReady:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			res, err := initdata.LoadInGuest(initdata.GuestOptions{})
+			if err != nil {
+				return "", err
+			}
+			if res.InitData != nil {
+				log.G(ctx).WithField("device", res.Device).Infof("init-data loaded into %s", initdata.GuestDir)
+			}
+			if res.Note != "" {
+				log.G(ctx).Info(res.Note)
+			}
+			return res.Policy, nil
+		},
 	})
 	if err != nil {
 		return err
