@@ -296,10 +296,10 @@ func runtimeOptions(p *bootapi.BootstrapParams, legacy *anypb.Any) *anypb.Any {
 // the live shim still owns the pod and nothing is touched.
 func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	status := shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(unix.SIGKILL)}
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
+	if _, err := namespaces.NamespaceRequired(ctx); err != nil {
 		return status, err
 	}
+	var err error
 	bundle := ""
 	if o, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok {
 		bundle = o.BundlePath
@@ -325,7 +325,7 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 	if m.cfg.Cleanup == nil {
 		return status, fmt.Errorf("delete: no cleanup function: %w", errdefs.ErrNotImplemented)
 	}
-	dir := pod.StateDir(pod.RunDir(m.cfg.Getenv), ns, role.SandboxID)
+	dir := pod.StateDir(pod.RunDir(m.cfg.Getenv), role.SandboxID)
 	if err := m.cfg.Cleanup(ctx, dir); err != nil {
 		return status, fmt.Errorf("delete: clean up pod %s (%s): %w", role.SandboxID, dir, err)
 	}

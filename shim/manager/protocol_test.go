@@ -305,7 +305,7 @@ func TestProtocol(t *testing.T) {
 	_, err = tasks.Delete(ctx, &taskAPI.DeleteRequest{ID: pod1})
 	must("delete sandbox", err)
 
-	stateDir := pod.StateDir(e.runDir, ns, pod1)
+	stateDir := pod.StateDir(e.runDir, pod1)
 	if got, _ := os.ReadFile(filepath.Join(stateDir, sandboxtest.ConfigFile)); string(got) != "/etc/coco/configuration-test.toml" {
 		t.Fatalf("the pod got configuration %q, want the runtime option's ConfigPath", got)
 	}
@@ -352,7 +352,7 @@ func TestDeleteAfterShimCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stateDir := pod.StateDir(e.runDir, ns, id)
+	stateDir := pod.StateDir(e.runDir, id)
 	if _, err := os.Stat(filepath.Join(stateDir, sandboxtest.MarkerFile)); err != nil {
 		t.Fatalf("pod state missing while running: %v", err)
 	}

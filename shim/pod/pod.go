@@ -7,8 +7,6 @@ package pod
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -36,17 +34,18 @@ type Deps struct {
 	Getenv func(string) string
 }
 
-// Where pod state lives: a short path, because the sandbox puts unix sockets
-// there and bundle paths are too long for them.
+// Where pod state lives: /run/coco/<pod id>. Pod ids are containerd
+// identifiers (validated before they get here), so they cannot escape the
+// directory; naming the directory after the pod lets an operator (and the
+// integration leak checks) find what belongs to which pod.
 const (
 	DefaultRunDir = "/run/coco"
 	RunDirEnv     = "COCO_RUN_DIR"
 )
 
-// StateDir is the directory of pod id in namespace ns, under root.
-func StateDir(root, ns, id string) string {
-	sum := sha256.Sum256([]byte(ns + "/" + id))
-	return filepath.Join(root, hex.EncodeToString(sum[:10]))
+// StateDir is the directory of pod id under root.
+func StateDir(root, id string) string {
+	return filepath.Join(root, id)
 }
 
 // RunDir is $COCO_RUN_DIR or DefaultRunDir.
@@ -150,7 +149,7 @@ func (p *Pod) CreatedAt() time.Time {
 
 // StateDir is where this pod's sandbox keeps its state.
 func (p *Pod) StateDir(id string) string {
-	return StateDir(RunDir(p.getenv), p.ns, id)
+	return StateDir(RunDir(p.getenv), id)
 }
 
 func (p *Pod) getenv(k string) string {
