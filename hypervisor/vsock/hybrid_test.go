@@ -241,8 +241,8 @@ func TestDialVhostDeadline(t *testing.T) {
 	if err == nil {
 		t.Fatal("dial to a non-existent CID succeeded")
 	}
-	if time.Since(start) > 5*time.Second {
-		t.Errorf("dial overran: %s", time.Since(start))
+	if time.Since(start) > time.Second {
+		t.Errorf("dial overran its 300ms deadline: %s", time.Since(start))
 	}
 	if !strings.Contains(err.Error(), "cid 4294967294 port 1024") {
 		t.Errorf("error does not name the target: %v", err)

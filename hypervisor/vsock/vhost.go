@@ -27,10 +27,9 @@ func DialVhost(ctx context.Context, cid, port uint32) (net.Conn, error) {
 func (d Dialer) DialVhost(ctx context.Context, cid, port uint32) (net.Conn, error) {
 	what := fmt.Sprintf("vsock cid %d port %d", cid, port)
 	return d.retry(ctx, what, func(ctx context.Context) (net.Conn, error) {
-		// vsock.Dial takes no context; a connect to a guest that is not up
-		// yet ends by itself (ETIMEDOUT after the kernel's 2s, or ECONNRESET
-		// when nothing listens), so an attempt never outlives ctx by long.
-		c, err := vsock.Dial(cid, port, nil)
+		// DialContext ends a connect that the kernel would otherwise hold
+		// for its 2s timeout when ctx ends first.
+		c, err := vsock.DialContext(ctx, cid, port, nil)
 		if err != nil {
 			if transient(err) {
 				return nil, notReady{err}
