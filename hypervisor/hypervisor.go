@@ -91,10 +91,10 @@ type Config struct {
 	Driver string // "qemu" or "clh"
 	Path   string // VMM binary
 
-	Machine  string // qemu machine type: q35, microvm, pseries, s390-ccw-virtio
-	Accel    string // "auto", "kvm" or "tcg"
-	CPUModel string
-	VCPUs    uint32
+	Machine   string // qemu machine type: q35, microvm, pseries, s390-ccw-virtio
+	Accel     string // "auto", "kvm" or "tcg"
+	CPUModel  string
+	VCPUs     uint32
 	MemoryMiB uint32
 
 	Kernel       string
