@@ -147,7 +147,14 @@ func TestPodLifecycle(t *testing.T) {
 			// The leak check must see a live pod, or its silence after
 			// removal would prove nothing.
 			live := strings.Join(shared.ctrd.Leftovers(pod.ID), "\n")
-			for _, want := range []string{"process ", "shim socket ", "directory "} {
+			wants := []string{"process ", "shim socket ", "directory "}
+			if h.coco {
+				wants = append(wants, "qemu-system", "directory "+harness.CocoRunDir+"/"+pod.ID)
+				if _, err := os.Stat("/dev/vhost-vsock"); err != nil {
+					wants = append(wants, "vhost-device-vsock")
+				}
+			}
+			for _, want := range wants {
 				if !strings.Contains(live, want) {
 					t.Errorf("leak check sees no %q of the live pod %s; it sees:\n%s", want, pod.ID, live)
 				}
