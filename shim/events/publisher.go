@@ -10,6 +10,8 @@ package events
 import (
 	"context"
 	"fmt"
+	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,9 +19,9 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
-	"github.com/containerd/containerd/v2/pkg/ttrpcutil"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
+	"google.golang.org/grpc/status"
 )
 
 // Publisher is the subset of containerd's events.Publisher the shim needs.
@@ -40,24 +42,23 @@ const (
 // TTRPC_ADDRESS. Publish blocks until the event is delivered, so callers that
 // publish from a single goroutine get in-order delivery.
 type TTRPCPublisher struct {
+	address string
+
 	mu     sync.Mutex // serialises Publish: one event in flight at a time
-	client *ttrpcutil.Client
+	client *ttrpc.Client
 }
 
-// NewTTRPCPublisher connects lazily to containerd's ttrpc address.
+// NewTTRPCPublisher returns a publisher that connects on first use.
 func NewTTRPCPublisher(address string) (*TTRPCPublisher, error) {
 	if address == "" {
 		return nil, fmt.Errorf("no containerd ttrpc address: TTRPC_ADDRESS is not set")
 	}
-	c, err := ttrpcutil.NewClient(address)
-	if err != nil {
-		return nil, err
-	}
-	return &TTRPCPublisher{client: c}, nil
+	return &TTRPCPublisher{address: strings.TrimPrefix(address, "unix://")}, nil
 }
 
 // Publish delivers one event, retrying with backoff; it gives up after
-// maxAttempts or when ctx is done. ctx must carry the containerd namespace.
+// maxAttempts or as soon as ctx is done. ctx must carry the containerd
+// namespace.
 func (p *TTRPCPublisher) Publish(ctx context.Context, topic string, event any) error {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -78,6 +79,9 @@ func (p *TTRPCPublisher) Publish(ctx context.Context, topic string, event any) e
 	defer p.mu.Unlock()
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("publish %s: %w (last error: %v)", topic, cerr, err)
+		}
 		err = p.forward(ctx, req)
 		if err == nil {
 			return nil
@@ -87,35 +91,47 @@ func (p *TTRPCPublisher) Publish(ctx context.Context, topic string, event any) e
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("publish %s: %w (last error: %v)", topic, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
+// forward sends one request, (re)connecting first if needed; p.mu is held.
+// The dial honours ctx, so a cancelled publisher never waits on a
+// containerd that is gone.
 func (p *TTRPCPublisher) forward(ctx context.Context, req *eventsapi.ForwardRequest) error {
-	svc, err := p.client.EventsService()
-	if err == nil {
-		fctx, cancel := context.WithTimeout(ctx, forwardTimeout)
-		_, err = svc.Forward(fctx, req)
+	if p.client == nil {
+		var d net.Dialer
+		dctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+		conn, err := d.DialContext(dctx, "unix", p.address)
 		cancel()
-		if err == nil {
-			return nil
+		if err != nil {
+			return err
 		}
+		p.client = ttrpc.NewClient(conn)
 	}
-	if err != ttrpc.ErrClosed {
-		return err
-	}
-	// containerd restarted: reconnect once and let the caller's retry loop
-	// handle a second failure.
-	if rerr := p.client.Reconnect(); rerr != nil {
-		return rerr
+	fctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+	defer cancel()
+	_, err := eventsapi.NewTTRPCEventsClient(p.client).Forward(fctx, req)
+	if err != nil {
+		if _, isStatus := status.FromError(err); !isStatus {
+			// Transport trouble (containerd restarting): reconnect next time.
+			p.client.Close()
+			p.client = nil
+		}
 	}
 	return err
 }
 
 // Close closes the connection to containerd.
 func (p *TTRPCPublisher) Close() error {
-	return p.client.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client == nil {
+		return nil
+	}
+	err := p.client.Close()
+	p.client = nil
+	return err
 }

@@ -113,7 +113,11 @@ type env struct {
 	grpc    string
 	runDir  string
 	sockDir string
+	sink    *ttrpc.Server
 }
+
+// stopSink makes containerd's events service disappear.
+func (e *env) stopSink() { e.sink.Close() }
 
 func setup(t *testing.T) (*env, *eventSink) {
 	if testing.Short() {
@@ -142,6 +146,7 @@ func setup(t *testing.T) (*env, *eventSink) {
 		t.Fatal(err)
 	}
 	go srv.Serve(context.Background(), l)
+	e.sink = srv
 	t.Cleanup(func() { srv.Close() })
 	return e, sink
 }
@@ -162,15 +167,36 @@ func (e *env) bundle(id string, annotations map[string]string, args ...string) s
 	if err := unix.Mkfifo(logFifo, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	go func() {
-		f, err := os.OpenFile(logFifo, os.O_RDWR, 0) // RDWR: never blocks, never EOFs
-		if err != nil {
-			return
+	f, err := os.OpenFile(logFifo, os.O_RDWR, 0) // RDWR: never blocks, never EOFs
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { f.Close() })
+	logs := &lockedBuffer{}
+	go io.Copy(logs, f)
+	e.t.Cleanup(func() {
+		if e.t.Failed() {
+			e.t.Logf("shim log of %s:\n%s", id, logs.String())
 		}
-		defer f.Close()
-		io.Copy(io.Discard, f)
-	}()
+	})
 	return b
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func (e *env) cmd(bundle, id string, args ...string) *exec.Cmd {
@@ -230,6 +256,9 @@ func waitGone(t *testing.T, pid int) {
 	deadline := time.Now().Add(10 * time.Second)
 	for syscall.Kill(pid, 0) == nil {
 		if time.Now().After(deadline) {
+			// The shim library dumps its goroutines to the shim log on SIGUSR1.
+			syscall.Kill(pid, syscall.SIGUSR1)
+			time.Sleep(500 * time.Millisecond)
 			syscall.Kill(pid, syscall.SIGKILL)
 			t.Fatalf("shim %d still running", pid)
 		}
@@ -422,4 +451,30 @@ func TestVersionFlag(t *testing.T) {
 			t.Fatalf("--version output %q lacks %q", out, want)
 		}
 	}
+}
+
+// TestSIGTERMWithContainerdGone: containerd has died (its events service is
+// gone) and the shim is told to stop. It must stop the pod and exit, not
+// hang retrying events nobody will receive.
+func TestSIGTERMWithContainerdGone(t *testing.T) {
+	e, _ := setup(t)
+	const id = "pod3"
+	b := e.bundle(id, nil, "sleep")
+	addr := e.start(b, id, nil)
+	client, ctx := connect(t, addr)
+	tasks := taskAPI.NewTTRPCTaskClient(client)
+	if _, err := tasks.Create(ctx, &taskAPI.CreateTaskRequest{ID: id, Bundle: b}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	cn, err := tasks.Connect(ctx, &taskAPI.ConnectRequest{ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(e.ttrpc) // containerd gone: nothing listens for events
+	e.stopSink()
+	syscall.Kill(int(cn.ShimPid), syscall.SIGTERM)
+	waitGone(t, int(cn.ShimPid))
 }

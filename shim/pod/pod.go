@@ -80,8 +80,11 @@ type Pod struct {
 	pub  events.Publisher
 	ns   string
 	// ctx is the long-lived shim context; events are published with it
-	// even after a request that created the pod returns.
-	ctx context.Context
+	// even after a request that created the pod returns. Stop cancels it
+	// (cancelPublish) once the drain grace is over, so that a shim whose
+	// containerd is gone does not spend its exit retrying events.
+	ctx           context.Context
+	cancelPublish context.CancelFunc
 
 	mu         sync.Mutex
 	state      State
@@ -98,15 +101,21 @@ type Pod struct {
 
 // New returns an empty pod. ctx carries the containerd namespace.
 func New(ctx context.Context, ns string, deps Deps, pub events.Publisher) *Pod {
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &Pod{
-		deps:      deps,
-		pub:       pub,
-		ns:        ns,
-		ctx:       context.WithoutCancel(ctx),
-		exited:    make(chan struct{}),
-		forwarded: make(chan struct{}),
+		deps:          deps,
+		pub:           pub,
+		ns:            ns,
+		ctx:           pctx,
+		cancelPublish: cancel,
+		exited:        make(chan struct{}),
+		forwarded:     make(chan struct{}),
 	}
 }
+
+// drainGrace is how long Stop lets the last events be delivered before it
+// gives up on a containerd that does not take them.
+const drainGrace = 5 * time.Second
 
 // SetObserver installs the event observer; call it before Create.
 func (p *Pod) SetObserver(o Observer) {
@@ -324,6 +333,16 @@ func (p *Pod) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("stop pod %s: waiting for the VM to exit: %w", p.ID(), ctx.Err())
 	}
+	grace := time.NewTimer(drainGrace)
+	defer grace.Stop()
+	select {
+	case <-p.forwarded:
+		return err
+	case <-grace.C:
+	case <-ctx.Done():
+	}
+	log.G(ctx).WithField("pod", p.ID()).Warn("containerd is not taking the pod's last events; dropping them")
+	p.cancelPublish()
 	select {
 	case <-p.forwarded:
 	case <-ctx.Done():
