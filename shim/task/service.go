@@ -82,6 +82,9 @@ func (s *Service) guest() (taskAPI.TTRPCTaskService, error) {
 // comes first and its Create brings the VM up.
 func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	defer func() { retErr = toGRPC(retErr) }()
+	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
+		return nil, fmt.Errorf("restore of container %s from a checkpoint: %s: %w", r.ID, noCheckpoint, errdefs.ErrNotImplemented)
+	}
 	spec, err := options.ReadSpec(r.Bundle)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", r.Bundle, err)
@@ -384,10 +387,13 @@ func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (_ *empt
 	return &emptypb.Empty{}, nil
 }
 
+// noCheckpoint says why checkpoints are refused.
+const noCheckpoint = "the container runs in a confidential VM whose memory is encrypted and hidden from the host, " +
+	"so the host can neither checkpoint nor restore it"
+
 // Checkpoint is not possible for a confidential VM.
 func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
-	return nil, toGRPC(fmt.Errorf("checkpoint of container %s: the container runs in a confidential VM whose memory "+
-		"is encrypted and hidden from the host, so the host cannot checkpoint it: %w", r.ID, errdefs.ErrNotImplemented))
+	return nil, toGRPC(fmt.Errorf("checkpoint of container %s: %s: %w", r.ID, noCheckpoint, errdefs.ErrNotImplemented))
 }
 
 // Kill signals a process.

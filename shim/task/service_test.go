@@ -165,6 +165,10 @@ func TestHostSideErrorCodes(t *testing.T) {
 		{"Update unknown", func() error { _, err := h.svc.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "nope"}); return err }, isNotFound, "NotFound"},
 		{"Stats unknown", func() error { _, err := h.svc.Stats(ctx, &taskAPI.StatsRequest{ID: "nope"}); return err }, isNotFound, "NotFound"},
 		{"Checkpoint", func() error { _, err := h.svc.Checkpoint(ctx, &taskAPI.CheckpointTaskRequest{ID: "app"}); return err }, errdefs.IsNotImplemented, "NotImplemented"},
+		{"Create from checkpoint", func() error {
+			_, err := h.svc.Create(ctx, &taskAPI.CreateTaskRequest{ID: "restored", Bundle: bApp, Checkpoint: "/var/lib/cp"})
+			return err
+		}, errdefs.IsNotImplemented, "NotImplemented"},
 	}
 	for _, c := range cases {
 		wantCode(t, c.name, errNative(c.call()), c.is, c.class)
