@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -131,6 +132,15 @@ func setup(t *testing.T) (*env, *eventSink) {
 	e := &env{t: t, root: root, ttrpc: filepath.Join(root, "c.ttrpc"), grpc: filepath.Join(root, "c.sock"),
 		runDir: filepath.Join(root, "run"), sockDir: filepath.Join(root, "s")}
 	e.bin = filepath.Join(root, "containerd-shim-coco-v2")
+	// A failed test may leave shims of this binary running: stop them.
+	t.Cleanup(func() {
+		out, _ := exec.Command("pgrep", "-f", e.bin).Output()
+		for _, f := range strings.Fields(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 	build := exec.Command("go", "build", "-o", e.bin, "github.com/coco-runtime/coco/shim/internal/testshim")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build test shim: %v\n%s", err, out)
