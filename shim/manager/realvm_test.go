@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +20,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/coco-runtime/coco/sandbox"
 )
 
 // TestRealVM runs the real shim (real sandbox, QEMU, guest) under a real
@@ -61,6 +65,15 @@ func TestRealVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// After a failure: stop what this test started (shim, VM), then containerd.
+		if out, _ := exec.Command("pgrep", "-f", shimBin).Output(); len(out) > 0 {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		sandbox.Cleanup(context.Background(), "/run/coco/vm1")
 		daemon.Process.Kill()
 		daemon.Wait()
 		if t.Failed() {
