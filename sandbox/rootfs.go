@@ -26,9 +26,16 @@ func diskSerial(containerID string) string {
 // EROFS image the VM can attach as a disk. The host-side files are copied
 // into the image, so the host cannot change them under the running container.
 // mounts are the snapshotter's mounts from the task request; when empty the
-// bundle's rootfs directory is used as is (ctr run with a prepared bundle).
-func buildRootfsImage(ctx context.Context, mkfs, bundle string, mounts []*types.Mount, image string) (err error) {
-	src := filepath.Join(bundle, "rootfs")
+// spec's root directory is used as is (ctr run --rootfs, a prepared bundle):
+// root is spec.Root.Path, relative to the bundle unless absolute.
+func buildRootfsImage(ctx context.Context, mkfs, bundle, root string, mounts []*types.Mount, image string) (err error) {
+	if root == "" {
+		root = "rootfs"
+	}
+	src := root
+	if !filepath.IsAbs(src) {
+		src = filepath.Join(bundle, root)
+	}
 	if len(mounts) > 0 {
 		target, err := os.MkdirTemp(filepath.Dir(image), "rootfs-mnt-")
 		if err != nil {

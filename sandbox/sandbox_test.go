@@ -156,3 +156,24 @@ func TestCleanupKillsReferencingProcesses(t *testing.T) {
 		t.Fatalf("second cleanup: %v", err)
 	}
 }
+
+func TestBuildRootfsImageFromSpecRoot(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.erofs"); err != nil {
+		t.Skip("mkfs.erofs not installed (scripts/install-deps.sh); would check the image is built from spec.Root.Path")
+	}
+	bundle, root := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(root, "hello"), []byte("hi"), 0o644)
+	img := filepath.Join(t.TempDir(), "r.erofs")
+	// An absolute root outside the bundle (ctr run --rootfs) is used as is.
+	if err := buildRootfsImage(context.Background(), "", bundle, root, nil, img); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(img); err != nil || fi.Size() == 0 {
+		t.Fatalf("image: %v", err)
+	}
+	// A relative root that does not exist names the path.
+	err := buildRootfsImage(context.Background(), "", bundle, "rootfs", nil, img+"2")
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), filepath.Join(bundle, "rootfs")) {
+		t.Fatalf("missing rootfs: %v", err)
+	}
+}

@@ -229,7 +229,11 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		prep.SandboxContainer = true
 		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Agent{Agent: &emptypb.Empty{}}}
 	} else {
-		serial, err := s.attachRootfs(ctx, r)
+		root := ""
+		if spec.Root != nil {
+			root = spec.Root.Path
+		}
+		serial, err := s.attachRootfs(ctx, r, root)
 		if err != nil {
 			return nil, err
 		}
@@ -266,7 +270,7 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	return resp, nil
 }
 
-func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskRequest) (string, error) {
+func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskRequest, root string) (string, error) {
 	hot, ok := s.vm.(hypervisor.DiskHotplugger)
 	if !ok {
 		return "", fmt.Errorf("hypervisor %q cannot attach disks to a running VM: %w", s.vmConfig.Driver, errdefs.ErrNotImplemented)
@@ -276,7 +280,7 @@ func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskReque
 		return "", err
 	}
 	image := filepath.Join(dir, r.ID+".erofs")
-	if err := buildRootfsImage(ctx, mkfsPath(s.opts.Config), r.Bundle, r.Rootfs, image); err != nil {
+	if err := buildRootfsImage(ctx, mkfsPath(s.opts.Config), r.Bundle, root, r.Rootfs, image); err != nil {
 		return "", fmt.Errorf("container %s: %w", r.ID, err)
 	}
 	serial := diskSerial(r.ID)
