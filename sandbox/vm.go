@@ -29,6 +29,8 @@ type agentClient interface {
 	Task() taskAPI.TTRPCTaskService
 	Agent() api.AgentClient
 	StartSandboxContainer(ctx context.Context, id string, spec []byte) (uint32, error)
+	// Health is the agent's answer to the handshake (version, boot clock).
+	Health() *api.HealthResponse
 	Close() error
 }
 
@@ -50,6 +52,7 @@ type vmSandbox struct {
 
 	events   chan Event
 	live     liveProcs
+	phases   phaseLog
 	bgCancel context.CancelFunc
 	stopOnce sync.Once
 	stopErr  error
@@ -91,6 +94,7 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 		initData: plan,
 		disks:    map[string]string{},
 		events:   make(chan Event, 128),
+		phases:   phaseLog{dir: opts.StateDir},
 	}, nil
 }
 
@@ -102,6 +106,14 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	}
 	s.started = true
 	log.G(ctx).WithField("sandbox", s.opts.ID).Debug("starting pod VM")
+	t0 := time.Now()
+	mark := t0
+	lap := func() time.Duration {
+		now := time.Now()
+		d := now.Sub(mark)
+		mark = now
+		return d
+	}
 	if err := os.MkdirAll(s.opts.StateDir, 0o700); err != nil {
 		return err
 	}
@@ -120,9 +132,11 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 			return err
 		}
 	}
+	initDataTime := lap()
 	if err := s.vm.Start(ctx); err != nil {
 		return err
 	}
+	vmStartTime := lap()
 	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir, VMPID: s.vm.Info().PID}); err != nil {
 		return err
 	}
@@ -133,6 +147,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		return fmt.Errorf("sandbox %s: guest agent did not answer: %w", s.opts.ID, err)
 	}
 	s.agent = client
+	dialTime := lap()
 
 	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.bgCancel = bgCancel
@@ -158,6 +173,14 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 			return fmt.Errorf("sandbox %s: %w", s.opts.ID, err)
 		}
 	}
+	setupTime := lap()
+	health := client.Health()
+	s.phases.update(func(p *Phases) {
+		p.InitDataMs, p.VMStartMs, p.AgentDialMs, p.SetupMs = ms(initDataTime), ms(vmStartTime), ms(dialTime), ms(setupTime)
+		p.TotalMs = ms(time.Since(t0))
+		p.GuestAgentStartMs = float64(health.GetAgentStartNs()) / 1e6
+		p.GuestAgentReadyMs = float64(health.GetAgentReadyNs()) / 1e6
+	})
 	return nil
 }
 
@@ -225,6 +248,8 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		return nil, err
 	}
 	prep := &api.PrepareContainerRequest{ContainerId: r.ID, Spec: specBytes}
+	cp := ContainerPhases{ID: r.ID}
+	t := time.Now()
 	if isSandboxContainer(spec, r.ID, s.opts.ID) {
 		prep.SandboxContainer = true
 		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Agent{Agent: &emptypb.Empty{}}}
@@ -244,13 +269,17 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		}()
 		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Block{Block: &api.BlockDevice{Serial: serial, Fstype: "erofs"}}}
 	}
+	cp.RootfsMs = ms(time.Since(t))
 	if prep.Files, err = hostFiles(spec); err != nil {
 		return nil, err
 	}
+	t = time.Now()
 	prepared, err := c.Agent().PrepareContainer(ctx, prep)
 	if err != nil {
 		return nil, err
 	}
+	cp.PrepareMs = ms(time.Since(t))
+	t = time.Now()
 	stdin, stdout, stderr, abort, err := connectStdio(ctx, c, r.ID, "", pio)
 	if err != nil {
 		return nil, err
@@ -267,6 +296,8 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		abort()
 		return nil, err
 	}
+	cp.CreateMs = ms(time.Since(t))
+	s.phases.update(func(p *Phases) { p.Containers = append(p.Containers, cp) })
 	return resp, nil
 }
 
