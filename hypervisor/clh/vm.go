@@ -70,7 +70,7 @@ var (
 // nothing is created on disk until Start. Configuration errors are
 // errdefs.ErrInvalidArgument and name the setting and the fix.
 func New(cfg hypervisor.Config) (*VM, error) {
-	p, err := buildPlan(cfg)
+	p, err := buildPlan(cfg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +81,19 @@ func New(cfg hypervisor.Config) (*VM, error) {
 		dial:    vsock.DialHybrid,
 		hotplug: map[string]bool{},
 	}, nil
+}
+
+// Plan is New for showing a launch on a host that lacks the binary or the
+// guest assets: what is missing becomes a note instead of an error. The
+// result can show its Command but must not be started.
+func Plan(cfg hypervisor.Config) (hypervisor.Commander, error) {
+	var missing []string
+	p, err := buildPlan(cfg, &missing)
+	if err != nil {
+		return nil, err
+	}
+	p.notes = append(p.notes, missing...)
+	return &VM{cfg: cfg, plan: p, api: newAPIClient(filepath.Join(cfg.StateDir, apiSocketName))}, nil
 }
 
 // Command returns the vm.create body, one line of indented JSON per
@@ -430,7 +443,7 @@ func (v *VM) Resume(ctx context.Context) error {
 // AddDisk hot-plugs a virtio-blk disk (PUT vm.add-disk); the guest finds it
 // by the serial, which is the disk id.
 func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
-	dc, err := diskFor(d)
+	dc, err := diskFor(d, checkHostFile)
 	if err != nil {
 		return err
 	}

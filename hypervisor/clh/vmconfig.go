@@ -140,9 +140,9 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("clh: "+format+": %w", append(args, errdefs.ErrInvalidArgument)...)
 }
 
-// checkFile returns an error naming the setting and path when path is not
-// an existing regular file.
-func checkFile(what, path string) error {
+// checkHostFile returns an error naming the setting and path when path is
+// not an existing regular file.
+func checkHostFile(what, path string) error {
 	if path == "" {
 		return invalid("%s is not set", what)
 	}
@@ -162,9 +162,20 @@ func checkFile(what, path string) error {
 // buildPlan validates cfg and turns it into the vm.create body. Every
 // check that can fail without running anything happens here, so New
 // reports bad configuration before a process exists.
-func buildPlan(cfg hypervisor.Config) (*plan, error) {
+//
+// missing decides what a host file that is absent means: New passes nil
+// (an error), Plan collects a note so the launch can be shown anywhere.
+func buildPlan(cfg hypervisor.Config, missing *[]string) (*plan, error) {
 	if cfg.Driver != "" && cfg.Driver != "clh" {
 		return nil, invalid("driver %q: this driver is \"clh\"", cfg.Driver)
+	}
+	checkFile := func(what, path string) error {
+		err := checkHostFile(what, path)
+		if err != nil && missing != nil && path != "" {
+			*missing = append(*missing, fmt.Sprintf("not on this host: %v", err))
+			return nil
+		}
+		return err
 	}
 	if err := checkFile("hypervisor binary (path)", cfg.Path); err != nil {
 		return nil, err
@@ -224,7 +235,7 @@ func buildPlan(cfg hypervisor.Config) (*plan, error) {
 	if err := p.tee(cfg); err != nil {
 		return nil, err
 	}
-	if err := p.disks(cfg.Disks); err != nil {
+	if err := p.disks(cfg.Disks, checkFile); err != nil {
 		return nil, err
 	}
 	if cfg.Vsock.Mode != "" && cfg.Vsock.Mode != "auto" {
@@ -289,10 +300,10 @@ func (p *plan) tee(cfg hypervisor.Config) error {
 }
 
 // disks validates boot disks and converts them.
-func (p *plan) disks(disks []hypervisor.Disk) error {
+func (p *plan) disks(disks []hypervisor.Disk, checkFile func(what, path string) error) error {
 	seen := map[string]bool{}
 	for i, d := range disks {
-		dc, err := diskFor(d)
+		dc, err := diskFor(d, checkFile)
 		if err != nil {
 			return fmt.Errorf("disks[%d]: %w", i, err)
 		}
@@ -306,7 +317,7 @@ func (p *plan) disks(disks []hypervisor.Disk) error {
 }
 
 // diskFor checks one disk and returns its DiskConfig.
-func diskFor(d hypervisor.Disk) (diskConfig, error) {
+func diskFor(d hypervisor.Disk, checkFile func(what, path string) error) (diskConfig, error) {
 	switch {
 	case d.ID == "":
 		return diskConfig{}, invalid("disk %q has no id", d.Path)

@@ -129,7 +129,7 @@ func commander(cfg hypervisor.Config) (hypervisor.Commander, error) {
 	case "", "qemu":
 		return qemu.Plan(cfg)
 	case "clh":
-		return clh.New(cfg)
+		return clh.Plan(cfg)
 	}
 	return nil, fmt.Errorf("hypervisor.driver = %q: want \"qemu\" or \"clh\"", cfg.Driver)
 }
