@@ -115,7 +115,7 @@ func (g *Gate) Check(ctx context.Context, method string, req proto.Message) erro
 		}
 		return fmt.Errorf("%s denied by agent policy: %v: %w", methodName(method), err, errdefs.ErrPermissionDenied)
 	}
-	log.G(ctx).WithField("method", method).Trace("allowed by agent policy")
+	log.G(ctx).WithField("method", method).Debug("allowed by agent policy")
 	return nil
 }
 
