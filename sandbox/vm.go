@@ -121,7 +121,11 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		if retErr != nil {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
+			// teardown takes s.mu itself; this defer runs before the
+			// Unlock above, so release the lock around it.
+			s.mu.Unlock()
 			s.teardown(sctx)
+			s.mu.Lock()
 		}
 	}()
 	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir}); err != nil {
