@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,6 +87,8 @@ func writeSilentInitrd(path string) error {
 	return f.Close()
 }
 
+var sandboxIDInError = regexp.MustCompile(`failed to start sandbox \\?"([0-9a-f]{64})`)
+
 // runFailingPod runs a pod under handler, expects RunPodSandbox to fail and
 // returns the error text, after checking nothing of the attempt is left.
 func runFailingPod(t *testing.T, handler string, limit time.Duration) (string, time.Duration) {
@@ -103,6 +106,12 @@ func runFailingPod(t *testing.T, handler string, limit time.Duration) (string, t
 	if err == nil {
 		shared.ctrd.CRI.RemovePod(context.Background(), pod.ID)
 		t.Fatalf("RunPodSandbox with handler %s succeeded; want an error", handler)
+	}
+	// containerd names the sandbox it tried in the error; nothing of it may remain.
+	if m := sandboxIDInError.FindStringSubmatch(err.Error()); m != nil {
+		assertNoLeftovers(t, m[1])
+	} else {
+		t.Errorf("CRI error does not name the failed sandbox: %v", err)
 	}
 	state := filepath.Join(shared.failDir, "state-"+handler)
 	waitFor(t, 10*time.Second, func() (bool, string) {
@@ -143,7 +152,9 @@ func TestGuestNeverAnswers(t *testing.T) {
 	if !strings.Contains(msg, silentMarker) {
 		t.Errorf("CRI error lacks the console tail (marker %q):\n%s", silentMarker, msg)
 	}
-	if !strings.Contains(msg, silentBootTimeout.String()) {
+	// The configured value ("15s") or the elapsed time at it ("15.001s").
+	deadline := regexp.MustCompile(`\b` + strings.TrimSuffix(silentBootTimeout.String(), "s") + `(\.\d+)?s\b`)
+	if !deadline.MatchString(msg) {
 		t.Errorf("CRI error does not name the %s deadline:\n%s", silentBootTimeout, msg)
 	}
 	if took < silentBootTimeout {

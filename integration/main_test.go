@@ -143,10 +143,7 @@ func cocoSkipReason(e *env) string {
 // pending are coco scenarios known to fail on the current shim, keyed by test
 // or subtest name, with what is missing. They run only with COCO_E2E=1; delete
 // an entry once it passes.
-var pending = map[string]string{
-	"coco-sandboxer":        "sandbox API mode: the shim rejects containers that join the sandbox container's pid/ipc namespaces (\"sandbox container is not running\")",
-	"TestGuestNeverAnswers": "the shim does not give up at [hypervisor] boot_timeout when the guest never answers (RunPodSandbox hangs)",
-}
+var pending = map[string]string{}
 
 // skipPending skips a pending scenario unless COCO_E2E=1.
 func skipPending(t testing.TB, name string) {
