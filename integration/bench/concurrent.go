@@ -1,0 +1,89 @@
+//go:build integration
+
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/coco-runtime/coco/integration/harness"
+)
+
+// ConcurrentResult is one burst of n pods started at the same moment.
+type ConcurrentResult struct {
+	Handler string  `json:"handler"`
+	N       int     `json:"n"`
+	TotalMs float64 `json:"total_ms"`   // first RunPodSandbox sent → last one returned
+	SlowMs  float64 `json:"slowest_ms"` // the slowest single RunPodSandbox
+	// Per pod, averaged: the shim, plus QEMU and vhost-device-vsock for coco.
+	PerPodMem Mem `json:"per_pod_mem"`
+}
+
+// Concurrent starts n pods at once under handler, waits for all, samples
+// the memory of each pod's processes, and removes them.
+func Concurrent(ctx context.Context, env Env, handler string, coco bool, n int) (ConcurrentResult, error) {
+	res := ConcurrentResult{Handler: handler, N: n}
+	ids := make([]string, n)
+	errs := make([]error, n)
+	durs := make([]float64, n)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.Now()
+			cfg := harness.PodConfig(harness.PodOptions{Name: fmt.Sprintf("bench-conc-%s-%d-%d", handler, n, i), LogDir: env.LogDir})
+			pod, err := env.CRI.RunPod(ctx, handler, cfg)
+			durs[i] = msSince(t)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ids[i] = pod.ID
+		}()
+	}
+	wg.Wait()
+	res.TotalMs = msSince(t0)
+	res.SlowMs = Summarize(durs).Max
+	var total Mem
+	for _, id := range ids {
+		if id == "" {
+			continue
+		}
+		if coco {
+			total = total.Add(SumMem(FindProcs("containerd-shim-coco-v2", id, false)))
+			var st struct {
+				VMStateDir string `json:"vm_state_dir"`
+				VMPID      int    `json:"vm_pid"`
+			}
+			if err := readJSON(filepath.Join(env.CocoStateDir, id, "sandbox.json"), &st); err == nil {
+				if m, err := ReadMem(st.VMPID); err == nil {
+					total = total.Add(m)
+				}
+				total = total.Add(SumMem(FindProcs("vhost-device-vsock", st.VMStateDir, true)))
+			}
+		} else {
+			total = total.Add(SumMem(FindProcs("containerd-shim-runc-v2", id, false)))
+		}
+	}
+	res.PerPodMem = Mem{RSSKiB: total.RSSKiB / float64(n), PSSKiB: total.PSSKiB / float64(n)}
+	for i, id := range ids {
+		if id == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := env.CRI.RemovePod(context.WithoutCancel(ctx), id); err != nil && errs[i] == nil {
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	return res, errors.Join(errs...)
+}

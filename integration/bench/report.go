@@ -1,0 +1,185 @@
+//go:build integration
+
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// Report is the whole `make bench` result; it is also the JSON file.
+type Report struct {
+	Meta       map[string]string  `json:"meta"`
+	Runs       int                `json:"runs"`
+	Coco       []NamedStat        `json:"coco"`       // ms, pod start phases and latencies
+	Runc       []NamedStat        `json:"runc"`       // ms, the same steps through containerd's runc shim
+	Floor      []NamedStat        `json:"floor"`      // ms, bare QEMU boot of the same kernel
+	Memory     []NamedStat        `json:"memory"`     // KiB
+	Ratios     map[string]float64 `json:"ratios"`     // coco / baseline, medians
+	Concurrent []ConcurrentResult `json:"concurrent"` // bursts of pods
+	Samples    []PodSample        `json:"samples"`
+	Errors     []string           `json:"errors,omitempty"`
+}
+
+// Phase names: the table prints them in this order. "host" marks time
+// spent outside the guest (containerd, the shim, QEMU setup, host I/O).
+const (
+	PodTotal       = "RunPodSandbox (CRI, total)"
+	PhShimStart    = "  containerd + shim start + pause task start [host]"
+	PhInitData     = "  init-data image [host]"
+	PhVMStart      = "  VM process start: QEMU exec + QMP [host]"
+	PhVMMToKernel  = "  QEMU setup → kernel start + dial lag [host]"
+	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"
+	PhAgentReady   = "  agent start → serving [guest clock]"
+	PhSetup        = "  SetupSandbox [guest work]"
+	PhPause        = "  pause container prepare+create [guest work]"
+	PodHostShare   = "  = host-side share of RunPodSandbox"
+	CtrCreate      = "CreateContainer (CRI; metadata only, no shim call)"
+	CtrStart       = "StartContainer (CRI: task create + start)"
+	PhRootfs       = "  rootfs EROFS image + hotplug [host]"
+	PhPrepare      = "  PrepareContainer [guest work]"
+	PhRuncCreate   = "  stdio + runc create [guest work]"
+	PhStartOther   = "  containerd + shim + runc start [host+guest]"
+	CtrHostShare   = "  = host-side share of StartContainer (rootfs + rest)"
+	CtrFirstOut    = "StartContainer returned → first output line"
+	ToOutput       = "RunPodSandbox sent → first output (end to end)"
+	AgentRTT       = "agent round trip (Health, own vsock conn)"
+	ExecSync       = "ExecSync `true`"
+	StopPod        = "StopPodSandbox + RemovePodSandbox"
+	FloorWall      = "bare QEMU boot: exec → power-off (wall)"
+	FloorGuestInit = "bare QEMU boot: kernel start → init (guest clock)"
+)
+
+// AddCoco appends one coco sample's phases to s.
+func AddCoco(s *Series, p PodSample) {
+	ph := p.Phases
+	s.Add(PodTotal, p.RunPodMs)
+	var pause float64
+	for _, c := range ph.Containers {
+		if p.Container == nil || c.ID != p.Container.ID {
+			pause += c.PrepareMs + c.CreateMs
+		}
+	}
+	shim := p.RunPodMs - ph.TotalMs - pause
+	vmmToKernel := ph.AgentDialMs - ph.GuestAgentReadyMs
+	s.Add(PhShimStart, shim)
+	s.Add(PhInitData, ph.InitDataMs)
+	s.Add(PhVMStart, ph.VMStartMs)
+	s.Add(PhVMMToKernel, vmmToKernel)
+	s.Add(PhKernelBoot, ph.GuestAgentStartMs)
+	s.Add(PhAgentReady, ph.GuestAgentReadyMs-ph.GuestAgentStartMs)
+	s.Add(PhSetup, ph.SetupMs)
+	s.Add(PhPause, pause)
+	s.Add(PodHostShare, p.RunPodMs-ph.GuestAgentReadyMs-ph.SetupMs-pause)
+	s.Add(CtrCreate, p.CreateMs)
+	s.Add(CtrStart, p.StartMs)
+	// containerd's CRI creates the task (the shim's CreateTask, timed in
+	// phases.json) inside StartContainer, not CreateContainer.
+	if c := p.Container; c != nil {
+		other := p.StartMs - c.RootfsMs - c.PrepareMs - c.CreateMs
+		s.Add(PhRootfs, c.RootfsMs)
+		s.Add(PhPrepare, c.PrepareMs)
+		s.Add(PhRuncCreate, c.CreateMs)
+		s.Add(PhStartOther, other)
+		s.Add(CtrHostShare, c.RootfsMs+other)
+	}
+	addCommon(s, p)
+	s.Add(AgentRTT, p.AgentRTTMs)
+}
+
+// AddRunc appends one runc sample.
+func AddRunc(s *Series, p PodSample) {
+	s.Add(PodTotal, p.RunPodMs)
+	s.Add(CtrCreate, p.CreateMs)
+	s.Add(CtrStart, p.StartMs)
+	addCommon(s, p)
+}
+
+func addCommon(s *Series, p PodSample) {
+	s.Add(CtrFirstOut, p.FirstOutMs)
+	s.Add(ToOutput, p.ToOutputMs)
+	s.Add(ExecSync, p.ExecSyncMs)
+	s.Add(StopPod, p.StopPodMs)
+}
+
+// Median looks a row up by name.
+func Median(rows []NamedStat, name string) float64 {
+	for _, r := range rows {
+		if r.Name == name {
+			return r.Median
+		}
+	}
+	return 0
+}
+
+// WriteTable prints the report as plain aligned text.
+func (r *Report) WriteTable(out io.Writer) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	line := func(cells ...string) { fmt.Fprintln(w, strings.Join(cells, "\t")+"\t") }
+	keys := make([]string, 0, len(r.Meta))
+	for _, k := range []string{"date", "host", "qemu", "accel", "config", "guest", "runs"} {
+		if v, ok := r.Meta[k]; ok {
+			keys = append(keys, fmt.Sprintf("%s: %s", k, v))
+		}
+	}
+	fmt.Fprintln(out, strings.Join(keys, "\n"))
+	fmt.Fprintln(out)
+	line("pod start (ms)", "coco median", "min", "max", "runc median", "min", "max")
+	runc := map[string]NamedStat{}
+	for _, s := range r.Runc {
+		runc[s.Name] = s
+	}
+	for _, s := range r.Coco {
+		rc, ok := runc[s.Name]
+		if ok {
+			line(s.Name, f1(s.Median), f1(s.Min), f1(s.Max), f1(rc.Median), f1(rc.Min), f1(rc.Max))
+		} else {
+			line(s.Name, f1(s.Median), f1(s.Min), f1(s.Max), "", "", "")
+		}
+	}
+	for _, s := range r.Floor {
+		line(s.Name, f1(s.Median), f1(s.Min), f1(s.Max), "", "", "")
+	}
+	w.Flush()
+	fmt.Fprintln(out)
+	line("memory per pod (KiB)", "median", "min", "max")
+	for _, s := range r.Memory {
+		line(s.Name, f0(s.Median), f0(s.Min), f0(s.Max))
+	}
+	w.Flush()
+	fmt.Fprintln(out)
+	if len(r.Concurrent) > 0 {
+		line("concurrent pods", "N", "total ms", "slowest ms", "per-pod RSS KiB", "per-pod PSS KiB")
+		for _, c := range r.Concurrent {
+			line(c.Handler, fmt.Sprint(c.N), f1(c.TotalMs), f1(c.SlowMs), f0(c.PerPodMem.RSSKiB), f0(c.PerPodMem.PSSKiB))
+		}
+		w.Flush()
+		fmt.Fprintln(out)
+	}
+	line("ratio (medians)", "value")
+	for _, k := range sortedKeys(r.Ratios) {
+		line(k, fmt.Sprintf("%.2f", r.Ratios[k]))
+	}
+	w.Flush()
+	for _, e := range r.Errors {
+		fmt.Fprintln(out, "error:", e)
+	}
+}
+
+func sortedKeys(m map[string]float64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}
+
+func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
+func f0(v float64) string { return fmt.Sprintf("%.0f", v) }

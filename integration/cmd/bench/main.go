@@ -1,0 +1,266 @@
+//go:build integration
+
+// Command bench (`make bench`) starts one real containerd with containerd's
+// runc shim and ours, and reports in one run, median and spread over -n
+// pods: the phases of a coco pod start (host and guest clocks), the same pod
+// through runc, a bare QEMU boot of the same kernel (the floor), shim and
+// QEMU memory, agent round trip and ExecSync latency, and bursts of pods
+// started at once. A plain table goes to stdout, the JSON to -out.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coco-runtime/coco/integration/bench"
+	"github.com/coco-runtime/coco/integration/harness"
+)
+
+type options struct {
+	runs        int
+	warmup      int
+	roundTrips  int
+	concurrency []int
+	concMemMiB  int
+	out         string
+}
+
+func main() {
+	var o options
+	var conc string
+	flag.IntVar(&o.runs, "n", 5, "pods per handler (and bare boots) to take the median over")
+	flag.IntVar(&o.warmup, "warmup", 1, "untimed pods per handler first (page cache, KVM probe cache)")
+	flag.IntVar(&o.roundTrips, "roundtrips", 5, "ExecSync calls per pod (agent Health: 4x as many)")
+	flag.StringVar(&conc, "concurrency", "1,4,8", "comma-separated burst sizes of pods started at once (empty: none)")
+	flag.IntVar(&o.concMemMiB, "conc-memory", 256, "guest memory (MiB) of the pods in the bursts")
+	flag.StringVar(&o.out, "out", "build/bench", "results directory (JSON report)")
+	flag.Parse()
+	for _, f := range strings.Split(conc, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -concurrency: %q is not a positive number\n", f)
+			os.Exit(2)
+		}
+		o.concurrency = append(o.concurrency, n)
+	}
+	if o.runs < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -n must be at least 1")
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "bench %s: "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	repo, err := harness.RepoRoot()
+	if err != nil {
+		return err
+	}
+	guest := harness.GuestDir(repo)
+	if err := harness.CheckGuestAssets(guest); err != nil {
+		return err
+	}
+	out := o.out
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(repo, out)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "coco-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	// The burst pods get less memory and a longer boot timeout: with two
+	// cores and TCG, eight guests booting at once share the CPU eightfold.
+	burstCfg := filepath.Join(work, "configuration-bench-burst.toml")
+	if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\nmemory_mib = %d\nboot_timeout = \"300s\"\n[tee]\nkind = \"none\"\n", o.concMemMiB)), 0o644); err != nil {
+		return err
+	}
+	logf("building containerd, ctr, the runc shim (cached) and our shim")
+	bins, err := harness.BuildAll(ctx, repo, logf)
+	if err != nil {
+		return err
+	}
+	if bins.CocoShimErr != nil {
+		return bins.CocoShimErr
+	}
+	logf("starting containerd")
+	ctrd, err := harness.Start(ctx, harness.Options{
+		Repo: repo, Bins: bins,
+		Handlers: []harness.Handler{
+			harness.RuncHandler(),
+			harness.CocoHandler("coco", harness.CocoDevConfig(repo), ""),
+			harness.CocoHandler("coco-burst", burstCfg, ""),
+		},
+		Env: []string{"COCO_SHARE_DIR=" + guest}, Logf: logf,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		logf("tearing down")
+		if err := ctrd.Stop(context.Background()); err != nil {
+			logf("teardown: %v", err)
+		}
+	}()
+	env := bench.Env{CRI: ctrd.CRI, CocoStateDir: "/run/coco", LogDir: filepath.Join(ctrd.Root, "logs"), RoundTrips: o.roundTrips}
+
+	rep := &bench.Report{Runs: o.runs, Meta: meta(guest, o), Ratios: map[string]float64{}}
+	var coco, runc, floor, mem bench.Series
+	var qemuArgv []string
+	for i := -o.warmup; i < o.runs; i++ {
+		tag := fmt.Sprintf("run %d/%d", i+1, o.runs)
+		if i < 0 {
+			tag = "warm-up"
+		}
+		logf("%s: coco pod", tag)
+		cs, err := bench.MeasurePod(ctx, env, "coco", true, fmt.Sprintf("bench-coco-%d", i+o.warmup))
+		if err != nil {
+			return fmt.Errorf("%w\ncontainerd log tail:\n%s", err, ctrd.LogTail(3000))
+		}
+		logf("%s: runc pod", tag)
+		rs, err := bench.MeasurePod(ctx, env, "runc", false, fmt.Sprintf("bench-runc-%d", i+o.warmup))
+		if err != nil {
+			return err
+		}
+		if i < 0 {
+			continue
+		}
+		if qemuArgv == nil {
+			qemuArgv = cs.QEMUArgv
+		}
+		bench.AddCoco(&coco, cs)
+		bench.AddRunc(&runc, rs)
+		mem.Add("coco shim RSS", cs.ShimMem.RSSKiB)
+		mem.Add("coco shim PSS", cs.ShimMem.PSSKiB)
+		mem.Add("runc shim RSS (containerd-shim-runc-v2)", rs.ShimMem.RSSKiB)
+		mem.Add("runc shim PSS (containerd-shim-runc-v2)", rs.ShimMem.PSSKiB)
+		mem.Add("QEMU RSS", cs.VMMMem.RSSKiB)
+		mem.Add("QEMU PSS", cs.VMMMem.PSSKiB)
+		mem.Add("vhost-device-vsock RSS", cs.VsockMem.RSSKiB)
+		mem.Add("vhost-device-vsock PSS", cs.VsockMem.PSSKiB)
+		rep.Samples = append(rep.Samples, cs, rs)
+	}
+
+	if len(qemuArgv) > 0 {
+		logf("bare QEMU boots of the same kernel (floor)")
+		img, err := bench.FloorInitrd(ctx, repo, work)
+		if err != nil {
+			return err
+		}
+		console := filepath.Join(work, "floor-console.log")
+		argv, err := bench.FloorArgs(qemuArgv, img, console)
+		if err != nil {
+			return err
+		}
+		rep.Meta["floor argv"] = strings.Join(argv, " ")
+		for i := 0; i < o.runs; i++ {
+			fr, err := bench.BareBoot(ctx, argv, console)
+			if err != nil {
+				return err
+			}
+			floor.Add(bench.FloorWall, fr.WallMs)
+			floor.Add(bench.FloorGuestInit, fr.GuestInitMs)
+		}
+		rep.Meta["qemu argv"] = strings.Join(qemuArgv, " ")
+	}
+
+	for _, n := range o.concurrency {
+		for _, h := range []struct {
+			name string
+			coco bool
+		}{{"coco-burst", true}, {"runc", false}} {
+			logf("burst of %d %s pods", n, h.name)
+			cr, err := bench.Concurrent(ctx, env, h.name, h.coco, n)
+			if err != nil {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("burst %d %s: %v", n, h.name, err))
+			}
+			rep.Concurrent = append(rep.Concurrent, cr)
+		}
+	}
+
+	rep.Coco, rep.Runc, rep.Floor, rep.Memory = coco.Stats(), runc.Stats(), floor.Stats(), mem.Stats()
+	cm, rm := bench.Median(rep.Coco, bench.PodTotal), bench.Median(rep.Runc, bench.PodTotal)
+	rep.Ratios["RunPodSandbox coco/runc"] = bench.Ratio(cm, rm)
+	rep.Ratios["first output coco/runc (end to end)"] = bench.Ratio(bench.Median(rep.Coco, bench.ToOutput), bench.Median(rep.Runc, bench.ToOutput))
+	rep.Ratios["pod ready / bare boot (RunPodSandbox / floor wall)"] = bench.Ratio(cm, bench.Median(rep.Floor, bench.FloorWall))
+	rep.Ratios["shim PSS coco/runc"] = bench.Ratio(bench.Median(rep.Memory, "coco shim PSS"), bench.Median(rep.Memory, "runc shim PSS (containerd-shim-runc-v2)"))
+	rep.Ratios["ExecSync coco/runc"] = bench.Ratio(bench.Median(rep.Coco, bench.ExecSync), bench.Median(rep.Runc, bench.ExecSync))
+
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	name := filepath.Join(out, "bench-"+time.Now().UTC().Format("20060102T150405Z")+".json")
+	if err := os.WriteFile(name, data, 0o644); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(out, "latest.json"))
+	os.Symlink(filepath.Base(name), filepath.Join(out, "latest.json"))
+	rep.WriteTable(os.Stdout)
+	fmt.Printf("\nJSON: %s\n", name)
+	if len(rep.Errors) > 0 {
+		return fmt.Errorf("%d burst(s) failed (see the table)", len(rep.Errors))
+	}
+	return nil
+}
+
+func meta(guest string, o options) map[string]string {
+	m := map[string]string{
+		"date":   time.Now().UTC().Format(time.RFC3339),
+		"runs":   fmt.Sprintf("%d per handler (+%d warm-up), bursts at %d MiB guest memory", o.runs, o.warmup, o.concMemMiB),
+		"config": "configs/configuration-qemu-coco-dev.toml (coco), burst overlay memory/boot_timeout",
+	}
+	uname, _ := exec.Command("uname", "-r").Output()
+	m["host"] = fmt.Sprintf("%d CPUs, kernel %s, %s", runtime.NumCPU(), strings.TrimSpace(string(uname)), cpuModel())
+	if v, err := exec.Command("qemu-system-x86_64", "--version").Output(); err == nil {
+		m["qemu"] = strings.SplitN(string(v), "\n", 2)[0]
+	}
+	var sizes []string
+	for _, f := range []string{"vmlinux", "initrd.img", "coco-agent"} {
+		if fi, err := os.Stat(filepath.Join(guest, f)); err == nil {
+			sizes = append(sizes, fmt.Sprintf("%s %.1f MB", f, float64(fi.Size())/1e6))
+		}
+	}
+	m["guest"] = strings.Join(sizes, ", ")
+	if _, err := os.Stat("/dev/kvm"); err == nil {
+		m["accel"] = "auto (a KVM probe decides; see qemu argv in the JSON)"
+	} else {
+		m["accel"] = "tcg (no /dev/kvm)"
+	}
+	return m
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
