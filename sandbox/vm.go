@@ -50,12 +50,13 @@ type vmSandbox struct {
 	agent   agentClient
 	disks   map[string]string // container id → rootfs image on the host
 
-	events   chan Event
-	live     liveProcs
-	phases   phaseLog
-	bgCancel context.CancelFunc
-	stopOnce sync.Once
-	stopErr  error
+	events       chan Event
+	eventsClosed sync.Once
+	live         liveProcs
+	phases       phaseLog
+	bgCancel     context.CancelFunc
+	stopOnce     sync.Once
+	stopErr      error
 }
 
 // New is the Factory of real sandboxes: it resolves the configuration and
@@ -99,12 +100,15 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 }
 
 func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
+	// The lock guards the fields only, never the boot: Stop may run while
+	// Start waits for the guest.
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.started {
+		s.mu.Unlock()
 		return fmt.Errorf("sandbox %s already started: %w", s.opts.ID, errdefs.ErrFailedPrecondition)
 	}
 	s.started = true
+	s.mu.Unlock()
 	log.G(ctx).WithField("sandbox", s.opts.ID).Debug("starting pod VM")
 	t0 := time.Now()
 	mark := t0
@@ -121,11 +125,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		if retErr != nil {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
-			// teardown takes s.mu itself; this defer runs before the
-			// Unlock above, so release the lock around it.
-			s.mu.Unlock()
 			s.teardown(sctx)
-			s.mu.Lock()
 		}
 	}()
 	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir}); err != nil {
@@ -150,16 +150,21 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("sandbox %s: guest agent did not answer: %w", s.opts.ID, err)
 	}
+	s.mu.Lock()
 	s.agent = client
+	s.mu.Unlock()
 	dialTime := lap()
-
 	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.bgCancel = bgCancel
 	stream, err := client.Agent().Events(bg, &api.EventsRequest{})
 	if err != nil {
+		bgCancel()
 		return fmt.Errorf("sandbox %s: subscribe to guest events: %w", s.opts.ID, err)
 	}
 	go s.pumpEvents(bg, stream)
+	// From here the pump owns the events channel; teardown stops it.
+	s.mu.Lock()
+	s.bgCancel = bgCancel
+	s.mu.Unlock()
 
 	setup, err := s.setupRequest()
 	if err != nil {
@@ -207,7 +212,7 @@ func (s *vmSandbox) setupRequest() (*api.SetupSandboxRequest, error) {
 // pumpEvents forwards guest events in order. When the stream ends (the VM
 // is gone or stopping) every process still running gets its TaskExit.
 func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClient) {
-	defer close(s.events)
+	defer s.closeEvents()
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
@@ -400,11 +405,14 @@ func (s *vmSandbox) teardown(ctx context.Context) error {
 	if c != nil {
 		c.Close()
 	}
-	if s.bgCancel != nil {
-		s.bgCancel()
+	s.mu.Lock()
+	bgCancel := s.bgCancel
+	s.mu.Unlock()
+	if bgCancel != nil {
+		bgCancel()
 	} else {
 		// The event pump never started: close the channel ourselves.
-		s.closeEventsOnce()
+		s.closeEvents()
 	}
 	if err := os.RemoveAll(s.opts.StateDir); err != nil {
 		errs = append(errs, err)
@@ -412,9 +420,8 @@ func (s *vmSandbox) teardown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (s *vmSandbox) closeEventsOnce() {
-	defer func() { recover() }() // already closed by the pump
-	close(s.events)
+func (s *vmSandbox) closeEvents() {
+	s.eventsClosed.Do(func() { close(s.events) })
 }
 
 func (s *vmSandbox) Wait(ctx context.Context) (hypervisor.ExitStatus, error) {
