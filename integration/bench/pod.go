@@ -50,6 +50,7 @@ type PodSample struct {
 	VMMMem     Mem      `json:"vmm_mem"`      // QEMU (coco only)
 	VsockMem   Mem      `json:"vsock_mem"`    // vhost-device-vsock (coco only)
 	QEMUArgv   []string `json:"-"`
+	ExecErrors []string `json:"exec_errors,omitempty"`
 
 	// Phases is the shim's phases.json (coco only).
 	Phases *sandbox.Phases `json:"phases,omitempty"`
@@ -107,8 +108,11 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 	var execs []float64
 	for i := 0; i < env.RoundTrips; i++ {
 		t := time.Now()
+		// A failed exec is reported, not fatal: one flaky call should not
+		// throw away the rest of a 15-minute run.
 		if _, _, code, err := env.CRI.Exec(ctx, cr.ContainerId, 30*time.Second, "true"); err != nil || code != 0 {
-			return s, fmt.Errorf("ExecSync true (%s): code %d, %v", handler, code, err)
+			s.ExecErrors = append(s.ExecErrors, fmt.Sprintf("ExecSync true (%s): code %d, %v", handler, code, err))
+			continue
 		}
 		execs = append(execs, msSince(t))
 	}

@@ -269,9 +269,13 @@ func (c *Containerd) Stop(ctx context.Context) error {
 		}
 	}
 	// Shims outlive containerd by design; ours carry its socket address in argv.
+	// TERM first so a shim can still stop its VM and remove its state.
 	for _, pid := range processesMentioning(c.Address) {
-		syscall.Kill(pid, syscall.SIGKILL)
-		errs = append(errs, fmt.Errorf("harness: killed leftover process %d mentioning %s", pid, c.Address))
+		syscall.Kill(pid, syscall.SIGTERM)
+		if !waitGone(pid, 5*time.Second) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		errs = append(errs, fmt.Errorf("harness: stopped leftover process %d mentioning %s", pid, c.Address))
 	}
 	if err := unmountUnder(c.Root); err != nil {
 		errs = append(errs, err)

@@ -34,6 +34,8 @@ type options struct {
 	concurrency []int
 	concMemMiB  int
 	out         string
+	cocoConfig  string
+	kernelArgs  string
 }
 
 func main() {
@@ -45,6 +47,8 @@ func main() {
 	flag.StringVar(&conc, "concurrency", "1,4,8", "comma-separated burst sizes of pods started at once (empty: none)")
 	flag.IntVar(&o.concMemMiB, "conc-memory", 256, "guest memory (MiB) of the pods in the bursts")
 	flag.StringVar(&o.out, "out", "build/bench", "results directory (JSON report)")
+	flag.StringVar(&o.cocoConfig, "config", "", "config file of the coco handler (default: configs/configuration-qemu-coco-dev.toml)")
+	flag.StringVar(&o.kernelArgs, "kernel-params", "", "extra guest kernel parameters for the coco pods (an overlay config; not with -config): for A/B runs")
 	flag.Parse()
 	for _, f := range strings.Split(conc, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -100,6 +104,23 @@ func run(o options) error {
 	if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\nmemory_mib = %d\nboot_timeout = \"300s\"\n[tee]\nkind = \"none\"\n", o.concMemMiB)), 0o644); err != nil {
 		return err
 	}
+	cocoCfg := o.cocoConfig
+	switch {
+	case cocoCfg != "" && o.kernelArgs != "":
+		return fmt.Errorf("-config and -kernel-params: give one (put kernel_params in the config file)")
+	case cocoCfg == "" && o.kernelArgs != "":
+		cocoCfg = filepath.Join(work, "configuration-bench.toml")
+		if err := os.WriteFile(cocoCfg, []byte(fmt.Sprintf("[hypervisor]\nkernel_params = %q\n[tee]\nkind = \"none\"\n", o.kernelArgs)), 0o644); err != nil {
+			return err
+		}
+	case cocoCfg == "":
+		cocoCfg = harness.CocoDevConfig(repo)
+	}
+	if o.kernelArgs != "" {
+		if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\nmemory_mib = %d\nboot_timeout = \"300s\"\nkernel_params = %q\n[tee]\nkind = \"none\"\n", o.concMemMiB, o.kernelArgs)), 0o644); err != nil {
+			return err
+		}
+	}
 	logf("building containerd, ctr, the runc shim (cached) and our shim")
 	bins, err := harness.BuildAll(ctx, repo, logf)
 	if err != nil {
@@ -113,7 +134,7 @@ func run(o options) error {
 		Repo: repo, Bins: bins,
 		Handlers: []harness.Handler{
 			harness.RuncHandler(),
-			harness.CocoHandler("coco", harness.CocoDevConfig(repo), ""),
+			harness.CocoHandler("coco", cocoCfg, ""),
 			harness.CocoHandler("coco-burst", burstCfg, ""),
 		},
 		Env: []string{"COCO_SHARE_DIR=" + guest}, Logf: logf,
@@ -130,6 +151,10 @@ func run(o options) error {
 	env := bench.Env{CRI: ctrd.CRI, CocoStateDir: "/run/coco", LogDir: filepath.Join(ctrd.Root, "logs"), RoundTrips: o.roundTrips}
 
 	rep := &bench.Report{Runs: o.runs, Meta: meta(guest, o), Ratios: map[string]float64{}}
+	rep.Meta["config"] = cocoCfg
+	if o.kernelArgs != "" {
+		rep.Meta["config"] += fmt.Sprintf(" (coco-dev + kernel_params %q)", o.kernelArgs)
+	}
 	var coco, runc, floor, mem bench.Series
 	var qemuArgv []string
 	for i := -o.warmup; i < o.runs; i++ {
@@ -146,6 +171,10 @@ func run(o options) error {
 		rs, err := bench.MeasurePod(ctx, env, "runc", false, fmt.Sprintf("bench-runc-%d", i+o.warmup))
 		if err != nil {
 			return err
+		}
+		for _, e := range append(cs.ExecErrors, rs.ExecErrors...) {
+			rep.Errors = append(rep.Errors, e)
+			logf("%s", e)
 		}
 		if i < 0 {
 			continue
@@ -224,7 +253,7 @@ func run(o options) error {
 	rep.WriteTable(os.Stdout)
 	fmt.Printf("\nJSON: %s\n", name)
 	if len(rep.Errors) > 0 {
-		return fmt.Errorf("%d burst(s) failed (see the table)", len(rep.Errors))
+		return fmt.Errorf("%d call(s) failed (listed under the table)", len(rep.Errors))
 	}
 	return nil
 }
