@@ -130,7 +130,7 @@ func runMain(m *testing.M) int {
 // cocoGate is why the coco rows are off by default: every scenario passes,
 // but not every run yet (see the issue note). The lead turns them on for
 // `make test` by setting COCO_E2E=1 there once the flakes are fixed.
-const cocoGate = "coco rows are gated: set COCO_E2E=1 to run them (intermittent: a guest whose agent serves on port 1024 is sometimes not reachable over hybrid vsock within boot_timeout; RemovePodSandbox after QEMU died sometimes fails with \"failed to shutdown sandbox: ttrpc: closed\" in sandboxer=shim mode)"
+const cocoGate = "coco rows are gated: set COCO_E2E=1 to run them (intermittent: a guest whose agent serves on port 1024 is sometimes not reachable over hybrid vsock within boot_timeout; after QEMU is killed, RemovePodSandbox sometimes fails with \"failed to shutdown sandbox: ttrpc: closed\" (sandboxer=shim) or the shim outlives its removed pod (podsandbox))"
 
 // cocoSkipReason gates the coco rows: they run with COCO_E2E=1 (or "all",
 // which adds the pending ones) and need our shim to build.
