@@ -199,6 +199,16 @@ func (p *plan) kernelParams() string {
 	// panic=1 with -no-reboot: a panicking guest ends the VM within a second
 	// instead of hanging until the boot timeout.
 	params := []string{"console=" + p.machine.console, "panic=1"}
+	// Boot-speed parameters, each measured with `make bench` (a bare boot
+	// of the Debian kernel under TCG, medians of 5-6 interleaved boots):
+	// expedited RCU grace periods (-0.65 s together with the next one, and
+	// runc create in the guest, which waits in synchronize_rcu, -0.2 s);
+	// no crypto self-tests at boot (crypto_algapi_init alone took 0.3 s);
+	// on x86 no TSC watchdog and no timer check (-0.1 s).
+	params = append(params, "rcupdate.rcu_expedited=1", "cryptomgr.notests")
+	if p.machine.binary == "qemu-system-x86_64" {
+		params = append(params, "tsc=reliable", "no_timer_check")
+	}
 	if extra := strings.TrimSpace(p.cfg.KernelParams); extra != "" {
 		params = append(params, extra)
 	}
