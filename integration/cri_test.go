@@ -238,3 +238,20 @@ func waitFor(t *testing.T, limit time.Duration, cond func() (bool, string)) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestEmptyPod stops and removes a pod that never ran a container, as the
+// kubelet does when a pod's first container cannot be created.
+func TestEmptyPod(t *testing.T) {
+	forEachHandler(t, func(t *testing.T, h handlerCase) {
+		ctx := testCtx(t, 3*time.Minute)
+		cri := shared.ctrd.CRI
+		pod, err := cri.RunPod(ctx, h.name, harness.PodConfig(harness.PodOptions{Name: "empty-" + h.name, LogDir: t.TempDir()}))
+		if err != nil {
+			t.Fatalf("RunPodSandbox: %v", err)
+		}
+		if err := cri.RemovePod(ctx, pod.ID); err != nil {
+			t.Fatal(err)
+		}
+		assertNoLeftovers(t, pod.ID)
+	})
+}
