@@ -46,6 +46,16 @@ type DiskHotplugger interface {
 	RemoveDisk(ctx context.Context, id string) error
 }
 
+// GuestListener is implemented by VMs whose guest can open connections to
+// the host. The agent announces itself on such a connection, so the host
+// does not have to knock on a port the guest cannot answer yet.
+type GuestListener interface {
+	// ListenGuest accepts the connections the guest opens to host port
+	// port. errdefs.ErrNotImplemented means this VM's transport has no
+	// per-VM host side (kernel vhost-vsock shares one host port space).
+	ListenGuest(port uint32) (net.Listener, error)
+}
+
 // Pauser is implemented by VMs whose vCPUs can be stopped and resumed.
 type Pauser interface {
 	Pause(ctx context.Context) error

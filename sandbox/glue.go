@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"github.com/coco-runtime/coco/configs"
 	"github.com/coco-runtime/coco/hypervisor"
@@ -14,6 +15,7 @@ import (
 	"github.com/coco-runtime/coco/hypervisor/qemu"
 	"github.com/coco-runtime/coco/hypervisor/tee"
 	"github.com/coco-runtime/coco/virtcontainers/agent"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 	"github.com/coco-runtime/coco/virtcontainers/initdata"
 )
 
@@ -35,7 +37,45 @@ func newVM(cfg hypervisor.Config) (hypervisor.VM, error) {
 }
 
 func dialAgent(ctx context.Context, vm hypervisor.VM) (agentClient, error) {
+	if gl, ok := vm.(hypervisor.GuestListener); ok {
+		if err := waitGuestReady(ctx, vm, gl); err != nil && !errdefs.IsNotImplemented(err) {
+			log.G(ctx).WithError(err).Debug("no readiness announcement from the guest; dialling anyway")
+		}
+	}
 	return agent.Dial(ctx, vm)
+}
+
+// waitGuestReady returns once the guest agent has connected to the host's
+// ReadyPort (it serves from then on), or with ctx's error. Dialling only
+// then keeps connection attempts away from a guest whose vsock driver is
+// not up yet, which the vhost-user vsock daemon does not survive reliably.
+func waitGuestReady(ctx context.Context, vm hypervisor.VM, gl hypervisor.GuestListener) error {
+	l, err := gl.ListenGuest(api.ReadyPort)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	// A VM that dies will never announce itself: stop waiting at once.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		vm.Wait(ctx)
+		cancel()
+	}()
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	select {
+	case err := <-accepted:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func mkfsPath(c *configs.Config) string { return c.Rootfs.Mkfs }

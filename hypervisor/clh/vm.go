@@ -425,6 +425,14 @@ func (v *VM) Dial(ctx context.Context, port uint32) (net.Conn, error) {
 }
 
 // Pause stops the vCPUs (PUT vm.pause).
+// ListenGuest accepts guest-initiated connections to host port port: Cloud
+// Hypervisor forwards them to the unix socket <vsock socket>_<port>.
+func (v *VM) ListenGuest(port uint32) (net.Listener, error) {
+	path := fmt.Sprintf("%s_%d", filepath.Join(v.cfg.StateDir, vsockSocketName), port)
+	os.Remove(path)
+	return net.Listen("unix", path)
+}
+
 func (v *VM) Pause(ctx context.Context) error {
 	if _, err := v.running("pause"); err != nil {
 		return err

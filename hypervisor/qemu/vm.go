@@ -326,6 +326,17 @@ func (v *VM) Wait(ctx context.Context) (hypervisor.ExitStatus, error) {
 
 // Dial connects to a guest vsock port, retrying until the boot timeout (or
 // ctx) ends, or QEMU exits.
+// ListenGuest accepts guest-initiated connections to host port port. With
+// vhost-device-vsock they arrive on the unix socket <uds-path>_<port>.
+func (v *VM) ListenGuest(port uint32) (net.Listener, error) {
+	if v.plan.mode == modeVhost {
+		return nil, fmt.Errorf("guest-initiated connections on kernel vhost-vsock share the host's port space: %w", errdefs.ErrNotImplemented)
+	}
+	path := fmt.Sprintf("%s_%d", v.plan.paths.hybrid, port)
+	os.Remove(path)
+	return net.Listen("unix", path)
+}
+
 func (v *VM) Dial(ctx context.Context, port uint32) (net.Conn, error) {
 	v.mu.Lock()
 	ok := v.started && v.cmd != nil && !v.stopped

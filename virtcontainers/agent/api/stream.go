@@ -12,6 +12,11 @@ import (
 const (
 	AgentPort  uint32 = 1024
 	StreamPort uint32 = 1025
+	// ReadyPort is the HOST port the agent connects to once it serves: the
+	// host dials AgentPort only after that, never into a guest that cannot
+	// answer yet (vhost-device-vsock mishandles connections opened before
+	// the guest driver is up).
+	ReadyPort uint32 = 1026
 )
 
 // Stream kinds named in a stream handshake.

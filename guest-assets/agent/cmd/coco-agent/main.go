@@ -166,6 +166,7 @@ func run(start uint64) error {
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(ctx, agentL, streamL) }()
 	boot.Log("serving on vsock ports %d and %d, %.3fs after kernel start", api.AgentPort, api.StreamPort, float64(boot.Boottime())/1e9)
+	go announceReady(ctx)
 
 	select {
 	case reason := <-destroyed:
@@ -180,10 +181,16 @@ func run(start uint64) error {
 	}
 }
 
-// listen opens a vsock listener, retrying briefly until the vsock module
-// has registered its address family.
+// listen opens a vsock listener once the guest's vsock transport is up
+// (the guest has a context ID), retrying briefly while the modules load.
 func listen(ctx context.Context, port uint32) (*vsock.Listener, error) {
 	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cid, err := vsock.ContextID(); err == nil && cid != unix.VMADDR_CID_ANY {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for {
 		// Any local CID: the virtio transport may register after we listen.
 		l, err := vsock.ListenContextID(unix.VMADDR_CID_ANY, port, nil)
@@ -211,5 +218,22 @@ func reap(ctx context.Context) {
 				log.L.WithError(err).Debug("reap")
 			}
 		}
+	}
+}
+
+// announceReady tells the host the agent serves: it connects to the host's
+// ReadyPort and closes. The host dials the agent only after that. Hosts
+// without a per-VM host side (kernel vhost-vsock) never accept; they dial
+// with retries instead, so giving up after a while is harmless.
+func announceReady(ctx context.Context) {
+	deadline := time.Now().Add(15 * time.Second)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		c, err := vsock.Dial(vsock.Host, api.ReadyPort, nil)
+		if err == nil {
+			c.Close()
+			log.L.Debug("announced readiness to the host")
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
