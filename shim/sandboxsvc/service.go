@@ -37,6 +37,10 @@ const (
 // stopTimeout bounds StopSandbox when containerd gives no timeout.
 const stopTimeout = 30 * time.Second
 
+// shutdownGrace is how long ShutdownSandbox lets its answer reach containerd
+// before the shim exits.
+const shutdownGrace = 200 * time.Millisecond
+
 var _ sandboxAPI.TTRPCSandboxService = (*Service)(nil)
 
 // Service implements the sandbox API for the shim's pod.
@@ -225,7 +229,11 @@ func (s *Service) ShutdownSandbox(ctx context.Context, r *sandboxAPI.ShutdownSan
 	if err := s.pod.Stop(sctx); err != nil {
 		log.G(ctx).WithError(err).Warn("stopping the pod VM at sandbox shutdown")
 	}
-	s.sd.Shutdown()
+	// The shim exits as soon as shutdown starts, and ttrpc writes this
+	// answer only after we return: containerd reports an unanswered
+	// ShutdownSandbox as a failed RemovePodSandbox. Give the answer time to
+	// leave first.
+	time.AfterFunc(shutdownGrace, s.sd.Shutdown)
 	return &sandboxAPI.ShutdownSandboxResponse{}, nil
 }
 

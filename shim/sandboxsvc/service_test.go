@@ -163,7 +163,12 @@ func TestSandboxAPIFlow(t *testing.T) {
 	}
 	select {
 	case <-sd.done:
+		t.Fatal("the shim began exiting before ShutdownSandbox's answer could be sent")
 	default:
+	}
+	select {
+	case <-sd.done:
+	case <-time.After(5 * time.Second):
 		t.Fatal("ShutdownSandbox did not end the shim")
 	}
 }
