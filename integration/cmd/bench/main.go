@@ -165,12 +165,24 @@ func run(o options) error {
 		logf("%s: coco pod", tag)
 		cs, err := bench.MeasurePod(ctx, env, "coco", true, fmt.Sprintf("bench-coco-%d", i+o.warmup))
 		if err != nil {
-			return fmt.Errorf("%w\ncontainerd log tail:\n%s", err, ctrd.LogTail(3000))
+			// A failed pod is reported and left out; the run goes on, so
+			// one flaky start does not cost the other measurements.
+			logf("%s: coco pod failed: %v", tag, err)
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: coco pod: %v", tag, err))
+			if ctx.Err() != nil {
+				return err
+			}
+			continue
 		}
 		logf("%s: runc pod", tag)
 		rs, err := bench.MeasurePod(ctx, env, "runc", false, fmt.Sprintf("bench-runc-%d", i+o.warmup))
 		if err != nil {
-			return err
+			logf("%s: runc pod failed: %v", tag, err)
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: runc pod: %v", tag, err))
+			if ctx.Err() != nil {
+				return err
+			}
+			continue
 		}
 		for _, e := range append(cs.ExecErrors, rs.ExecErrors...) {
 			rep.Errors = append(rep.Errors, e)
@@ -195,6 +207,9 @@ func run(o options) error {
 		rep.Samples = append(rep.Samples, cs, rs)
 	}
 
+	if len(rep.Samples) == 0 {
+		return fmt.Errorf("no pod pair succeeded:\n%s\ncontainerd log tail:\n%s", strings.Join(rep.Errors, "\n"), ctrd.LogTail(3000))
+	}
 	if len(qemuArgv) > 0 {
 		logf("bare QEMU boots of the same kernel (floor)")
 		img, err := bench.FloorInitrd(ctx, repo, work)
