@@ -19,10 +19,15 @@ import (
 type Mem struct {
 	RSSKiB float64 `json:"rss_kib"`
 	PSSKiB float64 `json:"pss_kib"`
+	// AnonKiB is the private, anonymous part (heap, stacks, guest RAM of
+	// a private backend): what each further pod costs, whatever is shared.
+	AnonKiB float64 `json:"anon_kib"`
 }
 
 // Add returns the sum of m and o.
-func (m Mem) Add(o Mem) Mem { return Mem{RSSKiB: m.RSSKiB + o.RSSKiB, PSSKiB: m.PSSKiB + o.PSSKiB} }
+func (m Mem) Add(o Mem) Mem {
+	return Mem{RSSKiB: m.RSSKiB + o.RSSKiB, PSSKiB: m.PSSKiB + o.PSSKiB, AnonKiB: m.AnonKiB + o.AnonKiB}
+}
 
 // ReadMem reads pid's smaps_rollup.
 func ReadMem(pid int) (Mem, error) {
@@ -46,6 +51,8 @@ func ReadMem(pid int) (Mem, error) {
 			m.RSSKiB = v
 		case "Pss:":
 			m.PSSKiB = v
+		case "Anonymous:":
+			m.AnonKiB = v
 		}
 	}
 	return m, sc.Err()
