@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -329,7 +330,83 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 	if err := m.cfg.Cleanup(ctx, dir); err != nil {
 		return status, fmt.Errorf("delete: clean up pod %s (%s): %w", role.SandboxID, dir, err)
 	}
+	if role.IsSandbox {
+		// containerd runs delete for the sandbox when it has given up on
+		// the pod's shim (its connection dropped). A shim still running
+		// then serves nothing containerd will ever ask for again.
+		ns, _ := namespaces.Namespace(ctx)
+		if err := terminateShim(ctx, ns, role.SandboxID); err != nil {
+			log.G(ctx).WithError(err).Warn("delete: stopping the pod's shim")
+		}
+	}
 	return status, nil
+}
+
+// terminateShim ends the shim process serving pod id in namespace ns, if
+// one still runs: SIGTERM (it stops the VM and exits), SIGKILL after a grace.
+// The shim is recognised by its own argv: this binary, -namespace ns, -id
+// id, and no start/delete action.
+func terminateShim(ctx context.Context, ns, id string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if !isPodShim(argv, filepath.Base(self), ns, id) {
+			continue
+		}
+		log.G(ctx).WithField("pid", pid).Info("delete: stopping the pod's shim, which containerd no longer talks to")
+		unix.Kill(pid, unix.SIGTERM)
+		deadline := time.Now().Add(5 * time.Second)
+		for running(pid) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		unix.Kill(pid, unix.SIGKILL)
+	}
+	return nil
+}
+
+// running reports whether pid exists and is not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// isPodShim reports whether argv is the serving shim of pod id.
+func isPodShim(argv []string, name, ns, id string) bool {
+	if len(argv) == 0 || filepath.Base(argv[0]) != name {
+		return false
+	}
+	switch argv[len(argv)-1] {
+	case "start", "delete":
+		return false
+	}
+	flag := func(f string) string {
+		for i := 0; i+1 < len(argv); i++ {
+			if argv[i] == f || argv[i] == "-"+f {
+				return argv[i+1]
+			}
+		}
+		return ""
+	}
+	return flag("-id") == id && flag("-namespace") == ns
 }
 
 // shimAlive reports whether the shim containerd recorded in the bundle

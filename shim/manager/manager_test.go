@@ -80,3 +80,25 @@ func TestInfo(t *testing.T) {
 		t.Fatalf("Info with a relative ConfigPath: %v", err)
 	}
 }
+
+func TestIsPodShim(t *testing.T) {
+	const name = "containerd-shim-coco-v2"
+	serving := []string{"/usr/local/bin/" + name, "-namespace", "k8s.io", "-id", "pod1", "-address", "/run/containerd/containerd.sock"}
+	for _, tc := range []struct {
+		argv []string
+		want bool
+	}{
+		{serving, true},
+		{append(append([]string{}, serving...), "-debug"), true},
+		{append(append([]string{}, serving...), "delete"), false},
+		{append(append([]string{}, serving...), "start"), false},
+		{[]string{"/usr/bin/other", "-namespace", "k8s.io", "-id", "pod1"}, false},
+		{[]string{"/usr/local/bin/" + name, "-namespace", "default", "-id", "pod1"}, false},
+		{[]string{"/usr/local/bin/" + name, "-namespace", "k8s.io", "-id", "pod2"}, false},
+		{nil, false},
+	} {
+		if got := isPodShim(tc.argv, name, "k8s.io", "pod1"); got != tc.want {
+			t.Errorf("isPodShim(%q) = %v, want %v", tc.argv, got, tc.want)
+		}
+	}
+}
