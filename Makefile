@@ -16,7 +16,7 @@ deps:
 
 # The README's test command: unit tests, then the integration tests through a
 # real containerd, real QEMU and the real guest.
-test: deps lint unit integration
+test: deps lint guest-assets unit integration
 
 build: shim
 

@@ -1,6 +1,6 @@
 # End-to-end: a real containerd (built from the version in go.mod, cached under
 # /var/cache/coco) driven through CRI and ctr. See integration/main_test.go.
-#   make integration              runc rows; COCO_E2E=1 adds the coco rows and failure scenarios
+#   make integration              every scenario for runc, coco and coco-sandboxer (COCO_E2E=0: runc only)
 #   make demo                     one pod in a VM through CRI, guest vs host side by side
 #   make dev-containerd[-stop]    the same containerd in the background, for crictl
 INTEGRATION_TIMEOUT ?= 45m
