@@ -5,7 +5,7 @@ GUEST_OUT     ?= build/guest
 COCO_CACHE    ?= /var/cache/coco
 KERNEL_PIN    := guest-assets/kernel/kernel.pin
 # Modules the guest loads (their dependencies are added, built-ins dropped).
-GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay
+GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon
 # none or gzip; see guest-assets/initrd for why none is the default.
 INITRD_COMPRESSION ?= none
 AGENT_PKG     := ./guest-assets/agent/cmd/coco-agent

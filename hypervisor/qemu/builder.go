@@ -150,6 +150,12 @@ func (p *plan) argv() ([]string, error) {
 		// get none: host-provided randomness is not to be trusted there.
 		c.object(newOpts("rng-random").set("id", "rng0").set("filename", "/dev/urandom"))
 		c.device(newOpts(p.virtio("virtio-rng")).set("rng", "rng0"))
+		// Free page reporting: the guest hands pages it frees (the initrd
+		// image once unpacked, exited containers) back to the host. make
+		// bench: QEMU RSS -40 MB per pod (guest RAM resident 177 -> 136 MB)
+		// for one more small module. Confidential guests get none: their
+		// memory is private and the host must not see which pages are free.
+		c.device(newOpts(p.virtio("virtio-balloon")).set("id", "balloon0").setBool("free-page-reporting", true))
 	}
 
 	if p.machine.rootPorts {
