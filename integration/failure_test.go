@@ -27,6 +27,8 @@ const (
 	handlerNoKernel = "coco-nokernel"
 	handlerBadKey   = "coco-badkey"
 	handlerSilent   = "coco-silent"
+	// Not broken: the coco-dev class proposing the default TEE policy.
+	handlerTEEPolicy = "coco-teepolicy"
 )
 
 // silentMarker is what the silent guest prints on its console; the CRI error
@@ -45,9 +47,10 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 		return nil, err
 	}
 	configs := map[string]string{
-		handlerNoKernel: fmt.Sprintf("[hypervisor]\nkernel = %q\n", missingKernel),
-		handlerBadKey:   "[hypervisor]\nno_such_key = 1\n",
-		handlerSilent:   fmt.Sprintf("[hypervisor]\ninitrd = %q\nboot_timeout = %q\n", silentInitrd, silentBootTimeout.String()),
+		handlerNoKernel:  fmt.Sprintf("[hypervisor]\nkernel = %q\n", missingKernel),
+		handlerBadKey:    "[hypervisor]\nno_such_key = 1\n",
+		handlerSilent:    fmt.Sprintf("[hypervisor]\ninitrd = %q\nboot_timeout = %q\n", silentInitrd, silentBootTimeout.String()),
+		handlerTEEPolicy: fmt.Sprintf("[agent]\npolicy = %q\n", filepath.Join(e.repo, "configs", "policies", "default-tee.rego")),
 	}
 	var hs []harness.Handler
 	for name, body := range configs {
