@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -38,11 +40,31 @@ func newVM(cfg hypervisor.Config) (hypervisor.VM, error) {
 
 func dialAgent(ctx context.Context, vm hypervisor.VM) (agentClient, error) {
 	if gl, ok := vm.(hypervisor.GuestListener); ok {
-		if err := waitGuestReady(ctx, vm, gl); err != nil && !errdefs.IsNotImplemented(err) {
+		start := time.Now()
+		err := waitGuestReady(ctx, vm, gl)
+		if err != nil && ctx.Err() == context.DeadlineExceeded {
+			return nil, fmt.Errorf("guest agent not ready after %s: it did not announce itself on host vsock port %d (the boot timeout is [hypervisor] boot_timeout): %w%s",
+				time.Since(start).Round(time.Millisecond), api.ReadyPort, err, consoleTail(vm.Info().ConsoleLog, 20))
+		}
+		if err != nil && !errdefs.IsNotImplemented(err) {
 			log.G(ctx).WithError(err).Debug("no readiness announcement from the guest; dialling anyway")
 		}
 	}
 	return agent.Dial(ctx, vm)
+}
+
+// consoleTail is the last n lines of the guest console log, for errors
+// about a guest that did not come up.
+func consoleTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return fmt.Sprintf("\nlast %d lines of the guest console (%s):\n%s", len(lines), path, strings.Join(lines, "\n"))
 }
 
 // waitGuestReady returns once the guest agent has connected to the host's

@@ -18,7 +18,7 @@ const PhasesFile = "phases.json"
 // CLOCK_BOOTTIME, whose zero is the kernel's start.
 type Phases struct {
 	// Host side of Start.
-	InitDataMs  float64 `json:"initdata_ms"`   // init-data image written
+	InitDataMs  float64 `json:"initdata_ms"`   // state file written (the init-data image is written by New)
 	VMStartMs   float64 `json:"vm_start_ms"`   // VMM process launched (returns before the guest boots)
 	AgentDialMs float64 `json:"agent_dial_ms"` // VMM launched → agent answered Health (includes the guest boot)
 	SetupMs     float64 `json:"setup_ms"`      // SetupSandbox (+ guest pause container in sandbox-API mode)

@@ -77,14 +77,27 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 		return nil, err
 	}
 	if plan != nil {
+		// The driver checks boot disks exist, so the image is written now;
+		// a failure below removes the state directory again.
+		image := filepath.Join(opts.StateDir, "initdata.img")
+		if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(image, plan.image, 0o400); err != nil {
+			os.RemoveAll(opts.StateDir)
+			return nil, err
+		}
 		vmCfg.LaunchData = plan.launchData
-		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: "initdata", Path: filepath.Join(opts.StateDir, "initdata.img"), ReadOnly: true})
+		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: "initdata", Path: image, ReadOnly: true})
 		if plan.note != "" {
 			log.G(ctx).WithField("sandbox", opts.ID).Warn(plan.note)
 		}
 	}
 	vm, err := newVM(vmCfg)
 	if err != nil {
+		if plan != nil {
+			os.RemoveAll(opts.StateDir)
+		}
 		return nil, err
 	}
 	return &vmSandbox{
@@ -130,11 +143,6 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	}()
 	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir}); err != nil {
 		return err
-	}
-	if s.initData != nil {
-		if err := os.WriteFile(filepath.Join(s.opts.StateDir, "initdata.img"), s.initData.image, 0o600); err != nil {
-			return err
-		}
 	}
 	initDataTime := lap()
 	if err := s.vm.Start(ctx); err != nil {
