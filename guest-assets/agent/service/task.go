@@ -57,6 +57,7 @@ func (t *taskService) fillStdio(id, execID string, terminal bool, fields ...*str
 		}
 		*f = p
 	}
+	t.streams.Claim(id, execID)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +47,10 @@ type proc struct {
 	cancel  context.CancelFunc
 	started chan struct{} // closed once the process owns its stdio
 	once    sync.Once
+	// claimed is set once a Create or Exec naming these streams went to
+	// the task service; from then on that request's outcome (or Delete)
+	// releases them, not a host connection that ends early.
+	claimed atomic.Bool
 	paths   map[string]string // kind → fifo path
 	stdin   []io.Closer       // the stdin conn and fifo, closed at release
 	outputs []chan struct{}   // closed when an output pump finished
@@ -271,6 +276,9 @@ func pumpOutput(ctx context.Context, h api.StreamHeader, c net.Conn, f io.ReadCl
 func (s *Streams) watchHost(key procKey, p *proc, c net.Conn) {
 	var b [1]byte
 	c.Read(b[:])
+	if p.claimed.Load() {
+		return
+	}
 	select {
 	case <-p.started:
 		return
@@ -297,6 +305,18 @@ func (s *Streams) Path(containerID, execID, kind string) (string, bool) {
 	}
 	path, ok := p.paths[kind]
 	return path, ok
+}
+
+// Claim records that a Create or Exec naming the process's streams is going
+// to the task service: an output connection that ends before the process
+// starts no longer releases the FIFOs the task service is about to open.
+func (s *Streams) Claim(containerID, execID string) {
+	s.mu.Lock()
+	p := s.procs[procKey{containerID, execID}]
+	s.mu.Unlock()
+	if p != nil {
+		p.claimed.Store(true)
+	}
 }
 
 // Started records that the process owns its stdio (after task Create for
