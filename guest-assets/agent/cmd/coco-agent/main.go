@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/coco-runtime/coco/configs/policies"
 	"github.com/coco-runtime/coco/guest-assets/agent/boot"
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
 	"github.com/coco-runtime/coco/guest-assets/agent/pause"
@@ -120,7 +121,7 @@ func run(start uint64) error {
 		Version:       Version,
 		StartNs:       start,
 		Now:           boot.Boottime,
-		Policy:        policy.AllowAll{},
+		Policy:        defaultPolicy(),
 		CompilePolicy: func(text string) (policy.Policy, error) { return vpolicy.Compile(text) },
 		Guest:         boot.Guest{},
 		Containers: container.Config{
@@ -236,4 +237,22 @@ func announceReady(ctx context.Context) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// defaultPolicy is the policy before any is loaded: allow-all in a plain VM
+// (coco-dev), but the default TEE policy — no exec, no container stdio, no
+// policy change — when the guest runs in a TEE, so that a confidential pod
+// without a policy of its own fails closed.
+func defaultPolicy() policy.Policy {
+	for _, dev := range []string{"/dev/sev-guest", "/dev/tdx_guest", "/dev/tdx-guest", "/sys/kernel/config/tsm/report"} {
+		if _, err := os.Stat(dev); err == nil {
+			p, err := vpolicy.Compile(policies.DefaultTEE)
+			if err != nil {
+				boot.PowerOff(fmt.Sprintf("fatal: built-in TEE policy: %v", err))
+			}
+			log.L.Infof("TEE guest (%s): default policy denies exec and container stdio", dev)
+			return p
+		}
+	}
+	return policy.AllowAll{}
 }
