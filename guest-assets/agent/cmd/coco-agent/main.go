@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/signal"
@@ -146,6 +147,7 @@ func run(start uint64) error {
 			}
 			if res.InitData != nil {
 				log.G(ctx).WithField("device", res.Device).Infof("init-data loaded into %s", initdata.GuestDir)
+				logInitDataFiles(ctx)
 			}
 			if res.Note != "" {
 				log.G(ctx).Info(res.Note)
@@ -255,4 +257,18 @@ func defaultPolicy() policy.Policy {
 		}
 	}
 	return policy.AllowAll{}
+}
+
+// logInitDataFiles puts the sha256 of each published init-data file on the
+// console, read back from where the guest components will read it: the pod
+// owner (and the integration tests) can compare it with what was sent. The
+// files hold configuration, not secrets; only their digests are logged.
+func logInitDataFiles(ctx context.Context) {
+	for _, name := range []string{"initdata.toml", "aa.toml", "cdh.toml"} {
+		b, err := os.ReadFile(filepath.Join(initdata.GuestDir, name))
+		if err != nil {
+			continue
+		}
+		log.G(ctx).Infof("init-data file %s sha256:%x", name, sha256.Sum256(b))
+	}
 }
