@@ -341,16 +341,8 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (_ *taskAP
 }
 
 // Pids lists the container's processes (guest pids).
-func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (_ *taskAPI.PidsResponse, retErr error) {
-	defer func() { retErr = toGRPC(retErr) }()
-	if _, _, err := s.table.get(r.ID, ""); err != nil {
-		return nil, err
-	}
-	g, err := s.guest()
-	if err != nil {
-		return nil, err
-	}
-	return g.Pids(ctx, r)
+func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	return forward(s, r.ID, "", func(g taskAPI.TTRPCTaskService) (*taskAPI.PidsResponse, error) { return g.Pids(ctx, r) })
 }
 
 // Pause freezes a running container.
@@ -414,17 +406,24 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (_ *emptypb.
 	return g.Kill(ctx, r)
 }
 
-// ResizePty resizes the guest pty of a terminal process.
-func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (_ *emptypb.Empty, retErr error) {
+// forward asks the guest, once the host table knows the process: calls
+// that carry no host resources differ only in the guest method.
+func forward[R any](s *Service, id, execID string, call func(taskAPI.TTRPCTaskService) (R, error)) (_ R, retErr error) {
 	defer func() { retErr = toGRPC(retErr) }()
-	if _, _, err := s.table.get(r.ID, r.ExecID); err != nil {
-		return nil, err
+	var zero R
+	if _, _, err := s.table.get(id, execID); err != nil {
+		return zero, err
 	}
 	g, err := s.guest()
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	return g.ResizePty(ctx, r)
+	return call(g)
+}
+
+// ResizePty resizes the guest pty of a terminal process.
+func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptypb.Empty, error) {
+	return forward(s, r.ID, r.ExecID, func(g taskAPI.TTRPCTaskService) (*emptypb.Empty, error) { return g.ResizePty(ctx, r) })
 }
 
 // CloseIO closes a process's stdin. It acts on the host side only: the
@@ -445,16 +444,8 @@ func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *em
 }
 
 // Update changes a container's resources in the guest.
-func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *emptypb.Empty, retErr error) {
-	defer func() { retErr = toGRPC(retErr) }()
-	if _, _, err := s.table.get(r.ID, ""); err != nil {
-		return nil, err
-	}
-	g, err := s.guest()
-	if err != nil {
-		return nil, err
-	}
-	return g.Update(ctx, r)
+func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
+	return forward(s, r.ID, "", func(g taskAPI.TTRPCTaskService) (*emptypb.Empty, error) { return g.Update(ctx, r) })
 }
 
 // Wait blocks until a process exits. Exits are learnt from the guest's
@@ -480,16 +471,8 @@ func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (_ *taskAPI.
 }
 
 // Stats returns the container's cgroup statistics from the guest.
-func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (_ *taskAPI.StatsResponse, retErr error) {
-	defer func() { retErr = toGRPC(retErr) }()
-	if _, _, err := s.table.get(r.ID, ""); err != nil {
-		return nil, err
-	}
-	g, err := s.guest()
-	if err != nil {
-		return nil, err
-	}
-	return g.Stats(ctx, r)
+func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	return forward(s, r.ID, "", func(g taskAPI.TTRPCTaskService) (*taskAPI.StatsResponse, error) { return g.Stats(ctx, r) })
 }
 
 // Connect reports the shim's pid and the pod's VMM pid.
