@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -56,15 +55,11 @@ func dialAgent(ctx context.Context, vm hypervisor.VM) (agentClient, error) {
 // consoleTail is the last n lines of the guest console log, for errors
 // about a guest that did not come up.
 func consoleTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil || len(b) == 0 {
+	t, err := hypervisor.Tail(path, n)
+	if err != nil || t == "" {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return fmt.Sprintf("\nlast %d lines of the guest console (%s):\n%s", len(lines), path, strings.Join(lines, "\n"))
+	return fmt.Sprintf("\nlast %d lines of the guest console (%s):\n%s", n, path, t)
 }
 
 // waitGuestReady returns once the guest agent has connected to the host's

@@ -1,7 +1,6 @@
 package clh
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -514,26 +513,8 @@ func consoleTail(path string) string {
 
 // tail returns the last n lines of a file, or "" if it is missing or empty.
 func tail(path string, n int) string {
-	const maxRead = 64 << 10
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(st.Size()-maxRead, 0)
-	buf := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(bytes.ToValidUTF8(buf, []byte("?"))), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.TrimSpace(strings.Join(lines, "\n"))
+	t, _ := hypervisor.Tail(path, n)
+	return strings.TrimSpace(t)
 }
 
 func lastLine(path string) string { return tail(path, 1) }

@@ -1,10 +1,12 @@
 package qemu
 
 import (
-	"bytes"
+	"errors"
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/coco-runtime/coco/hypervisor"
 )
 
 // tailBuffer keeps the last max bytes written to it (a process's stderr),
@@ -34,31 +36,16 @@ func (t *tailBuffer) String() string {
 }
 
 // tailLines returns the last n lines of the file at path, or a sentence
-// saying why there are none. It reads at most the last 64 KiB.
+// saying why there are none.
 func tailLines(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
+	t, err := hypervisor.Tail(path, n)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return "(no console log: " + err.Error() + ")"
-	}
-	defer f.Close()
-	const window = 64 << 10
-	fi, err := f.Stat()
-	if err != nil {
+	case err != nil:
 		return "(console log: " + err.Error() + ")"
-	}
-	off := max(fi.Size()-window, 0)
-	b := make([]byte, fi.Size()-off)
-	if _, err := f.ReadAt(b, off); err != nil && len(b) > 0 {
-		return "(console log: " + err.Error() + ")"
-	}
-	// Serial consoles emit \r\n; keep lines clean for error messages.
-	b = bytes.ReplaceAll(b, []byte("\r"), nil)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) == 1 && lines[0] == "" {
+	case t == "":
 		return "(console log is empty)"
 	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return t
 }

@@ -1,0 +1,42 @@
+package hypervisor
+
+import (
+	"bytes"
+	"os"
+	"strings"
+)
+
+// tailWindow bounds how much of a log Tail reads: a guest console can grow
+// for the life of the pod, an error message needs only its end.
+const tailWindow = 64 << 10
+
+// Tail returns the last n lines of the log at path (a guest console or a
+// VMM log) for an error message: carriage returns dropped, invalid UTF-8
+// replaced, and at most the last 64 KiB read. An empty file gives "".
+func Tail(path string, n int) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	off := max(fi.Size()-tailWindow, 0)
+	b := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(b, off); err != nil && len(b) > 0 {
+		return "", err
+	}
+	// Serial consoles emit \r\n; keep lines clean for error messages.
+	b = bytes.ToValidUTF8(bytes.ReplaceAll(b, []byte("\r"), nil), []byte("?"))
+	s := strings.TrimRight(string(b), "\n")
+	if s == "" {
+		return "", nil
+	}
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n"), nil
+}
