@@ -189,10 +189,13 @@ func (d Dialer) retry(ctx context.Context, what string, once func(context.Contex
 			return c, nil
 		}
 		var nr notReady
-		if !errors.As(err, &nr) && ctx.Err() == nil {
+		if !errors.As(err, &nr) && !pastDeadline(ctx) {
 			return nil, fmt.Errorf("dial %s: %w", what, err)
 		}
-		if ctx.Err() == nil || last == nil {
+		// An attempt cut short by the deadline says nothing about the
+		// guest: keep the reason the previous one failed. The connection's
+		// own deadline can fire just before ctx reports it, so ask the clock.
+		if !pastDeadline(ctx) || last == nil {
 			last = err
 		}
 		t := time.NewTimer(backoff)
@@ -205,4 +208,13 @@ func (d Dialer) retry(ctx context.Context, what string, once func(context.Contex
 		}
 		backoff = min(backoff*2, maxB)
 	}
+}
+
+// pastDeadline reports whether ctx is done or its deadline has passed.
+func pastDeadline(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
