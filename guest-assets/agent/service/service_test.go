@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -298,14 +297,15 @@ func TestStreamsThroughClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	path, _ = h.agent.streams.Path("c1", "e1", api.StreamStdin)
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	// A blocking open returns once the agent's writer end is open too (as
+	// the task service's does); a non-blocking one could read EOF first.
+	r, err := os.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	in.Write([]byte("typed"))
 	in.(interface{ CloseWrite() error }).CloseWrite()
-	syscall.SetNonblock(int(r.Fd()), false)
 	got, err = io.ReadAll(r)
 	if err != nil || string(got) != "typed" {
 		t.Errorf("stdin fifo = %q, %v", got, err)
