@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -81,12 +82,17 @@ func TestPodLifecycle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, _, code, err := cri.Exec(ctx, peer, 30*time.Second, "ps", "-o", "args")
+			out, _, code, err := cri.Exec(ctx, peer, 30*time.Second, "ps", "-o", "pid,args")
 			if err != nil || code != 0 {
 				t.Fatalf("ExecSync ps: code %d, err %v", code, err)
 			}
 			if !strings.Contains(out, "sleep 1000") {
 				t.Fatalf("peer does not see main's process in a pod with a shared PID namespace; ps:\n%s", out)
+			}
+			// The sandbox container's pause process is the namespace's init
+			// (coco: the agent's own pause task, runc: the pause image).
+			if !regexp.MustCompile(`(?m)^\s*1\s+\S*pause\b`).MatchString(out) {
+				t.Fatalf("PID 1 of the pod's shared PID namespace is not pause; ps:\n%s", out)
 			}
 		})
 

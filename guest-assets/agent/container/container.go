@@ -29,8 +29,9 @@ type Config struct {
 	ShmDir string
 	// CgroupParent is the guest cgroup containers are created under.
 	CgroupParent string
-	// AgentBinary is bind-mounted as /pause into the sandbox container.
-	AgentBinary string
+	// PauseBinary (coco-pause) is bind-mounted as /pause into the sandbox
+	// container when runc runs it.
+	PauseBinary string
 	// SysBlock is where disks are looked up by serial (/sys/block).
 	SysBlock string
 	// DevDir holds the block device nodes (/dev).
@@ -81,6 +82,13 @@ func (m *Manager) Prepared(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.containers[id] != nil
+}
+
+// IsSandbox reports whether id is the prepared sandbox container.
+func (m *Manager) IsSandbox(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return id != "" && id == m.sandboxID
 }
 
 // Created records a created task; the sandbox container's pid is what other
@@ -285,9 +293,8 @@ func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs st
 	return nil
 }
 
-// mountPause builds the sandbox container's rootfs: a small tmpfs with the
-// agent binary bound read-only at /pause (the agent acts as pause when
-// started under that name).
+// mountPause builds the sandbox container's rootfs, used when runc runs it:
+// a small tmpfs with coco-pause bound read-only at /pause.
 func (m *Manager) mountPause(p *prepared, rootfs string) error {
 	if err := unix.Mount("tmpfs", rootfs, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, "size=1m,mode=755"); err != nil {
 		return fmt.Errorf("pause rootfs: %w", err)
@@ -302,8 +309,8 @@ func (m *Manager) mountPause(p *prepared, rootfs string) error {
 	if err := os.WriteFile(target, nil, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount(m.cfg.AgentBinary, target, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s as pause: %w", m.cfg.AgentBinary, err)
+	if err := unix.Mount(m.cfg.PauseBinary, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s as pause: %w", m.cfg.PauseBinary, err)
 	}
 	p.mounts = append([]string{target}, p.mounts...)
 	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {

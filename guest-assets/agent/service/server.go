@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
 	"github.com/coco-runtime/coco/guest-assets/agent/events"
+	"github.com/coco-runtime/coco/guest-assets/agent/pausetask"
 	"github.com/coco-runtime/coco/guest-assets/agent/policy"
 	"github.com/coco-runtime/coco/guest-assets/agent/stdio"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
@@ -41,6 +43,11 @@ type Config struct {
 	CompilePolicy PolicyCompiler
 	Guest         Guest
 	Containers    container.Config
+	// NativePause makes the agent run the sandbox container itself (with
+	// Containers.PauseBinary, in CgroupRoot) instead of through runc.
+	NativePause bool
+	// CgroupRoot is the guest's cgroup2 mount.
+	CgroupRoot string
 	// IODir holds the stdio FIFOs.
 	IODir string
 	// OnDestroy runs after DestroySandbox answered; it powers the VM off.
@@ -72,6 +79,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	containers := container.NewManager(cfg.Containers)
 	ts := &taskService{TTRPCTaskService: inner, containers: containers}
+	if cfg.NativePause {
+		ts.pause = pausetask.New(pausetask.Config{
+			Binary:     cfg.Containers.PauseBinary,
+			CgroupRoot: cfg.CgroupRoot,
+			Publisher:  a.queue,
+			Reaper:     reaper.Default,
+		})
+	}
 	gate := policy.NewGate(cfg.Policy, ValidateTask)
 	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin, streamCheck(gate))
 	ts.streams = a.streams

@@ -8,20 +8,24 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
+	"github.com/coco-runtime/coco/guest-assets/agent/pausetask"
 	"github.com/coco-runtime/coco/guest-assets/agent/stdio"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
 // taskService wraps containerd's runc task service: it swaps the host's
 // stdio fields for the guest FIFOs of the host's streams, checks that a
-// container was prepared, and removes the guest bundle after Delete. Every
-// other call goes to the runc task service unchanged.
+// container was prepared, runs the sandbox container itself when it can
+// (pause), and removes the guest bundle after Delete. Every other call goes
+// to the container's backend unchanged (route.go).
 type taskService struct {
 	taskAPI.TTRPCTaskService
+	pause      *pausetask.Service // nil: runc runs the sandbox container too
 	streams    *stdio.Streams
 	containers *container.Manager
 }
@@ -69,10 +73,16 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "bundle: %q is not the guest bundle; use %q from PrepareContainer", r.Bundle, want)
 	}
 	g := proto.Clone(r).(*taskAPI.CreateTaskRequest)
-	if err := t.fillStdio(r.ID, "", r.Terminal, &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
+	err := t.fillStdio(r.ID, "", r.Terminal, &g.Stdin, &g.Stdout, &g.Stderr)
+	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	resp, err := t.TTRPCTaskService.Create(ctx, g)
+	var resp *taskAPI.CreateTaskResponse
+	if t.runsPause(ctx, r) {
+		resp, err = t.pause.Create(ctx, g)
+	} else {
+		resp, err = t.TTRPCTaskService.Create(ctx, g)
+	}
 	if err != nil {
 		t.streams.Release(r.ID, "")
 		return nil, err
@@ -87,7 +97,7 @@ func (t *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (
 	if err := t.fillStdio(r.ID, r.ExecID, r.Terminal, &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	resp, err := t.TTRPCTaskService.Exec(ctx, g)
+	resp, err := t.backend(r.ID).Exec(ctx, g)
 	if err != nil {
 		t.streams.Release(r.ID, r.ExecID)
 	}
@@ -95,7 +105,7 @@ func (t *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (
 }
 
 func (t *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	resp, err := t.TTRPCTaskService.Start(ctx, r)
+	resp, err := t.backend(r.ID).Start(ctx, r)
 	if err == nil && r.ExecID != "" {
 		// An exec opens its stdin at Start, not at Exec.
 		t.streams.Started(r.ID, r.ExecID)
@@ -104,7 +114,7 @@ func (t *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*task
 }
 
 func (t *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	resp, err := t.TTRPCTaskService.Delete(ctx, r)
+	resp, err := t.backend(r.ID).Delete(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +127,29 @@ func (t *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*ta
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInternal, "container %s deleted but its bundle was not removed: %v", r.ID, err)
 	}
 	return resp, nil
+}
+
+// runsPause reports whether the agent runs the sandbox container itself:
+// it is the sandbox container, has no stdio or terminal, and its spec
+// needs nothing the pause task cannot do (else runc runs it, and the
+// reason is logged).
+func (t *taskService) runsPause(ctx context.Context, r *taskAPI.CreateTaskRequest) bool {
+	if t.pause == nil || !t.containers.IsSandbox(r.ID) {
+		return false
+	}
+	why := ""
+	if r.Terminal || r.Stdin != "" || r.Stdout != "" || r.Stderr != "" {
+		why = "stdio requested"
+	} else if spec, err := pausetask.LoadSpec(r.Bundle); err != nil {
+		why = err.Error()
+	} else if err := pausetask.Supported(spec); err != nil {
+		why = err.Error()
+	}
+	if why != "" {
+		log.G(ctx).WithField("id", r.ID).Infof("sandbox container runs under runc: %s", why)
+		return false
+	}
+	return true
 }
 
 // Checkpoint is refused: the guest has no CRIU, and a host-chosen image

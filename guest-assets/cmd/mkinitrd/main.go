@@ -2,7 +2,7 @@
 // guest-assets/internal/layout for what goes in).
 //
 //	mkinitrd -assets build/guest -init build/guest/coco-agent -o build/guest/initrd.img
-//	         [-runc build/guest/runc] [-compression none|gzip] [-add /guest/path=host/path ...]
+//	         [-runc build/guest/runc] [-pause build/guest/coco-pause] [-compression none|gzip] [-add /guest/path=host/path ...]
 package main
 
 import (
@@ -40,15 +40,19 @@ func main() {
 	extra := extraFlag{}
 	assets := flag.String("assets", "build/guest", "directory `make kernel` wrote (kernel.release, modules, modules.manifest)")
 	initPath := flag.String("init", "", "host path of PID 1 (coco-agent)")
+	pause := flag.String("pause", "", "host path of coco-pause (default: <assets>/coco-pause)")
 	runc := flag.String("runc", "", "host path of the static runc (default: <assets>/runc)")
 	out := flag.String("o", "", "output file")
 	comp := flag.String("compression", initrd.None, "none or gzip")
 	flag.Var(extra, "add", "extra file, /guest/path=host/path (repeatable)")
 	flag.Parse()
+	if *pause == "" {
+		*pause = filepath.Join(*assets, "coco-pause")
+	}
 	if *runc == "" {
 		*runc = filepath.Join(*assets, "runc")
 	}
-	if err := run(layout.Inputs{Init: *initPath, Runc: *runc, Assets: *assets, Extra: extra}, *out, *comp); err != nil {
+	if err := run(layout.Inputs{Init: *initPath, Runc: *runc, Pause: *pause, Assets: *assets, Extra: extra}, *out, *comp); err != nil {
 		fmt.Fprintln(os.Stderr, "mkinitrd:", err)
 		os.Exit(1)
 	}

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/coco-runtime/coco/guest-assets/agent/pause"
 	"github.com/coco-runtime/coco/guest-assets/initrd"
 	"github.com/coco-runtime/coco/guest-assets/kmod"
 )
@@ -28,6 +29,7 @@ import (
 const (
 	InitPath          = "/init"
 	RuncPath          = "/usr/bin/runc"
+	PausePath         = pause.GuestPath      // /usr/bin/coco-pause
 	ModulesManifest   = kmod.DefaultManifest // /etc/coco/modules
 	KernelReleasePath = "/etc/coco/kernel.release"
 )
@@ -38,6 +40,9 @@ type Inputs struct {
 	Init string
 	// Runc is the host path of the static runc; "" leaves runc out (boot tests).
 	Runc string
+	// Pause is the host path of coco-pause, the sandbox container's
+	// process; "" leaves it out (boot tests).
+	Pause string
 	// Assets is the directory `make kernel` wrote: kernel.release,
 	// modules.manifest and modules/<release>/.
 	Assets string
@@ -93,6 +98,11 @@ func Entries(in Inputs) ([]initrd.Entry, error) {
 	if in.Runc != "" {
 		if err := add(RuncPath, in.Runc, 0o755); err != nil {
 			return nil, fmt.Errorf("%w (run `make runc`)", err)
+		}
+	}
+	if in.Pause != "" {
+		if err := add(PausePath, in.Pause, 0o755); err != nil {
+			return nil, fmt.Errorf("%w (run `make coco-pause`)", err)
 		}
 	}
 	mods, err := initrd.Tree("/lib/modules/"+release, filepath.Join(in.Assets, "modules", release))

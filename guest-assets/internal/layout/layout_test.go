@@ -32,8 +32,9 @@ func fakeAssets(t *testing.T) (Inputs, string) {
 	in := Inputs{
 		Init:   write("coco-agent", "agent", 0o755),
 		Runc:   write("runc", "runc", 0o755),
+		Pause:  write("coco-pause", "pause", 0o755),
 		Assets: dir,
-		Extra:  map[string]string{"/usr/bin/pause": write("pause", "pause", 0o700)},
+		Extra:  map[string]string{"/usr/bin/extra": write("extra", "extra", 0o700)},
 	}
 	return in, dir
 }
@@ -64,7 +65,8 @@ func TestLayout(t *testing.T) {
 	for p, want := range map[string]string{
 		"/init":                    "agent",
 		"/usr/bin/runc":            "runc",
-		"/usr/bin/pause":           "pause",
+		"/usr/bin/coco-pause":      "pause",
+		"/usr/bin/extra":           "extra",
 		"/etc/coco/kernel.release": "6.1.0-test-amd64\n",
 		"/lib/modules/6.1.0-test-amd64/kernel/net/vmw_vsock/vsock.ko": "\x7fELF vsock",
 	} {
@@ -78,8 +80,8 @@ func TestLayout(t *testing.T) {
 	if c := got["/dev/console"]; c.Major != 5 || c.Minor != 1 {
 		t.Errorf("/dev/console = %+v", c)
 	}
-	if m := got["/usr/bin/pause"].Mode.Perm(); m != 0o755 {
-		t.Errorf("pause mode %v, want 0755", m)
+	if m := got["/usr/bin/extra"].Mode.Perm(); m != 0o755 {
+		t.Errorf("extra mode %v, want 0755", m)
 	}
 }
 
@@ -113,7 +115,7 @@ func TestReproducible(t *testing.T) {
 		for _, f := range []struct {
 			dst  *string
 			name string
-		}{{&in.Init, "coco-agent"}, {&in.Runc, "runc"}} {
+		}{{&in.Init, "coco-agent"}, {&in.Runc, "runc"}, {&in.Pause, "coco-pause"}} {
 			if _, err := os.Stat(filepath.Join(real, f.name)); err == nil {
 				*f.dst = filepath.Join(real, f.name)
 			}

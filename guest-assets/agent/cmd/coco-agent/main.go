@@ -1,8 +1,7 @@
 //go:build linux
 
 // coco-agent is PID 1 of the pod VM: it prepares the guest, then serves
-// containerd's task API and the coco agent API over vsock. Started as
-// /pause (inside the sandbox container) it is the pod's pause process.
+// containerd's task API and the coco agent API over vsock.
 package main
 
 import (
@@ -48,12 +47,9 @@ const (
 )
 
 func main() {
-	if filepath.Base(os.Args[0]) == "pause" {
-		os.Exit(pause.Run())
-	}
 	start := boot.Boottime()
 	if os.Getpid() != 1 {
-		fmt.Fprintln(os.Stderr, "coco-agent: must run as PID 1 of the guest (or as /pause in the sandbox container)")
+		fmt.Fprintln(os.Stderr, "coco-agent: must run as PID 1 of the guest")
 		os.Exit(2)
 	}
 	err := run(start)
@@ -113,10 +109,6 @@ func run(start uint64) error {
 	defer cancel()
 	go reap(ctx)
 
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	destroyed := make(chan string, 1)
 	a, err := service.New(ctx, service.Config{
 		Version:       Version,
@@ -125,11 +117,13 @@ func run(start uint64) error {
 		Policy:        defaultPolicy(),
 		CompilePolicy: func(text string) (policy.Policy, error) { return vpolicy.Compile(text) },
 		Guest:         boot.Guest{},
+		NativePause:   true,
+		CgroupRoot:    cgroupRoot,
 		Containers: container.Config{
 			BundleRoot:   bundleRoot,
 			ShmDir:       shmDir,
 			CgroupParent: cgroupParent,
-			AgentBinary:  exe,
+			PauseBinary:  pause.GuestPath,
 			DriversReady: driversReady,
 		},
 		IODir:     ioDir,
