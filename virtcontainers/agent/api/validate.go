@@ -3,7 +3,6 @@ package api
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -24,12 +23,46 @@ const (
 	MaxHostname        = 64
 )
 
-var (
-	idPattern       = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
-	serialPattern   = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,20}$`)
-	hostnamePattern = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$`)
-	sysctlPattern   = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_.\-/]{0,254}$`)
-)
+// The name checks below are loops over byte classes rather than regular
+// expressions: this package is linked into every shim (one process per pod)
+// and into the agent, and the compiled {0,127} and {0,254} repetitions took
+// about 360 KB of heap at package init, held for the life of the process.
+// validate_test.go checks them against the patterns they implement.
+
+// isAlnum reports whether c is in [a-zA-Z0-9].
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// only reports whether every byte of s is in [a-zA-Z0-9] or in extra.
+func only(s, extra string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) && strings.IndexByte(extra, s[i]) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// isID: ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$
+func isID(s string) bool {
+	return len(s) >= 1 && len(s) <= 128 && isAlnum(s[0]) && only(s, "_.-")
+}
+
+// isSerial: ^[a-zA-Z0-9_-]{1,20}$
+func isSerial(s string) bool {
+	return len(s) >= 1 && len(s) <= 20 && only(s, "_-")
+}
+
+// isHostname: ^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$
+func isHostname(s string) bool {
+	return len(s) >= 1 && isAlnum(s[0]) && isAlnum(s[len(s)-1]) && only(s, ".-")
+}
+
+// isSysctlName: ^[a-zA-Z0-9_][a-zA-Z0-9_.\-/]{0,254}$
+func isSysctlName(s string) bool {
+	return len(s) >= 1 && len(s) <= 255 && (isAlnum(s[0]) || s[0] == '_') && only(s, "_.-/")
+}
 
 // invalid builds an InvalidArgument error that names the field.
 func invalid(field, format string, args ...any) error {
@@ -40,7 +73,7 @@ func invalid(field, format string, args ...any) error {
 // [a-zA-Z0-9_.-], starting with a letter or digit (so it is always a safe
 // single path element).
 func ValidateID(field, id string) error {
-	if !idPattern.MatchString(id) {
+	if !isID(id) {
 		if len(id) > 40 {
 			id = id[:40] + "..."
 		}
@@ -51,7 +84,7 @@ func ValidateID(field, id string) error {
 
 // ValidateSerial checks a virtio-blk serial (at most 20 bytes).
 func ValidateSerial(field, s string) error {
-	if !serialPattern.MatchString(s) {
+	if !isSerial(s) {
 		return invalid(field, "%q is not a disk serial: want 1-20 of [a-zA-Z0-9_-]", s)
 	}
 	return nil
@@ -70,7 +103,7 @@ func (r *SetupSandboxRequest) Validate() error {
 	if err := ValidateID("sandbox_id", r.GetSandboxId()); err != nil {
 		return err
 	}
-	if h := r.GetHostname(); h != "" && (len(h) > MaxHostname || !hostnamePattern.MatchString(h)) {
+	if h := r.GetHostname(); h != "" && (len(h) > MaxHostname || !isHostname(h)) {
 		return invalid("hostname", "%q is not a hostname (at most %d of [a-zA-Z0-9.-])", h, MaxHostname)
 	}
 	if len(r.GetDns()) > MaxDNSBytes || strings.ContainsRune(r.GetDns(), 0) {
@@ -80,7 +113,7 @@ func (r *SetupSandboxRequest) Validate() error {
 		return invalid("sysctls", "%d entries, at most %d", len(r.GetSysctls()), MaxSysctls)
 	}
 	for k, v := range r.GetSysctls() {
-		if !sysctlPattern.MatchString(k) || strings.Contains(k, "..") || strings.Contains(k, "//") {
+		if !isSysctlName(k) || strings.Contains(k, "..") || strings.Contains(k, "//") {
 			return invalid("sysctls", "key %q is not a sysctl name", k)
 		}
 		if len(v) > MaxSysctlValue || strings.ContainsAny(v, "\x00\n") {
