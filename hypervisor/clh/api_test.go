@@ -31,7 +31,6 @@ func inProcessVM(t *testing.T, kind tee.Kind) (*VM, *fakeVMM) {
 	}
 	f := newFakeVMM(mustLoadOpenAPI(t))
 	serveFake(t, f, v.api.socket)
-	t.Cleanup(v.api.close)
 	return v, f
 }
 

@@ -351,7 +351,6 @@ func (v *VM) cleanup(ctx context.Context) {
 }
 
 func (v *VM) removeState() error {
-	v.api.close()
 	if err := os.RemoveAll(v.cfg.StateDir); err != nil {
 		return fmt.Errorf("clh: remove state directory: %w", err)
 	}
