@@ -9,3 +9,4 @@ FUZZTIME ?= 60s
 fuzz-shim:
 	$(GO) test -run '^$$' -fuzz '^FuzzSpecAnnotations$$' -fuzztime $(FUZZTIME) ./shim/options
 	$(GO) test -run '^$$' -fuzz '^FuzzRuntimeOptions$$' -fuzztime $(FUZZTIME) ./shim/options
+	$(GO) test -run '^$$' -fuzz '^FuzzPodConfig$$' -fuzztime $(FUZZTIME) ./shim/options

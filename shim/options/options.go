@@ -22,7 +22,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	criapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // Annotations containerd's CRI plugin puts on every container spec.
@@ -234,29 +233,6 @@ func ResolveConfigPath(fromOptions string, getenv func(string) string) (string, 
 		return filepath.Clean(env), nil
 	}
 	return "", nil
-}
-
-// PodConfig is what the sandbox API's CreateSandbox options say about the pod.
-type PodConfig struct {
-	Hostname    string
-	Annotations map[string]string
-}
-
-// DecodePodConfig decodes CreateSandboxRequest.Options. containerd's CRI
-// sends the CRI PodSandboxConfig there; other clients may send nothing.
-func DecodePodConfig(a *anypb.Any) (PodConfig, error) {
-	if a == nil || (a.GetTypeUrl() == "" && len(a.GetValue()) == 0) {
-		return PodConfig{}, nil
-	}
-	var c criapi.PodSandboxConfig
-	if name := typeName(a.GetTypeUrl()); name != string(c.ProtoReflect().Descriptor().FullName()) {
-		return PodConfig{}, fmt.Errorf("sandbox options of type %q are not understood; expected %s: %w",
-			a.GetTypeUrl(), c.ProtoReflect().Descriptor().FullName(), errdefs.ErrInvalidArgument)
-	}
-	if err := proto.Unmarshal(a.GetValue(), &c); err != nil {
-		return PodConfig{}, fmt.Errorf("sandbox options: %v: %w", err, errdefs.ErrInvalidArgument)
-	}
-	return PodConfig{Hostname: c.GetHostname(), Annotations: c.GetAnnotations()}, nil
 }
 
 // typeName strips the "type.googleapis.com/"-style prefix of a type URL.

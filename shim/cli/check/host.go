@@ -90,11 +90,11 @@ func teeObjects() []string {
 	return []string{"sev-guest", "sev-snp-guest", "tdx-guest", "s390-pv-guest", "pef-guest"}
 }
 
-var qemuVersionRE = regexp.MustCompile(`(?m)^QEMU emulator version (\d+\.\d+(?:\.\d+)?)`)
-
-// parseQEMUVersion takes the output of `qemu-system-* -version`.
+// parseQEMUVersion takes the output of `qemu-system-* -version`. The
+// pattern is compiled here, not at package init: this package is linked into
+// the shim, which runs once per pod and never calls it.
 func parseQEMUVersion(out string) (string, bool) {
-	m := qemuVersionRE.FindStringSubmatch(out)
+	m := regexp.MustCompile(`(?m)^QEMU emulator version (\d+\.\d+(?:\.\d+)?)`).FindStringSubmatch(out)
 	if m == nil {
 		return "", false
 	}
