@@ -28,6 +28,14 @@ type Phases struct {
 	GuestAgentStartMs float64 `json:"guest_agent_start_ms"` // kernel start → PID 1 running
 	GuestAgentReadyMs float64 `json:"guest_agent_ready_ms"` // kernel start → agent serving
 
+	// Host wall-clock instants (Unix ns) that place the steps on one time
+	// line with the caller's (containerd's, the bench's) clock.
+	StartAtNs     int64 `json:"start_at_ns"`      // Start called
+	VMExecAtNs    int64 `json:"vm_exec_at_ns"`    // VMM about to be launched
+	GuestZeroAtNs int64 `json:"guest_zero_at_ns"` // guest clock zero (kernel start), ± half a Health round trip
+	AgentUpAtNs   int64 `json:"agent_up_at_ns"`   // agent answered Health on the host
+	SetupDoneAtNs int64 `json:"setup_done_at_ns"` // SetupSandbox (and guest pause) done
+
 	Containers []ContainerPhases `json:"containers,omitempty"`
 }
 
@@ -37,6 +45,7 @@ type ContainerPhases struct {
 	RootfsMs  float64 `json:"rootfs_ms"`  // EROFS image built and hot-plugged (0 for the pause container)
 	PrepareMs float64 `json:"prepare_ms"` // guest bundle written, rootfs mounted
 	CreateMs  float64 `json:"create_ms"`  // stdio streams opened, task created (runc create)
+	DoneAtNs  int64   `json:"done_at_ns"` // task created (host clock, Unix ns)
 }
 
 // phaseLog accumulates Phases and rewrites the file after every change.

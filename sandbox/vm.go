@@ -31,6 +31,8 @@ type agentClient interface {
 	StartSandboxContainer(ctx context.Context, id string, spec []byte) (uint32, error)
 	// Health is the agent's answer to the handshake (version, boot clock).
 	Health() *api.HealthResponse
+	// GuestClockZero maps the guest clock onto the host's (zero if unknown).
+	GuestClockZero() time.Time
 	Close() error
 }
 
@@ -145,6 +147,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		return err
 	}
 	initDataTime := lap()
+	vmExecAt := mark
 	if err := s.vm.Start(ctx); err != nil {
 		return err
 	}
@@ -162,6 +165,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	s.agent = client
 	s.mu.Unlock()
 	dialTime := lap()
+	agentUpAt := mark
 	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	stream, err := client.Agent().Events(bg, &api.EventsRequest{})
 	if err != nil {
@@ -195,6 +199,10 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	s.phases.update(func(p *Phases) {
 		p.InitDataMs, p.VMStartMs, p.AgentDialMs, p.SetupMs = ms(initDataTime), ms(vmStartTime), ms(dialTime), ms(setupTime)
 		p.TotalMs = ms(time.Since(t0))
+		p.StartAtNs, p.VMExecAtNs, p.AgentUpAtNs, p.SetupDoneAtNs = t0.UnixNano(), vmExecAt.UnixNano(), agentUpAt.UnixNano(), mark.UnixNano()
+		if z := client.GuestClockZero(); !z.IsZero() {
+			p.GuestZeroAtNs = z.UnixNano()
+		}
 		p.GuestAgentStartMs = float64(health.GetAgentStartNs()) / 1e6
 		p.GuestAgentReadyMs = float64(health.GetAgentReadyNs()) / 1e6
 	})
@@ -314,6 +322,7 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		return nil, err
 	}
 	cp.CreateMs = ms(time.Since(t))
+	cp.DoneAtNs = time.Now().UnixNano()
 	s.phases.update(func(p *Phases) { p.Containers = append(p.Containers, cp) })
 	return resp, nil
 }

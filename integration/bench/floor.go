@@ -79,34 +79,70 @@ func FloorArgs(podArgv []string, floorInitrd, console string) ([]string, error) 
 
 var floorRE = regexp.MustCompile(`COCO-FLOOR init_ns=(\d+)`)
 
-// FloorResult is one bare boot: wall time from exec to QEMU's exit and the
-// guest's uptime when init ran.
+// FloorResult is one bare boot, timed by the host from QEMU's exec: until
+// init's marker showed on the console (the guest is up: the floor), until
+// QEMU exited, and the guest's own uptime when init ran.
 type FloorResult struct {
-	WallMs      float64
-	GuestInitMs float64
+	InitMs      float64 // exec → init's marker seen on the console
+	ExitMs      float64 // exec → QEMU exited after init powered off
+	GuestInitMs float64 // guest clock: kernel start → init
+	PreClockMs  float64 // exec → guest clock zero: QEMU setup + the kernel before its clock
 }
 
 // BareBoot runs argv (from FloorArgs) once and waits for the guest to
-// power off.
+// power off, watching the console for init's marker meanwhile.
 func BareBoot(ctx context.Context, argv []string, console string) (FloorResult, error) {
 	os.Remove(console)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	wall := time.Since(start)
+	if err := cmd.Start(); err != nil {
+		return FloorResult{}, fmt.Errorf("bench: bare boot: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var seen time.Time
+	var err error
+	for poll := time.NewTicker(time.Millisecond); ; {
+		select {
+		case err = <-exited:
+		case <-poll.C:
+			if seen.IsZero() {
+				if data, _ := os.ReadFile(console); floorRE.Match(data) {
+					seen = time.Now()
+				}
+			}
+			continue
+		}
+		poll.Stop()
+		break
+	}
+	exit := time.Since(start)
 	if err != nil {
-		return FloorResult{}, fmt.Errorf("bench: bare boot: %v: %s", err, out)
+		return FloorResult{}, fmt.Errorf("bench: bare boot: %v: %s", err, out.String())
 	}
 	data, _ := os.ReadFile(console)
 	m := floorRE.FindSubmatch(data)
 	if m == nil {
 		return FloorResult{}, fmt.Errorf("bench: bare boot: no COCO-FLOOR marker on the console; tail:\n%s", tailStr(string(data), 1500))
 	}
+	if seen.IsZero() { // marker and exit within one poll
+		seen = time.Now()
+	}
 	ns, _ := strconv.ParseFloat(string(m[1]), 64)
-	return FloorResult{WallMs: float64(wall.Microseconds()) / 1000, GuestInitMs: ns / 1e6}, nil
+	init := seen.Sub(start)
+	return FloorResult{
+		InitMs:      ms(init),
+		ExitMs:      ms(exit),
+		GuestInitMs: ns / 1e6,
+		PreClockMs:  ms(init) - ns/1e6,
+	}, nil
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func tailStr(s string, n int) string {
 	if len(s) > n {

@@ -39,6 +39,7 @@ type PodSample struct {
 	PodID   string `json:"pod_id"`
 
 	RunPodMs   float64  `json:"run_pod_ms"`   // RunPodSandbox, CRI wall time
+	RunPodAt   int64    `json:"run_pod_at_ns"` // RunPodSandbox sent (Unix ns; phases.json uses the same clock)
 	CreateMs   float64  `json:"create_ms"`    // CreateContainer
 	StartMs    float64  `json:"start_ms"`     // StartContainer
 	FirstOutMs float64  `json:"first_out_ms"` // StartContainer returned → first line in the CRI log
@@ -65,6 +66,7 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 	s.Handler = handler
 	cfg := harness.PodConfig(harness.PodOptions{Name: name, LogDir: env.LogDir})
 	t0 := time.Now()
+	s.RunPodAt = t0.UnixNano()
 	pod, err := env.CRI.RunPod(ctx, handler, cfg)
 	if err != nil {
 		return s, fmt.Errorf("RunPodSandbox (%s): %w", handler, err)

@@ -27,15 +27,15 @@ type Report struct {
 // spent outside the guest (containerd, the shim, QEMU setup, host I/O).
 const (
 	PodTotal       = "RunPodSandbox (CRI, total)"
-	PhShimStart    = "  containerd + shim start + pause task start [host]"
-	PhInitData     = "  init-data image [host]"
-	PhVMStart      = "  VM process start: QEMU exec + QMP [host]"
-	PhVMMToKernel  = "  QEMU setup → kernel start + dial lag [host]"
+	PhBeforeVM     = "  containerd + shim start → QEMU exec [host]"
+	PhVMMToClock   = "  QEMU exec → guest clock starts [VMM setup + early kernel]"
 	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"
 	PhAgentReady   = "  agent start → serving [guest clock]"
+	PhDialLag      = "  agent serving → Health answered [host: vsock + dial]"
 	PhSetup        = "  SetupSandbox [guest work]"
 	PhPause        = "  pause container prepare+create [guest work]"
-	PodHostShare   = "  = host-side share of RunPodSandbox"
+	PhAfterSetup   = "  shim + containerd around the pause task [host]"
+	PodHostShare   = "  = host-side share (host rows; not QEMU's own setup)"
 	CtrCreate      = "CreateContainer (CRI; metadata only, no shim call)"
 	CtrStart       = "StartContainer (CRI: task create + start)"
 	PhRootfs       = "  rootfs EROFS image + hotplug [host]"
@@ -48,8 +48,10 @@ const (
 	AgentRTT       = "agent round trip (Health, own vsock conn)"
 	ExecSync       = "ExecSync `true`"
 	StopPod        = "StopPodSandbox + RemovePodSandbox"
-	FloorWall      = "bare QEMU boot: exec → power-off (wall)"
-	FloorGuestInit = "bare QEMU boot: kernel start → init (guest clock)"
+	FloorInit      = "bare QEMU boot: exec → init running (the floor)"
+	FloorPreClock  = "  QEMU exec → guest clock starts [VMM setup + early kernel]"
+	FloorGuestInit = "  kernel start → init [guest clock]"
+	FloorExit      = "bare QEMU boot: exec → QEMU exited after power-off"
 )
 
 // AddCoco appends one coco sample's phases to s.
@@ -62,17 +64,23 @@ func AddCoco(s *Series, p PodSample) {
 			pause += c.PrepareMs + c.CreateMs
 		}
 	}
-	shim := p.RunPodMs - ph.TotalMs - pause
-	vmmToKernel := ph.AgentDialMs - ph.GuestAgentReadyMs
-	s.Add(PhShimStart, shim)
-	s.Add(PhInitData, ph.InitDataMs)
-	s.Add(PhVMStart, ph.VMStartMs)
-	s.Add(PhVMMToKernel, vmmToKernel)
+	// One time line on the host clock: the bench's RunPodSandbox call, the
+	// shim's instants (phases.json) and the guest clock, placed on the
+	// host's through Health (± half a round trip).
+	at := func(ns int64) float64 { return float64(ns-p.RunPodAt) / 1e6 }
+	vmExec, zero, up, setupDone := at(ph.VMExecAtNs), at(ph.GuestZeroAtNs), at(ph.AgentUpAtNs), at(ph.SetupDoneAtNs)
+	before := vmExec
+	dialLag := up - (zero + ph.GuestAgentReadyMs)
+	after := p.RunPodMs - setupDone - pause
+	s.Add(PhBeforeVM, before)
+	s.Add(PhVMMToClock, zero-vmExec)
 	s.Add(PhKernelBoot, ph.GuestAgentStartMs)
 	s.Add(PhAgentReady, ph.GuestAgentReadyMs-ph.GuestAgentStartMs)
+	s.Add(PhDialLag, dialLag)
 	s.Add(PhSetup, ph.SetupMs)
 	s.Add(PhPause, pause)
-	s.Add(PodHostShare, p.RunPodMs-ph.GuestAgentReadyMs-ph.SetupMs-pause)
+	s.Add(PhAfterSetup, after)
+	s.Add(PodHostShare, before+dialLag+after)
 	s.Add(CtrCreate, p.CreateMs)
 	s.Add(CtrStart, p.StartMs)
 	// containerd's CRI creates the task (the shim's CreateTask, timed in

@@ -44,6 +44,10 @@ type Client struct {
 	task   taskAPI.TTRPCTaskService
 	agent  api.AgentClient
 	health *api.HealthResponse
+	// guestZero is the host time of the guest clock's zero (the kernel's
+	// start), estimated from Health: the guest read its clock halfway
+	// through the round trip, give or take half of it.
+	guestZero time.Time
 
 	closeOnce sync.Once
 }
@@ -79,12 +83,17 @@ func dialOnce(ctx context.Context, d Dialer) (*Client, error) {
 	c := &Client{d: d, conn: conn, ttrpc: tc, task: taskAPI.NewTTRPCTaskClient(tc), agent: api.NewAgentClient(tc)}
 	hctx, cancel := context.WithTimeout(ctx, healthAttempt)
 	defer cancel()
+	sent := time.Now()
 	h, err := c.agent.Health(hctx, &api.HealthRequest{})
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("health: %w", err)
 	}
+	answered := time.Now()
 	c.health = h
+	if h.GetNowNs() > 0 {
+		c.guestZero = sent.Add(answered.Sub(sent) / 2).Add(-time.Duration(h.GetNowNs()))
+	}
 	return c, nil
 }
 
@@ -103,6 +112,11 @@ func nativeErrors(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response,
 
 // Health is the agent's answer to the Health call Dial made.
 func (c *Client) Health() *api.HealthResponse { return c.health }
+
+// GuestClockZero is when, on the host's clock, the guest's clock read zero
+// (the guest kernel's start), to within half a Health round trip; zero
+// when the agent does not report its clock.
+func (c *Client) GuestClockZero() time.Time { return c.guestZero }
 
 // Task is containerd's task API served by the guest.
 func (c *Client) Task() taskAPI.TTRPCTaskService { return c.task }

@@ -37,7 +37,8 @@ func (g *bootingGuest) Dial(ctx context.Context, port uint32) (net.Conn, error) 
 type healthOnly struct{ api.AgentService }
 
 func (healthOnly) Health(context.Context, *api.HealthRequest) (*api.HealthResponse, error) {
-	return &api.HealthResponse{Version: "v-test", AgentReadyNs: 7}, nil
+	// A guest whose kernel started an hour ago.
+	return &api.HealthResponse{Version: "v-test", AgentReadyNs: 7, NowNs: uint64(time.Hour)}, nil
 }
 
 func serveHealth(t *testing.T) string {
@@ -71,6 +72,9 @@ func TestDialRetriesUntilHealthy(t *testing.T) {
 	}
 	if h := c.Health(); h.GetVersion() != "v-test" || h.GetAgentReadyNs() != 7 {
 		t.Errorf("health = %+v", h)
+	}
+	if z := time.Since(c.GuestClockZero()); z < time.Hour || z > time.Hour+5*time.Second {
+		t.Errorf("guest clock zero %s ago, want an hour (the guest's clock read 1h during Health)", z)
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("close: %v", err)

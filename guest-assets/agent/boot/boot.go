@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,6 +131,18 @@ func EnableControllers(root string) error {
 	if err := os.WriteFile(root+"/cgroup.subtree_control", []byte(strings.Join(enable, " ")), 0); err != nil {
 		return fmt.Errorf("enable cgroup controllers %v: %w", enable, err)
 	}
+	return nil
+}
+
+// UptimeHook stamps every agent log entry with the guest clock (seconds
+// since the kernel started), so the console reads as one boot time line
+// with the kernel's own messages.
+type UptimeHook struct{}
+
+func (UptimeHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (UptimeHook) Fire(e *logrus.Entry) error {
+	e.Data["uptime"] = fmt.Sprintf("%.3f", float64(Boottime())/1e9)
 	return nil
 }
 

@@ -34,6 +34,7 @@ type agentService struct {
 	version    string
 	startNs    uint64
 	readyNs    func() uint64
+	now        func() uint64
 	gate       *policy.Gate
 	queue      *events.Queue
 	reader     events.Reader
@@ -54,7 +55,15 @@ func (s *agentService) Health(ctx context.Context, _ *api.HealthRequest) (*api.H
 		AgentStartNs: s.startNs,
 		AgentReadyNs: s.readyNs(),
 		SandboxReady: s.gate.Ready(),
+		NowNs:        s.nowNs(),
 	}, nil
+}
+
+func (s *agentService) nowNs() uint64 {
+	if s.now == nil {
+		return 0
+	}
+	return s.now()
 }
 
 func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequest) (*emptypb.Empty, error) {

@@ -104,6 +104,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		version:    cfg.Version,
 		startNs:    cfg.StartNs,
 		readyNs:    a.readyNs.Load,
+		now:        cfg.Now,
 		gate:       gate,
 		queue:      a.queue,
 		guest:      cfg.Guest,

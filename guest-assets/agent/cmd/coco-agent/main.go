@@ -70,6 +70,7 @@ func run(start uint64) error {
 	os.Setenv("PATH", guestPath)
 	logrus.SetOutput(os.Stderr)
 	logrus.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: false})
+	logrus.AddHook(boot.UptimeHook{})
 	level := "info"
 	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil {
 		for _, f := range strings.Fields(string(cmdline)) {
