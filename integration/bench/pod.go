@@ -38,18 +38,18 @@ type PodSample struct {
 	Handler string `json:"handler"`
 	PodID   string `json:"pod_id"`
 
-	RunPodMs   float64  `json:"run_pod_ms"`   // RunPodSandbox, CRI wall time
+	RunPodMs   float64  `json:"run_pod_ms"`    // RunPodSandbox, CRI wall time
 	RunPodAt   int64    `json:"run_pod_at_ns"` // RunPodSandbox sent (Unix ns; phases.json uses the same clock)
-	CreateMs   float64  `json:"create_ms"`    // CreateContainer
-	StartMs    float64  `json:"start_ms"`     // StartContainer
-	FirstOutMs float64  `json:"first_out_ms"` // StartContainer returned → first line in the CRI log
-	ToOutputMs float64  `json:"to_output_ms"` // RunPodSandbox called → first output
-	ExecSyncMs float64  `json:"exec_sync_ms"` // median ExecSync `true`
-	AgentRTTMs float64  `json:"agent_rtt_ms"` // median agent Health, host → guest → host (coco only)
-	StopPodMs  float64  `json:"stop_pod_ms"`  // StopPodSandbox + RemovePodSandbox
-	ShimMem    Mem      `json:"shim_mem"`     // the pod's shim process
-	VMMMem     Mem      `json:"vmm_mem"`      // QEMU (coco only)
-	VsockMem   Mem      `json:"vsock_mem"`    // vhost-device-vsock (coco only)
+	CreateMs   float64  `json:"create_ms"`     // CreateContainer
+	StartMs    float64  `json:"start_ms"`      // StartContainer
+	FirstOutMs float64  `json:"first_out_ms"`  // StartContainer returned → first line in the CRI log
+	ToOutputMs float64  `json:"to_output_ms"`  // RunPodSandbox called → first output
+	ExecSyncMs float64  `json:"exec_sync_ms"`  // median ExecSync `true`
+	AgentRTTMs float64  `json:"agent_rtt_ms"`  // median agent Health, host → guest → host (coco only)
+	StopPodMs  float64  `json:"stop_pod_ms"`   // StopPodSandbox + RemovePodSandbox
+	ShimMem    Mem      `json:"shim_mem"`      // the pod's shim process
+	VMMMem     Mem      `json:"vmm_mem"`       // QEMU (coco only)
+	VsockMem   Mem      `json:"vsock_mem"`     // vhost-device-vsock (coco only)
 	QEMUArgv   []string `json:"-"`
 	ExecErrors []string `json:"exec_errors,omitempty"`
 
