@@ -634,8 +634,12 @@ func TestStartPausedSEVFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vm.Stop(ctx)
-	st, err := vm.mon.Load().raw.QueryStatus()
-	if err != nil || st.Running {
+	var st struct {
+		Running bool   `json:"running"`
+		Status  string `json:"status"`
+	}
+	err = vm.mon.Load().run(ctx, "query-status", nil, &st)
+	if err != nil || st.Running || st.Status != "prelaunch" && st.Status != "paused" {
 		t.Fatalf("query-status after a paused start = %+v, %v; want not running", st, err)
 	}
 	_, err = vm.SEVLaunchMeasure(ctx)

@@ -143,7 +143,7 @@ func (v *VM) Pause(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return mon.do(ctx, "stop", mon.raw.Stop)
+	return mon.run(ctx, "stop", nil, nil)
 }
 
 // Resume restarts the guest's vCPUs (QMP cont).
@@ -152,5 +152,5 @@ func (v *VM) Resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return mon.do(ctx, "cont", mon.raw.Cont)
+	return mon.run(ctx, "cont", nil, nil)
 }

@@ -67,14 +67,14 @@ func (v *VM) shutdown(ctx context.Context) error {
 	if mon := v.mon.Load(); mon != nil {
 		grace := min(powerdownGrace, time.Until(deadline)/3)
 		cctx, cancel := context.WithTimeout(ctx, grace)
-		if err := mon.do(cctx, "system_powerdown", mon.raw.SystemPowerdown); err != nil {
+		if err := mon.run(cctx, "system_powerdown", nil, nil); err != nil {
 			lg.WithError(err).Debug("qemu: system_powerdown")
 		}
 		cancel()
 		if !v.waitExit(time.Now().Add(grace)) {
 			// quit ends QEMU without involving the guest.
 			qctx, cancel := context.WithDeadline(ctx, deadline)
-			if err := mon.do(qctx, "quit", mon.raw.Quit); err != nil && !isClosedConn(err) {
+			if err := mon.run(qctx, "quit", nil, nil); err != nil && !isClosedConn(err) {
 				lg.WithError(err).Debug("qemu: quit")
 			}
 			cancel()

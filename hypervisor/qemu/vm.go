@@ -19,7 +19,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"github.com/digitalocean/go-qemu/qmp/raw"
 
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/vsock"
@@ -200,8 +199,10 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		return fmt.Errorf("%w; qemu stderr: %s", err, v.stderrTail())
 	}
 	v.mon.Store(mon)
-	var st raw.StatusInfo
-	if err := mon.do(qctx, "query-status", func() (err error) { st, err = mon.raw.QueryStatus(); return err }); err != nil {
+	var st struct {
+		Status string `json:"status"`
+	}
+	if err := mon.run(qctx, "query-status", nil, &st); err != nil {
 		return err
 	}
 	lg.WithField("pid", cmd.Process.Pid).WithField("status", st.Status).WithField("accel", p.accel).Info("qemu: VM started")
