@@ -46,9 +46,11 @@ coco-agent:
 	@mkdir -p $(GUEST_OUT)
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(GUEST_OUT)/coco-agent $(AGENT_PKG)
 
+# coco-pause is C (see guest-assets/pause/pause.c for why); flags as in
+# guest-assets/agent/pause.CFlags.
 coco-pause:
 	@mkdir -p $(GUEST_OUT)
-	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(GUEST_OUT)/coco-pause ./guest-assets/agent/cmd/coco-pause
+	$(CC) -static -Os -s -Wall -Wextra -Werror -Wl,--build-id=none -o $(GUEST_OUT)/coco-pause guest-assets/pause/pause.c
 
 initrd:
 	$(GO) run ./guest-assets/cmd/mkinitrd -assets $(GUEST_OUT) -init $(GUEST_OUT)/coco-agent \

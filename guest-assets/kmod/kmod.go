@@ -58,18 +58,49 @@ func ParseManifest(r io.Reader) ([]Module, error) {
 	return mods, nil
 }
 
-// LoadManifest loads every module listed in the manifest at path, in order.
-// A module the kernel already has (EEXIST) counts as loaded; any other
-// failure stops and names the module.
-func LoadManifest(path string) error {
+// ReadManifest parses the manifest file at path.
+func ReadManifest(path string) ([]Module, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("kmod: %w", err)
+		return nil, fmt.Errorf("kmod: %w", err)
 	}
 	defer f.Close()
 	mods, err := ParseManifest(f)
 	if err != nil {
-		return fmt.Errorf("%w (manifest %s)", err, path)
+		return nil, fmt.Errorf("%w (manifest %s)", err, path)
+	}
+	return mods, nil
+}
+
+// Name is a module's name as the kernel knows it: the file name without
+// .ko, with dashes as underscores.
+func (m Module) Name() string {
+	base := m.Path[strings.LastIndexByte(m.Path, '/')+1:]
+	return strings.ReplaceAll(strings.TrimSuffix(base, ".ko"), "-", "_")
+}
+
+// Split cuts a manifest after the last of the named modules: first holds
+// them with everything listed before them (their dependencies come first),
+// rest the others. Names that are not listed are ignored.
+func Split(mods []Module, names ...string) (first, rest []Module) {
+	cut := 0
+	for i, m := range mods {
+		for _, n := range names {
+			if m.Name() == n {
+				cut = i + 1
+			}
+		}
+	}
+	return mods[:cut], mods[cut:]
+}
+
+// LoadManifest loads every module listed in the manifest at path, in order.
+// A module the kernel already has (EEXIST) counts as loaded; any other
+// failure stops and names the module.
+func LoadManifest(path string) error {
+	mods, err := ReadManifest(path)
+	if err != nil {
+		return err
 	}
 	return Load(mods)
 }

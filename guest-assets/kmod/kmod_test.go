@@ -104,3 +104,17 @@ func TestLoadManifestErrors(t *testing.T) {
 		t.Fatalf("bad manifest: got %v, want it named", err)
 	}
 }
+
+func TestSplit(t *testing.T) {
+	var mods []Module
+	for _, n := range []string{"vsock", "virtio_ring", "vmw_vsock_virtio_transport", "virtio-pci", "virtio_blk", "overlay"} {
+		mods = append(mods, Module{Path: "/lib/modules/x/" + n + ".ko"})
+	}
+	first, rest := Split(mods, "virtio_pci", "vmw_vsock_virtio_transport", "not_listed")
+	if len(first) != 4 || len(rest) != 2 || first[3].Name() != "virtio_pci" || rest[0].Name() != "virtio_blk" {
+		t.Fatalf("Split: first %v, rest %v", first, rest)
+	}
+	if first, rest := Split(mods, "nothing"); len(first) != 0 || len(rest) != len(mods) {
+		t.Fatalf("Split with no listed name: first %v, rest %v", first, rest)
+	}
+}

@@ -58,3 +58,30 @@ func (g Guest) write(p, content string) error {
 	}
 	return os.WriteFile(p, []byte(content), 0o644)
 }
+
+// virtio-blk's PCI IDs: Red Hat's vendor, the transitional and the modern
+// (virtio 1.0) device.
+var virtioBlockIDs = map[string]bool{"0x1af4:0x1001": true, "0x1af4:0x1042": true}
+
+// HasVirtioBlockPCI reports whether the VM has a virtio-blk PCI function
+// (present) and whether it could tell (known: false without a PCI bus in
+// sysfs, as on s390 or virtio-mmio machines). It reads only what the PCI
+// core enumerated at boot, so it needs no driver.
+func HasVirtioBlockPCI() (present, known bool) {
+	return hasPCIDevice("/sys/bus/pci/devices", virtioBlockIDs)
+}
+
+func hasPCIDevice(dir string, ids map[string]bool) (present, known bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, false
+	}
+	for _, e := range entries {
+		v, err1 := os.ReadFile(filepath.Join(dir, e.Name(), "vendor"))
+		d, err2 := os.ReadFile(filepath.Join(dir, e.Name(), "device"))
+		if err1 == nil && err2 == nil && ids[strings.TrimSpace(string(v))+":"+strings.TrimSpace(string(d))] {
+			return true, true
+		}
+	}
+	return false, true
+}

@@ -24,6 +24,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/coco-runtime/coco/guest-assets/agent/pause"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,15 +74,16 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// buildPause builds the real coco-pause once per test binary.
+// buildPause builds the real coco-pause once per test binary, as the
+// Makefile does.
 var buildPause = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "coco-pause-test")
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "coco-pause")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/coco-pause")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	args := append(append([]string{}, pause.CFlags...), "-o", bin, filepath.Join("..", "..", "..", pause.Source))
+	cmd := exec.Command("gcc", args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", &exec.Error{Name: string(out), Err: err}
 	}

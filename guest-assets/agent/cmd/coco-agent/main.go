@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -88,7 +89,7 @@ func run(start uint64) error {
 	// Container preparation waits for all of them; a failure powers off.
 	driversReady := make(chan struct{})
 	go func() {
-		if err := kmod.LoadManifest(kmod.DefaultManifest); err != nil {
+		if err := loadModules(); err != nil {
 			boot.PowerOff(fmt.Sprintf("fatal: load kernel modules: %v", err))
 		}
 		log.L.Debugf("kernel modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
@@ -130,11 +131,14 @@ func run(start uint64) error {
 		IODir:     ioDir,
 		OnDestroy: func(reason string) { destroyed <- reason },
 		InitData: func(ctx context.Context) (string, error) {
-			// The init-data disk needs the virtio-blk driver.
-			select {
-			case <-driversReady:
-			case <-ctx.Done():
-				return "", ctx.Err()
+			// The init-data disk needs the virtio-blk driver, unless the
+			// VM has no virtio disk at all (then there is nothing to find).
+			if present, known := boot.HasVirtioBlockPCI(); present || !known {
+				select {
+				case <-driversReady:
+				case <-ctx.Done():
+					return "", ctx.Err()
+				}
 			}
 			res, err := initdata.LoadInGuest(initdata.GuestOptions{})
 			if err != nil {
@@ -177,6 +181,28 @@ func run(start uint64) error {
 	case err := <-served:
 		return fmt.Errorf("ttrpc server stopped: %w", err)
 	}
+}
+
+// loadModules loads the manifest's modules: what the vsock listener needs
+// first, then the rest (disks, filesystems, network, balloon) at the lowest
+// CPU priority, so that work fills the time the guest waits for the host
+// rather than delaying the agent's answers.
+func loadModules() error {
+	mods, err := kmod.ReadManifest(kmod.DefaultManifest)
+	if err != nil {
+		return err
+	}
+	vsockMods, rest := kmod.Split(mods, "vmw_vsock_virtio_transport", "virtio_pci")
+	// nice is per thread; this one is discarded with the goroutine.
+	runtime.LockOSThread()
+	if err := kmod.Load(vsockMods); err != nil {
+		return err
+	}
+	log.L.Debugf("vsock modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 19); err != nil {
+		log.L.WithError(err).Debug("lower the module loader's priority")
+	}
+	return kmod.Load(rest)
 }
 
 // listen opens a vsock listener once the guest's vsock transport is up
