@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -40,12 +41,19 @@ func newVM(cfg hypervisor.Config) (hypervisor.VM, error) {
 func dialAgent(ctx context.Context, vm hypervisor.VM) (agentClient, error) {
 	if gl, ok := vm.(hypervisor.GuestListener); ok {
 		start := time.Now()
-		err := waitGuestReady(ctx, vm, gl)
+		conn, err := waitGuestReady(ctx, vm, gl)
 		if err != nil && ctx.Err() == context.DeadlineExceeded {
 			return nil, fmt.Errorf("guest agent not ready after %s: it did not announce itself on host vsock port %d (the boot timeout is [hypervisor] boot_timeout): %w%s",
 				time.Since(start).Round(time.Millisecond), api.ReadyPort, err, consoleTail(vm.Info().ConsoleLog, 20))
 		}
-		if err != nil && !errdefs.IsNotImplemented(err) {
+		if err == nil {
+			// The agent serves on the connection it opened: no dial.
+			c, err := agent.NewClient(ctx, conn, vm)
+			if err == nil {
+				return c, nil
+			}
+			log.G(ctx).WithError(err).Debug("the guest's announcement connection does not serve the agent API; dialling")
+		} else if !errdefs.IsNotImplemented(err) {
 			log.G(ctx).WithError(err).Debug("no readiness announcement from the guest; dialling anyway")
 		}
 	}
@@ -62,14 +70,14 @@ func consoleTail(path string, n int) string {
 	return fmt.Sprintf("\nlast %d lines of the guest console (%s):\n%s", n, path, t)
 }
 
-// waitGuestReady returns once the guest agent has connected to the host's
-// ReadyPort (it serves from then on), or with ctx's error. Dialling only
-// then keeps connection attempts away from a guest whose vsock driver is
-// not up yet, which the vhost-user vsock daemon does not survive reliably.
-func waitGuestReady(ctx context.Context, vm hypervisor.VM, gl hypervisor.GuestListener) error {
+// waitGuestReady returns the connection the guest agent opened to the
+// host's ReadyPort once it serves, or ctx's error. Waiting for it keeps
+// connection attempts away from a guest whose vsock driver is not up yet,
+// which the vhost-user vsock daemon does not survive reliably.
+func waitGuestReady(ctx context.Context, vm hypervisor.VM, gl hypervisor.GuestListener) (net.Conn, error) {
 	l, err := gl.ListenGuest(api.ReadyPort)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer l.Close()
 	// A VM that dies will never announce itself: stop waiting at once.
@@ -79,19 +87,24 @@ func waitGuestReady(ctx context.Context, vm hypervisor.VM, gl hypervisor.GuestLi
 		vm.Wait(ctx)
 		cancel()
 	}()
-	accepted := make(chan error, 1)
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	accepted := make(chan result, 1)
 	go func() {
 		c, err := l.Accept()
-		if err == nil {
-			c.Close()
-		}
-		accepted <- err
+		accepted <- result{c, err}
 	}()
 	select {
-	case err := <-accepted:
-		return err
+	case r := <-accepted:
+		return r.conn, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		l.Close()
+		if r := <-accepted; r.conn != nil {
+			r.conn.Close()
+		}
+		return nil, ctx.Err()
 	}
 }
 

@@ -79,6 +79,14 @@ func dialOnce(ctx context.Context, d Dialer) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return NewClient(ctx, conn, d)
+}
+
+// NewClient makes a Client of conn, a connection on which the guest agent
+// serves its API (the one it opened to the host's ReadyPort, or one dialled
+// to AgentPort), and checks it with one Health call; conn is closed on
+// error. d dials the stdio stream connections.
+func NewClient(ctx context.Context, conn net.Conn, d Dialer) (*Client, error) {
 	tc := ttrpc.NewClient(conn, ttrpc.WithUnaryClientInterceptor(nativeErrors))
 	c := &Client{d: d, conn: conn, ttrpc: tc, task: taskAPI.NewTTRPCTaskClient(tc), agent: api.NewAgentClient(tc)}
 	hctx, cancel := context.WithTimeout(ctx, healthAttempt)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -162,6 +163,43 @@ func (a *Agent) Serve(ctx context.Context, agent, streams net.Listener) error {
 	}
 	return a.srv.Serve(ctx, agent)
 }
+
+// ServeConn serves the agent API on a connection the agent opened itself
+// (to the host's ReadyPort), next to the listener Serve accepts on, until
+// the connection or the server closes.
+func (a *Agent) ServeConn(ctx context.Context, conn net.Conn) {
+	l := &connListener{conn: conn, addr: conn.LocalAddr(), closed: make(chan struct{})}
+	go a.srv.Serve(ctx, l)
+}
+
+// connListener hands out one connection, then blocks until closed (the
+// server closes its listeners on Shutdown).
+type connListener struct {
+	mu     sync.Mutex
+	conn   net.Conn
+	addr   net.Addr
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	c := l.conn
+	l.conn = nil
+	l.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }
 
 // Close ends the event stream, lets in-flight answers go out until ctx is
 // done, and stops serving.

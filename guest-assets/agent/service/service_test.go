@@ -365,3 +365,25 @@ func BenchmarkHealthRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// TestServeConn is the readiness path: the agent serves the API, policy
+// gate included, on a connection it opened itself, and the host makes its
+// client of that connection without dialling.
+func TestServeConn(t *testing.T) {
+	h := start(t)
+	hostSide, guestSide := net.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.agent.ServeConn(ctx, guestSide)
+	c, err := agent.NewClient(ctx, hostSide, unixDialer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if hr := c.Health(); hr.GetVersion() != "test" || hr.GetNowNs() != 42 {
+		t.Errorf("health over the agent's own connection = %+v", hr)
+	}
+	nctx := namespaces.WithNamespace(ctx, "k8s.io")
+	_, err = c.Task().Create(nctx, &task.CreateTaskRequest{ID: "c1", Bundle: "/b"})
+	wantErr(t, err, errdefs.IsFailedPrecondition, "sandbox not set up")
+}

@@ -12,10 +12,12 @@ import (
 const (
 	AgentPort  uint32 = 1024
 	StreamPort uint32 = 1025
-	// ReadyPort is the HOST port the agent connects to once it serves: the
-	// host dials AgentPort only after that, never into a guest that cannot
-	// answer yet (vhost-device-vsock mishandles connections opened before
-	// the guest driver is up).
+	// ReadyPort is the HOST port the agent connects to once it serves; it
+	// serves the agent API on that connection too, so a host that listens
+	// there needs no connection of its own and never dials into a guest
+	// that cannot answer yet (vhost-device-vsock mishandles connections
+	// opened before the guest driver is up). Hosts that do not listen
+	// (kernel vhost-vsock) dial AgentPort instead.
 	ReadyPort uint32 = 1026
 )
 

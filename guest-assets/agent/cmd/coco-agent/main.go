@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -168,7 +169,11 @@ func run(start uint64) error {
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(ctx, agentL, streamL) }()
 	boot.Log("serving on vsock ports %d and %d, %.3fs after kernel start", api.AgentPort, api.StreamPort, float64(boot.Boottime())/1e9)
-	go announceReady(ctx)
+	go func() {
+		if c := announceReady(ctx); c != nil {
+			a.ServeConn(ctx, c)
+		}
+	}()
 
 	select {
 	case reason := <-destroyed:
@@ -246,20 +251,21 @@ func reap(ctx context.Context) {
 }
 
 // announceReady tells the host the agent serves: it connects to the host's
-// ReadyPort and closes. The host dials the agent only after that. Hosts
-// without a per-VM host side (kernel vhost-vsock) never accept; they dial
-// with retries instead, so giving up after a while is harmless.
-func announceReady(ctx context.Context) {
+// ReadyPort and returns the connection, on which the agent then serves its
+// API (the host needs no connection of its own). Hosts without a per-VM
+// host side (kernel vhost-vsock) never accept; they dial AgentPort with
+// retries instead, so giving up after a while (nil) is harmless.
+func announceReady(ctx context.Context) net.Conn {
 	deadline := time.Now().Add(15 * time.Second)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		c, err := vsock.Dial(vsock.Host, api.ReadyPort, nil)
 		if err == nil {
-			c.Close()
 			log.L.Debug("announced readiness to the host")
-			return
+			return c
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return nil
 }
 
 // defaultPolicy is the policy before any is loaded: allow-all in a plain VM
