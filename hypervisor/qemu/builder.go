@@ -79,6 +79,8 @@ type plan struct {
 type paths struct {
 	qmp       string // QMP control socket
 	console   string // guest serial console log
+	log       string // QEMU's stdout and stderr
+	daemonLog string // vhost-device-vsock's stdout and stderr
 	vhostUser string // vhost-user control socket between QEMU and vhost-device-vsock
 	hybrid    string // hybrid-vsock socket the host dials (vhost-device-vsock --uds-path)
 }

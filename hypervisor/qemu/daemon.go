@@ -17,15 +17,15 @@ import (
 // vhost-user-vsock-pci connects to its control socket, and the host reaches
 // guest ports through its hybrid-vsock socket.
 type daemon struct {
-	cmd    *exec.Cmd
-	stderr *tailBuffer
-	done   chan struct{}
-	err    error // cmd.Wait's result, valid after done is closed
+	cmd  *exec.Cmd
+	log  string // its stdout and stderr
+	done chan struct{}
+	err  error // cmd.Wait's result, valid after done is closed
 }
 
 // startDaemon launches vhost-device-vsock and waits for its vhost-user
 // socket to appear, so QEMU finds it on its first connect attempt.
-func startDaemon(ctx context.Context, bin string, cid uint32, vhostUser, hybrid string) (*daemon, error) {
+func startDaemon(ctx context.Context, bin string, cid uint32, vhostUser, hybrid, logPath string) (*daemon, error) {
 	// A socket file left by a VM that crashed in this state dir would look
 	// like a ready daemon below; start from a clean slate.
 	for _, s := range []string{vhostUser, hybrid} {
@@ -39,13 +39,19 @@ func startDaemon(ctx context.Context, bin string, cid uint32, vhostUser, hybrid 
 		"--guest-cid", strconv.FormatUint(uint64(cid), 10),
 		"--socket", vhostUser,
 		"--uds-path", hybrid)
-	d := &daemon{cmd: cmd, stderr: newTailBuffer(8 << 10), done: make(chan struct{})}
-	cmd.Stdout = d.stderr
-	cmd.Stderr = d.stderr
+	d := &daemon{cmd: cmd, log: logPath, done: make(chan struct{})}
+	logf, err := openProcessLog(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout = logf
+	cmd.Stderr = logf
 	// Its own process group: a terminal's Ctrl-C aimed at the shim must not
 	// take the daemon down under a running VM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	logf.Close() // the daemon has its own copy
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	go func() {
@@ -61,10 +67,10 @@ func startDaemon(ctx context.Context, bin string, cid uint32, vhostUser, hybrid 
 		}
 		select {
 		case <-d.done:
-			return nil, fmt.Errorf("%s exited before creating %s: %v: %s", bin, vhostUser, d.err, d.stderr.String())
+			return nil, fmt.Errorf("%s exited before creating %s: %v: %s", bin, vhostUser, d.err, processLogTail(d.log))
 		case <-ctx.Done():
 			d.stop(time.Second)
-			return nil, fmt.Errorf("%s did not create %s: %w: %s", bin, vhostUser, ctx.Err(), d.stderr.String())
+			return nil, fmt.Errorf("%s did not create %s: %w: %s", bin, vhostUser, ctx.Err(), processLogTail(d.log))
 		case <-tick.C:
 		}
 	}

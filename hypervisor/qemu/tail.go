@@ -2,37 +2,36 @@ package qemu
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
-	"sync"
 
 	"github.com/coco-runtime/coco/hypervisor"
 )
 
-// tailBuffer keeps the last max bytes written to it (a process's stderr),
-// enough to explain a failure without growing without bound.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
+// QEMU's and vhost-device-vsock's stdout and stderr go to a log file in the
+// VM's state dir (as with the Cloud Hypervisor driver), read back only to
+// explain a failure. An *os.File as a child's output needs no copy goroutine
+// and buffer in the shim: in-memory tails cost two goroutines with 32 KiB
+// copy buffers plus the tails themselves, for every pod.
 
-func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
+// openProcessLog creates (or truncates) a helper process's log.
+func openProcessLog(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("process log: %w", err)
 	}
-	return len(p), nil
+	return f, nil
 }
 
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
+// processLogLines is how much of a helper's log an error quotes.
+const processLogLines = 20
+
+// processLogTail returns the end of a helper process's log for an error
+// message, "" when there is none.
+func processLogTail(path string) string {
+	t, _ := hypervisor.Tail(path, processLogLines)
+	return strings.TrimSpace(t)
 }
 
 // tailLines returns the last n lines of the file at path, or a sentence

@@ -43,7 +43,6 @@ type VM struct {
 	started  bool
 	stopped  bool
 	cmd      *exec.Cmd
-	stderr   *tailBuffer
 	daemon   *daemon
 	cid      *vsock.CID
 	stopDone chan struct{} // closed when the first Stop has finished
@@ -160,7 +159,7 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		extra = append(extra, cid.File)
 		p.vhostFD = 3 // first of ExtraFiles
 	case modeVhostUser:
-		d, err := startDaemon(ctx, p.cfg.Vsock.DaemonPath, p.cid, p.paths.vhostUser, p.paths.hybrid)
+		d, err := startDaemon(ctx, p.cfg.Vsock.DaemonPath, p.cid, p.paths.vhostUser, p.paths.hybrid, p.paths.daemonLog)
 		if err != nil {
 			return err
 		}
@@ -173,12 +172,17 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	}
 	lg.WithField("argv", strings.Join(args, " ")).Debug("qemu: starting")
 	cmd := exec.Command(args[0], args[1:]...)
-	v.stderr = newTailBuffer(16 << 10)
-	cmd.Stdout = v.stderr
-	cmd.Stderr = v.stderr
+	logf, err := openProcessLog(p.paths.log)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout = logf
+	cmd.Stderr = logf
 	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	logf.Close() // QEMU has its own copy
+	if err != nil {
 		return fmt.Errorf("start %s: %w", args[0], err)
 	}
 	v.cmd = cmd
@@ -294,10 +298,7 @@ func lastLine(s string) string {
 }
 
 func (v *VM) stderrTail() string {
-	if v.stderr == nil {
-		return ""
-	}
-	return v.stderr.String()
+	return processLogTail(v.plan.paths.log)
 }
 
 func (v *VM) running() bool {
