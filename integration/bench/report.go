@@ -31,7 +31,8 @@ const (
 	PhVMMToClock   = "  QEMU exec → guest clock starts [VMM setup + early kernel]"
 	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"
 	PhAgentReady   = "  agent start → serving [guest clock]"
-	PhDialLag      = "  agent serving → Health answered [host: vsock + dial]"
+	PhAnnounce     = "  agent serving → connected to the host [guest clock]"
+	PhDialLag      = "  connected → Health answered [host: accept + Health round trip]"
 	PhSetup        = "  SetupSandbox [guest work]"
 	PhPause        = "  pause container prepare+create [guest work]"
 	PhAfterSetup   = "  shim + containerd around the pause task [host]"
@@ -70,12 +71,17 @@ func AddCoco(s *Series, p PodSample) {
 	at := func(ns int64) float64 { return float64(ns-p.RunPodAt) / 1e6 }
 	vmExec, zero, up, setupDone := at(ph.VMExecAtNs), at(ph.GuestZeroAtNs), at(ph.AgentUpAtNs), at(ph.SetupDoneAtNs)
 	before := vmExec
-	dialLag := up - (zero + ph.GuestAgentReadyMs)
+	announced := ph.GuestAnnouncedMs
+	if announced == 0 { // the shim dialled: no guest part to split off
+		announced = ph.GuestAgentReadyMs
+	}
+	dialLag := up - (zero + announced)
 	after := p.RunPodMs - setupDone - pause
 	s.Add(PhBeforeVM, before)
 	s.Add(PhVMMToClock, zero-vmExec)
 	s.Add(PhKernelBoot, ph.GuestAgentStartMs)
 	s.Add(PhAgentReady, ph.GuestAgentReadyMs-ph.GuestAgentStartMs)
+	s.Add(PhAnnounce, announced-ph.GuestAgentReadyMs)
 	s.Add(PhDialLag, dialLag)
 	s.Add(PhSetup, ph.SetupMs)
 	s.Add(PhPause, pause)

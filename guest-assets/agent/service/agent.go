@@ -34,6 +34,7 @@ type agentService struct {
 	version    string
 	startNs    uint64
 	readyNs    func() uint64
+	announced  func() uint64
 	now        func() uint64
 	gate       *policy.Gate
 	queue      *events.Queue
@@ -56,6 +57,7 @@ func (s *agentService) Health(ctx context.Context, _ *api.HealthRequest) (*api.H
 		AgentReadyNs: s.readyNs(),
 		SandboxReady: s.gate.Ready(),
 		NowNs:        s.nowNs(),
+		AnnouncedNs:  s.announced(),
 	}, nil
 }
 

@@ -67,7 +67,9 @@ type Agent struct {
 	streams *stdio.Streams
 	sd      shutdown.Service
 	readyNs atomic.Uint64
-	now     func() uint64
+	// announcedNs is when the connection to the host's ReadyPort was up.
+	announcedNs atomic.Uint64
+	now         func() uint64
 }
 
 // New builds the agent's services. ctx lives as long as the agent.
@@ -105,6 +107,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		version:    cfg.Version,
 		startNs:    cfg.StartNs,
 		readyNs:    a.readyNs.Load,
+		announced:  a.announcedNs.Load,
 		now:        cfg.Now,
 		gate:       gate,
 		queue:      a.queue,
@@ -168,6 +171,9 @@ func (a *Agent) Serve(ctx context.Context, agent, streams net.Listener) error {
 // (to the host's ReadyPort), next to the listener Serve accepts on, until
 // the connection or the server closes.
 func (a *Agent) ServeConn(ctx context.Context, conn net.Conn) {
+	if a.now != nil {
+		a.announcedNs.Store(a.now())
+	}
 	l := &connListener{conn: conn, addr: conn.LocalAddr(), closed: make(chan struct{})}
 	go a.srv.Serve(ctx, l)
 }

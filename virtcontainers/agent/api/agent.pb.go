@@ -85,7 +85,8 @@ type HealthResponse struct {
 	AgentStartNs  uint64 `protobuf:"varint,3,opt,name=agent_start_ns,json=agentStartNs,proto3" json:"agent_start_ns,omitempty"`    // when PID 1 started
 	AgentReadyNs  uint64 `protobuf:"varint,4,opt,name=agent_ready_ns,json=agentReadyNs,proto3" json:"agent_ready_ns,omitempty"`    // when the ttrpc server began serving
 	SandboxReady  bool   `protobuf:"varint,5,opt,name=sandbox_ready,json=sandboxReady,proto3" json:"sandbox_ready,omitempty"`
-	NowNs         uint64 `protobuf:"varint,6,opt,name=now_ns,json=nowNs,proto3" json:"now_ns,omitempty"` // when this answer was made: maps the guest clock onto the host's
+	NowNs         uint64 `protobuf:"varint,6,opt,name=now_ns,json=nowNs,proto3" json:"now_ns,omitempty"`                   // when this answer was made: maps the guest clock onto the host's
+	AnnouncedNs   uint64 `protobuf:"varint,7,opt,name=announced_ns,json=announcedNs,proto3" json:"announced_ns,omitempty"` // when the agent's connection to the host's ReadyPort was up (0: none)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,6 +159,13 @@ func (x *HealthResponse) GetSandboxReady() bool {
 func (x *HealthResponse) GetNowNs() uint64 {
 	if x != nil {
 		return x.NowNs
+	}
+	return 0
+}
+
+func (x *HealthResponse) GetAnnouncedNs() uint64 {
+	if x != nil {
+		return x.AnnouncedNs
 	}
 	return 0
 }
@@ -940,14 +948,15 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\rcoco.agent.v1\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
-	"\rHealthRequest\"\xda\x01\n" +
+	"\rHealthRequest\"\xfd\x01\n" +
 	"\x0eHealthResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12&\n" +
 	"\x0fkernel_start_ns\x18\x02 \x01(\x04R\rkernelStartNs\x12$\n" +
 	"\x0eagent_start_ns\x18\x03 \x01(\x04R\fagentStartNs\x12$\n" +
 	"\x0eagent_ready_ns\x18\x04 \x01(\x04R\fagentReadyNs\x12#\n" +
 	"\rsandbox_ready\x18\x05 \x01(\bR\fsandboxReady\x12\x15\n" +
-	"\x06now_ns\x18\x06 \x01(\x04R\x05nowNs\"\xc0\x02\n" +
+	"\x06now_ns\x18\x06 \x01(\x04R\x05nowNs\x12!\n" +
+	"\fannounced_ns\x18\a \x01(\x04R\vannouncedNs\"\xc0\x02\n" +
 	"\x13SetupSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
