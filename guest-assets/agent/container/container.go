@@ -171,15 +171,26 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return "", err
 	}
+	// The sandbox container's rootfs is only needed when runc runs it
+	// (MountPauseRootfs); the agent's own pause task needs none.
 	if blk := r.GetRootfs().GetBlock(); blk != nil {
-		err = m.mountBlock(ctx, p, blk.GetSerial(), rootfs)
-	} else {
-		err = m.mountPause(p, rootfs)
-	}
-	if err != nil {
-		return "", err
+		if err := m.mountBlock(ctx, p, blk.GetSerial(), rootfs); err != nil {
+			return "", err
+		}
 	}
 	return p.bundle, nil
+}
+
+// MountPauseRootfs gives the prepared sandbox container id the rootfs runc
+// needs to run coco-pause as /pause.
+func (m *Manager) MountPauseRootfs(id string) error {
+	m.mu.Lock()
+	p := m.containers[id]
+	m.mu.Unlock()
+	if p == nil || !p.sandbox {
+		return fmt.Errorf("container %s is not the prepared sandbox container: %w", id, errdefs.ErrNotFound)
+	}
+	return m.mountPause(p, filepath.Join(p.bundle, "rootfs"))
 }
 
 func writeFiles(dir string, files []*api.File) (map[string]string, error) {

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
 // A disk is found by serial only once it has a size: sysfs shows the
@@ -44,5 +47,48 @@ func TestFindDiskWaitsForSize(t *testing.T) {
 	m = NewManager(Config{SysBlock: sys, DeviceWait: 50 * time.Millisecond})
 	if _, err := m.FindDisk(context.Background(), "absent"); !errdefs.IsNotFound(err) {
 		t.Errorf("missing disk: %v, want NotFound", err)
+	}
+}
+
+// The sandbox container gets its pause rootfs only when runc is to run it:
+// Prepare leaves rootfs empty, MountPauseRootfs binds coco-pause as /pause
+// read-only, and Remove undoes it.
+func TestPauseRootfsOnlyForRunc(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a tmpfs and a bind mount (what it checks: runc's pause rootfs is built on demand and removed)")
+	}
+	dir := t.TempDir()
+	pauseBin := filepath.Join(dir, "coco-pause")
+	os.WriteFile(pauseBin, []byte("#!pause"), 0o755)
+	m := NewManager(Config{BundleRoot: dir, PauseBinary: pauseBin, CgroupParent: "/coco"})
+	spec := []byte(`{"ociVersion":"1.2.0","process":{"args":["/pause"],"cwd":"/"},"root":{"path":"rootfs"},"linux":{"namespaces":[{"type":"pid"},{"type":"ipc"},{"type":"uts"}]}}`)
+	ctx := context.Background()
+	bundle, err := m.Prepare(ctx, &api.PrepareContainerRequest{ContainerId: "sb", SandboxContainer: true, Spec: spec, Rootfs: &api.Rootfs{Source: &api.Rootfs_Agent{Agent: &emptypb.Empty{}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.IsSandbox("sb") || m.IsSandbox("other") {
+		t.Fatal("IsSandbox")
+	}
+	if _, err := os.Stat(filepath.Join(bundle, "rootfs", "pause")); !os.IsNotExist(err) {
+		t.Fatalf("pause rootfs built at Prepare: %v", err)
+	}
+	if err := m.MountPauseRootfs("sb"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(bundle, "rootfs", "pause")); err != nil || string(b) != "#!pause" {
+		t.Fatalf("/pause in the rootfs: %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "rootfs", "pause"), nil, 0o755); err == nil {
+		t.Error("/pause is writable")
+	}
+	if err := m.MountPauseRootfs("other"); !errdefs.IsNotFound(err) {
+		t.Errorf("MountPauseRootfs of a container that is not the sandbox: %v", err)
+	}
+	if err := m.Remove(ctx, "sb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("bundle left after Remove: %v", err)
 	}
 }

@@ -78,9 +78,14 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		return nil, errgrpc.ToGRPC(err)
 	}
 	var resp *taskAPI.CreateTaskResponse
-	if t.runsPause(ctx, r) {
+	switch {
+	case t.runsPause(ctx, r):
 		resp, err = t.pause.Create(ctx, g)
-	} else {
+	case t.containers.IsSandbox(r.ID):
+		if err = t.containers.MountPauseRootfs(r.ID); err == nil {
+			resp, err = t.TTRPCTaskService.Create(ctx, g)
+		}
+	default:
 		resp, err = t.TTRPCTaskService.Create(ctx, g)
 	}
 	if err != nil {
