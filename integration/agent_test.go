@@ -59,7 +59,8 @@ func agentInitrd(t *testing.T, repo, guest string) string {
 	t.Helper()
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "coco-agent")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./guest-assets/agent/cmd/coco-agent")
+	// The Makefile's build (GO_TAGS), so the test boots what `make` ships.
+	build := exec.Command("go", "build", "-tags", "grpcnotrace", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./guest-assets/agent/cmd/coco-agent")
 	build.Dir = repo
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -44,7 +44,7 @@ runc:
 coco-agent:
 	@[ -d $(AGENT_PKG) ] && ls $(AGENT_PKG)/*.go >/dev/null 2>&1 || { echo "coco-agent: $(AGENT_PKG) does not exist yet (the agent is written in guest-assets/agent/); cannot build the initrd without it" >&2; exit 1; }
 	@mkdir -p $(GUEST_OUT)
-	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(GUEST_OUT)/coco-agent $(AGENT_PKG)
+	CGO_ENABLED=0 $(GO) build -tags "$(GO_TAGS)" -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(GUEST_OUT)/coco-agent $(AGENT_PKG)
 
 # coco-pause is C (see guest-assets/pause/pause.c for why); flags as in
 # guest-assets/agent/pause.CFlags.
