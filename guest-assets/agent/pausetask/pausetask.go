@@ -26,7 +26,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coco-runtime/coco/guest-assets/agent/pause"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	cevents "github.com/containerd/containerd/v2/core/events"
@@ -38,6 +37,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/coco-runtime/coco/guest-assets/agent/pause"
 )
 
 // Reaper starts a command and reports its exit; containerd's

@@ -23,15 +23,20 @@ import (
 // pause process cannot do (exec, pause, update, terminal, checkpoint) is
 // refused with the reason.
 
+// getInit is the sandbox container's task; it runs no execs.
+func (s *Service) getInit(id, execID string) (*pauseTask, error) {
+	if execID != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in sandbox container %s: no such exec", execID, id)
+	}
+	return s.get(id)
+}
+
 // Start marks the task started; the pause process runs from Create on (it
 // does nothing but wait, so there is nothing to hold back).
 func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	t, err := s.get(r.ID)
+	t, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
-	}
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in sandbox container %s: no such exec", r.ExecID, r.ID)
 	}
 	s.mu.Lock()
 	already := t.started
@@ -46,12 +51,9 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 
 // State reports the pause process as runc would report a container.
 func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
-	t, err := s.get(r.ID)
+	t, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
-	}
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in sandbox container %s: no such exec", r.ExecID, r.ID)
 	}
 	resp := &taskAPI.StateResponse{ID: t.id, Bundle: t.bundle, Pid: uint32(t.proc.Pid)}
 	select {
@@ -74,12 +76,9 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 // signals it has no handler for, except SIGKILL; coco-pause exits on
 // SIGTERM and SIGINT.
 func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
-	t, err := s.get(r.ID)
+	t, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
-	}
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in sandbox container %s: no such exec", r.ExecID, r.ID)
 	}
 	select {
 	case <-t.exited:
@@ -94,12 +93,9 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 
 // Wait blocks until the pause process exits.
 func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	t, err := s.get(r.ID)
+	t, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
-	}
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in sandbox container %s: no such exec", r.ExecID, r.ID)
 	}
 	select {
 	case <-t.exited:
@@ -111,12 +107,9 @@ func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 
 // Delete forgets the exited sandbox container and removes its cgroup.
 func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	t, err := s.get(r.ID)
+	t, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
-	}
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in sandbox container %s: no such exec", r.ExecID, r.ID)
 	}
 	select {
 	case <-t.exited:
