@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -139,6 +140,16 @@ func TestCleanupKillsReferencingProcesses(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	// Until the child has exec'd sh, its argv is the test binary's.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+		if strings.Contains(string(b), state) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stand-in never showed %s in its argv", state)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := Cleanup(ctx, state); err != nil {
