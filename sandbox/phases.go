@@ -28,6 +28,7 @@ type Phases struct {
 	GuestAgentStartMs float64 `json:"guest_agent_start_ms"` // kernel start → PID 1 running
 	GuestAgentReadyMs float64 `json:"guest_agent_ready_ms"` // kernel start → agent serving
 	GuestAnnouncedMs  float64 `json:"guest_announced_ms"`   // kernel start → agent connected to the host's ReadyPort (0: it did not)
+	GuestHealthMs     float64 `json:"guest_health_ms"`      // kernel start → the agent answering the first Health
 
 	// Host wall-clock instants (Unix ns) that place the steps on one time
 	// line with the caller's (containerd's, the bench's) clock.

@@ -206,6 +206,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		p.GuestAgentStartMs = float64(health.GetAgentStartNs()) / 1e6
 		p.GuestAgentReadyMs = float64(health.GetAgentReadyNs()) / 1e6
 		p.GuestAnnouncedMs = float64(health.GetAnnouncedNs()) / 1e6
+		p.GuestHealthMs = float64(health.GetNowNs()) / 1e6
 	})
 	return nil
 }

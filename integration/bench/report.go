@@ -32,7 +32,8 @@ const (
 	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"
 	PhAgentReady   = "  agent start → serving [guest clock]"
 	PhAnnounce     = "  agent serving → connected to the host [guest clock]"
-	PhDialLag      = "  connected → Health answered [host: accept + Health round trip]"
+	PhFirstHealth  = "  connected → first Health answered [guest clock]"
+	PhDialLag      = "  Health request + answer in transit [host: accept, vsock, ½ round trip]"
 	PhSetup        = "  SetupSandbox [guest work]"
 	PhPause        = "  pause container prepare+create [guest work]"
 	PhAfterSetup   = "  shim + containerd around the pause task [host]"
@@ -75,13 +76,18 @@ func AddCoco(s *Series, p PodSample) {
 	if announced == 0 { // the shim dialled: no guest part to split off
 		announced = ph.GuestAgentReadyMs
 	}
-	dialLag := up - (zero + announced)
+	health := ph.GuestHealthMs
+	if health < announced { // an agent that does not report its clock
+		health = announced
+	}
+	dialLag := up - (zero + health)
 	after := p.RunPodMs - setupDone - pause
 	s.Add(PhBeforeVM, before)
 	s.Add(PhVMMToClock, zero-vmExec)
 	s.Add(PhKernelBoot, ph.GuestAgentStartMs)
 	s.Add(PhAgentReady, ph.GuestAgentReadyMs-ph.GuestAgentStartMs)
 	s.Add(PhAnnounce, announced-ph.GuestAgentReadyMs)
+	s.Add(PhFirstHealth, health-announced)
 	s.Add(PhDialLag, dialLag)
 	s.Add(PhSetup, ph.SetupMs)
 	s.Add(PhPause, pause)
