@@ -219,6 +219,21 @@ func Names() []string {
 	return ents
 }
 
+// LoadClass loads a shipped runtime class by its name ("qemu-snp") or file
+// name ("configuration-qemu-snp.toml").
+func LoadClass(class string) (*Config, error) {
+	return LoadEmbedded("configuration-" + className(class) + ".toml")
+}
+
+// ClassNames are the shipped runtime classes, by name ("qemu-snp", ...).
+func ClassNames() []string {
+	var out []string
+	for _, n := range Names() {
+		out = append(out, className(n))
+	}
+	return out
+}
+
 // Embedded returns the bytes of a shipped file (one of Names, or
 // "defaults.toml"); an unknown name is errdefs.ErrNotFound.
 func Embedded(name string) ([]byte, error) {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -379,5 +380,24 @@ func TestErrorUnwrap(t *testing.T) {
 	var e error = &Error{File: "f", Key: "k", Msg: "m"}
 	if e.Error() != "f: k: m" || !errors.Is(e, errdefs.ErrInvalidArgument) {
 		t.Fatal(e)
+	}
+}
+
+func TestLoadClassByNameOrFile(t *testing.T) {
+	for _, name := range []string{"qemu-snp", "configuration-qemu-snp.toml"} {
+		c, err := LoadClass(name)
+		if err != nil {
+			t.Fatalf("LoadClass(%q): %v", name, err)
+		}
+		if c.Name != "qemu-snp" || c.TEE.Kind != "snp" {
+			t.Errorf("LoadClass(%q) = class %q, tee %q", name, c.Name, c.TEE.Kind)
+		}
+	}
+	if _, err := LoadClass("qemu-nope"); err == nil || !strings.Contains(err.Error(), "qemu-nope") {
+		t.Errorf("unknown class: %v, want an error naming it", err)
+	}
+	names := ClassNames()
+	if len(names) != len(Names()) || !slices.Contains(names, "qemu-coco-dev") {
+		t.Errorf("ClassNames = %v", names)
 	}
 }

@@ -38,7 +38,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "configuration `file` (default: $"+configs.EnvConfig+", else the embedded "+configs.DefaultName+")")
-	class := fs.String("class", "", "check a shipped runtime `class` instead (e.g. qemu-snp); one of: "+classList())
+	class := fs.String("class", "", "check a shipped runtime `class` instead (e.g. qemu-snp); one of: "+strings.Join(configs.ClassNames(), ", "))
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: containerd-shim-coco-v2 check [--config FILE | --class NAME]\n\n"+
 			"Tells whether the runtime class can run on this host; exit status %d if it can, %d if not, %d on bad usage.\n\n",
@@ -58,7 +58,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cfg *configs.Config
 	var err error
 	if *class != "" {
-		cfg, err = configs.LoadEmbedded("configuration-" + strings.TrimSuffix(strings.TrimPrefix(*class, "configuration-"), ".toml") + ".toml")
+		cfg, err = configs.LoadClass(*class)
 	} else {
 		cfg, err = configs.Select(*config)
 	}
@@ -68,14 +68,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	facts := realHost().check(ctx, cfg)
 	return report(stdout, cfg, facts)
-}
-
-func classList() string {
-	var names []string
-	for _, n := range configs.Names() {
-		names = append(names, strings.TrimSuffix(strings.TrimPrefix(n, "configuration-"), ".toml"))
-	}
-	return strings.Join(names, ", ")
 }
 
 // status of one fact. Info facts do not concern the selected class.

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 
 	"github.com/coco-runtime/coco/configs"
 	"github.com/coco-runtime/coco/hypervisor"
@@ -80,7 +79,7 @@ func run(configPath, class, initFile, id string) ([]string, []string, error) {
 		err error
 	)
 	if class != "" {
-		c, err = configs.LoadEmbedded("configuration-" + strings.TrimSuffix(strings.TrimPrefix(class, "configuration-"), ".toml") + ".toml")
+		c, err = configs.LoadClass(class)
 	} else {
 		c, err = configs.Select(configPath)
 	}
