@@ -1,11 +1,16 @@
 package sandbox
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // PhasesFile is written in the sandbox state directory while the pod runs:
@@ -32,6 +37,7 @@ type Phases struct {
 
 	// Host wall-clock instants (Unix ns) that place the steps on one time
 	// line with the caller's (containerd's, the bench's) clock.
+	ShimStartAtNs int64 `json:"shim_start_at_ns"` // the shim process started (10 ms resolution)
 	StartAtNs     int64 `json:"start_at_ns"`      // Start called
 	VMExecAtNs    int64 `json:"vm_exec_at_ns"`    // VMM about to be launched
 	GuestZeroAtNs int64 `json:"guest_zero_at_ns"` // guest clock zero (kernel start), ± half a Health round trip
@@ -71,4 +77,36 @@ func (p *phaseLog) update(f func(*Phases)) {
 	if os.WriteFile(tmp, b, 0o600) == nil {
 		os.Rename(tmp, filepath.Join(p.dir, PhasesFile))
 	}
+}
+
+// processStart is when process pid ("self": this one) started, on the wall
+// clock, to the kernel's 10 ms tick: its age on CLOCK_BOOTTIME (the clock
+// /proc/<pid>/stat counts start times in) taken from now. Zero when /proc
+// cannot tell.
+func processStart(pid string) time.Time {
+	b, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		return time.Time{}
+	}
+	// The command name (field 2) may hold spaces; fields count after ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return time.Time{}
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	const startTimeField = 22 - 3 // field 22, counted from field 3
+	if len(fields) <= startTimeField {
+		return time.Time{}
+	}
+	ticks, err := strconv.ParseUint(fields[startTimeField], 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return time.Time{}
+	}
+	const clockTicks = 100 // USER_HZ, fixed at 100 on Linux's user ABI
+	age := time.Duration(ts.Nano()) - time.Duration(ticks)*time.Second/clockTicks
+	return time.Now().Add(-age)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +187,23 @@ func TestBuildRootfsImageFromSpecRoot(t *testing.T) {
 	err := buildRootfsImage(context.Background(), "", bundle, "rootfs", nil, img+"2")
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), filepath.Join(bundle, "rootfs")) {
 		t.Fatalf("missing rootfs: %v", err)
+	}
+}
+
+func TestProcessStart(t *testing.T) {
+	before := time.Now()
+	cmd := exec.Command("sleep", "5")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	defer cmd.Process.Kill()
+	st := processStart(strconv.Itoa(cmd.Process.Pid))
+	// Start times count in 10 ms ticks.
+	if st.Before(before.Add(-20*time.Millisecond)) || st.After(after.Add(20*time.Millisecond)) {
+		t.Errorf("child started at %s, want between %s and %s", st.Format(time.StampMicro), before.Format(time.StampMicro), after.Format(time.StampMicro))
+	}
+	if processStart("self").IsZero() || !processStart("0").IsZero() {
+		t.Error("self must have a start time, pid 0 none")
 	}
 }

@@ -28,6 +28,8 @@ type Report struct {
 const (
 	PodTotal       = "RunPodSandbox (CRI, total)"
 	PhBeforeVM     = "  containerd + shim start → QEMU exec [host]"
+	PhToShim       = "    RunPodSandbox → shim process started [host: containerd]"
+	PhShimToVM     = "    shim process started → QEMU exec [host: shim]"
 	PhVMMToClock   = "  QEMU exec → guest clock starts [VMM setup + early kernel]"
 	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"
 	PhAgentReady   = "  agent start → serving [guest clock]"
@@ -83,6 +85,10 @@ func AddCoco(s *Series, p PodSample) {
 	dialLag := up - (zero + health)
 	after := p.RunPodMs - setupDone - pause
 	s.Add(PhBeforeVM, before)
+	if ph.ShimStartAtNs != 0 {
+		s.Add(PhToShim, at(ph.ShimStartAtNs))
+		s.Add(PhShimToVM, vmExec-at(ph.ShimStartAtNs))
+	}
 	s.Add(PhVMMToClock, zero-vmExec)
 	s.Add(PhKernelBoot, ph.GuestAgentStartMs)
 	s.Add(PhAgentReady, ph.GuestAgentReadyMs-ph.GuestAgentStartMs)

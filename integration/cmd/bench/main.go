@@ -156,7 +156,9 @@ func run(o options) error {
 		rep.Meta["config"] += fmt.Sprintf(" (coco-dev + kernel_params %q)", o.kernelArgs)
 	}
 	var coco, runc, floor, mem bench.Series
-	var qemuArgv []string
+	var qemuArgv, floorArgv []string
+	var podOverFloor []float64 // per run: RunPodSandbox / the bare boot after it
+	floorConsole := filepath.Join(work, "floor-console.log")
 	for i := -o.warmup; i < o.runs; i++ {
 		tag := fmt.Sprintf("run %d/%d", i+1, o.runs)
 		if i < 0 {
@@ -188,11 +190,16 @@ func run(o options) error {
 			rep.Errors = append(rep.Errors, e)
 			logf("%s", e)
 		}
+		if floorArgv == nil && len(cs.QEMUArgv) > 0 {
+			qemuArgv = cs.QEMUArgv
+			if floorArgv, err = floorSetup(ctx, repo, work, qemuArgv, floorConsole); err != nil {
+				return err
+			}
+			rep.Meta["floor argv"] = strings.Join(floorArgv, " ")
+			rep.Meta["qemu argv"] = strings.Join(qemuArgv, " ")
+		}
 		if i < 0 {
 			continue
-		}
-		if qemuArgv == nil {
-			qemuArgv = cs.QEMUArgv
 		}
 		bench.AddCoco(&coco, cs)
 		bench.AddRunc(&runc, rs)
@@ -208,25 +215,11 @@ func run(o options) error {
 		mem.Add("vhost-device-vsock RSS", cs.VsockMem.RSSKiB)
 		mem.Add("vhost-device-vsock PSS", cs.VsockMem.PSSKiB)
 		rep.Samples = append(rep.Samples, cs, rs)
-	}
-
-	if len(rep.Samples) == 0 {
-		return fmt.Errorf("no pod pair succeeded:\n%s\ncontainerd log tail:\n%s", strings.Join(rep.Errors, "\n"), ctrd.LogTail(3000))
-	}
-	if len(qemuArgv) > 0 {
-		logf("bare QEMU boots of the same kernel (floor)")
-		img, err := bench.FloorInitrd(ctx, repo, work)
-		if err != nil {
-			return err
-		}
-		console := filepath.Join(work, "floor-console.log")
-		argv, err := bench.FloorArgs(qemuArgv, img, console)
-		if err != nil {
-			return err
-		}
-		rep.Meta["floor argv"] = strings.Join(argv, " ")
-		for i := 0; i < o.runs; i++ {
-			fr, err := bench.BareBoot(ctx, argv, console)
+		// The bare boot right after the pods it is the floor of: the
+		// machine is shared, and its speed drifts over a run.
+		if floorArgv != nil {
+			logf("%s: bare QEMU boot (floor)", tag)
+			fr, err := bench.BareBoot(ctx, floorArgv, floorConsole)
 			if err != nil {
 				return err
 			}
@@ -234,10 +227,13 @@ func run(o options) error {
 			floor.Add(bench.FloorPreClock, fr.PreClockMs)
 			floor.Add(bench.FloorGuestInit, fr.GuestInitMs)
 			floor.Add(bench.FloorExit, fr.ExitMs)
+			podOverFloor = append(podOverFloor, cs.RunPodMs/fr.InitMs)
 		}
-		rep.Meta["qemu argv"] = strings.Join(qemuArgv, " ")
 	}
 
+	if len(rep.Samples) == 0 {
+		return fmt.Errorf("no pod pair succeeded:\n%s\ncontainerd log tail:\n%s", strings.Join(rep.Errors, "\n"), ctrd.LogTail(3000))
+	}
 	for _, n := range o.concurrency {
 		for _, h := range []struct {
 			name string
@@ -257,6 +253,9 @@ func run(o options) error {
 	rep.Ratios["RunPodSandbox coco/runc"] = bench.Ratio(cm, rm)
 	rep.Ratios["first output coco/runc (end to end)"] = bench.Ratio(bench.Median(rep.Coco, bench.ToOutput), bench.Median(rep.Runc, bench.ToOutput))
 	rep.Ratios["pod ready / bare boot (RunPodSandbox / exec → init running)"] = bench.Ratio(cm, bench.Median(rep.Floor, bench.FloorInit))
+	if len(podOverFloor) > 0 {
+		rep.Ratios["pod ready / bare boot, paired per run (median)"] = bench.Summarize(podOverFloor).Median
+	}
 	rep.Ratios["shim PSS coco/runc"] = bench.Ratio(bench.Median(rep.Memory, "coco shim PSS"), bench.Median(rep.Memory, "runc shim PSS (containerd-shim-runc-v2)"))
 	rep.Ratios["ExecSync coco/runc"] = bench.Ratio(bench.Median(rep.Coco, bench.ExecSync), bench.Median(rep.Runc, bench.ExecSync))
 
@@ -276,6 +275,16 @@ func run(o options) error {
 		return fmt.Errorf("%d call(s) failed (listed under the table)", len(rep.Errors))
 	}
 	return nil
+}
+
+// floorSetup builds the bare boot's initrd and command line from the pod's
+// QEMU command line.
+func floorSetup(ctx context.Context, repo, work string, qemuArgv []string, console string) ([]string, error) {
+	img, err := bench.FloorInitrd(ctx, repo, work)
+	if err != nil {
+		return nil, err
+	}
+	return bench.FloorArgs(qemuArgv, img, console)
 }
 
 func meta(guest string, o options) map[string]string {
