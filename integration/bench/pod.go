@@ -38,20 +38,25 @@ type PodSample struct {
 	Handler string `json:"handler"`
 	PodID   string `json:"pod_id"`
 
-	RunPodMs   float64  `json:"run_pod_ms"`    // RunPodSandbox, CRI wall time
-	RunPodAt   int64    `json:"run_pod_at_ns"` // RunPodSandbox sent (Unix ns; phases.json uses the same clock)
-	CreateMs   float64  `json:"create_ms"`     // CreateContainer
-	StartMs    float64  `json:"start_ms"`      // StartContainer
-	FirstOutMs float64  `json:"first_out_ms"`  // StartContainer returned → first line in the CRI log
-	ToOutputMs float64  `json:"to_output_ms"`  // RunPodSandbox called → first output
-	ExecSyncMs float64  `json:"exec_sync_ms"`  // median ExecSync `true`
-	AgentRTTMs float64  `json:"agent_rtt_ms"`  // median agent Health, host → guest → host (coco only)
-	StopPodMs  float64  `json:"stop_pod_ms"`   // StopPodSandbox + RemovePodSandbox
-	ShimMem    Mem      `json:"shim_mem"`      // the pod's shim process
-	VMMMem     Mem      `json:"vmm_mem"`       // QEMU (coco only)
-	VsockMem   Mem      `json:"vsock_mem"`     // vhost-device-vsock (coco only)
-	QEMUArgv   []string `json:"-"`
-	ExecErrors []string `json:"exec_errors,omitempty"`
+	RunPodMs   float64 `json:"run_pod_ms"`    // RunPodSandbox, CRI wall time
+	RunPodAt   int64   `json:"run_pod_at_ns"` // RunPodSandbox sent (Unix ns; phases.json uses the same clock)
+	CreateMs   float64 `json:"create_ms"`     // CreateContainer
+	StartMs    float64 `json:"start_ms"`      // StartContainer
+	FirstOutMs float64 `json:"first_out_ms"`  // StartContainer returned → first line in the CRI log
+	ToOutputMs float64 `json:"to_output_ms"`  // RunPodSandbox called → first output
+	ExecSyncMs float64 `json:"exec_sync_ms"`  // median ExecSync `true`
+	AgentRTTMs float64 `json:"agent_rtt_ms"`  // median agent Health, host → guest → host (coco only)
+	// GuestZeroAt is the guest clock's zero on the host clock (Unix ns),
+	// from the quickest of the bench's own Health calls: good to half of
+	// that round trip, where the shim's estimate rests on the first, cold
+	// one. 0 when the bench could not reach the agent.
+	GuestZeroAt int64    `json:"guest_zero_at_ns"`
+	StopPodMs   float64  `json:"stop_pod_ms"` // StopPodSandbox + RemovePodSandbox
+	ShimMem     Mem      `json:"shim_mem"`    // the pod's shim process
+	VMMMem      Mem      `json:"vmm_mem"`     // QEMU (coco only)
+	VsockMem    Mem      `json:"vsock_mem"`   // vhost-device-vsock (coco only)
+	QEMUArgv    []string `json:"-"`
+	ExecErrors  []string `json:"exec_errors,omitempty"`
 
 	// Phases is the shim's phases.json (coco only).
 	Phases *sandbox.Phases `json:"phases,omitempty"`
@@ -150,8 +155,8 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 	}
 	if st.VMStateDir != "" {
 		s.VsockMem = SumMem(FindProcs("vhost-device-vsock", st.VMStateDir, true))
-		if rtt, err := agentRTT(ctx, filepath.Join(st.VMStateDir, "vsock.sock"), env.RoundTrips); err == nil {
-			s.AgentRTTMs = rtt
+		if rtt, zero, err := agentRTT(ctx, filepath.Join(st.VMStateDir, "vsock.sock"), env.RoundTrips); err == nil {
+			s.AgentRTTMs, s.GuestZeroAt = rtt, zero
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return s, err
 		}
@@ -161,29 +166,41 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 
 // agentRTT opens its own connection to the guest agent (the hybrid vsock
 // socket of vhost-device-vsock) and times Health, the agent's no-op: one
-// ttrpc round trip through the vsock path and the agent's policy gate.
-func agentRTT(ctx context.Context, sock string, n int) (float64, error) {
+// ttrpc round trip through the vsock path and the agent's policy gate. It
+// returns the median round trip and, from the quickest one, where the
+// guest clock's zero falls on the host clock (Unix ns).
+func agentRTT(ctx context.Context, sock string, n int) (float64, int64, error) {
 	if _, err := os.Stat(sock); err != nil {
-		return 0, err // kernel vhost-vsock: no socket to borrow
+		return 0, 0, err // kernel vhost-vsock: no socket to borrow
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := vsock.DialHybrid(dctx, sock, api.AgentPort)
 	if err != nil {
-		return 0, fmt.Errorf("bench: dial agent: %w", err)
+		return 0, 0, fmt.Errorf("bench: dial agent: %w", err)
 	}
 	c := ttrpc.NewClient(conn)
 	defer c.Close()
 	agent := api.NewAgentClient(c)
-	var rtts []float64
+	var (
+		rtts []float64
+		best = time.Duration(1<<63 - 1)
+		zero int64
+	)
 	for i := 0; i < max(n, 1)*4; i++ {
 		t := time.Now()
-		if _, err := agent.Health(dctx, &api.HealthRequest{}); err != nil {
-			return 0, fmt.Errorf("bench: agent Health: %w", err)
+		h, err := agent.Health(dctx, &api.HealthRequest{})
+		if err != nil {
+			return 0, 0, fmt.Errorf("bench: agent Health: %w", err)
 		}
-		rtts = append(rtts, msSince(t))
+		rtt := time.Since(t)
+		rtts = append(rtts, float64(rtt.Microseconds())/1000)
+		if rtt < best && h.GetNowNs() > 0 {
+			best = rtt
+			zero = t.Add(rtt/2).UnixNano() - int64(h.GetNowNs())
+		}
 	}
-	return Summarize(rtts).Median, nil
+	return Summarize(rtts).Median, zero, nil
 }
 
 func waitForOutput(ctx context.Context, path, want string, limit time.Duration) error {

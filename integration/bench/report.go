@@ -35,7 +35,7 @@ const (
 	PhAgentReady   = "  agent start → serving [guest clock]"
 	PhAnnounce     = "  agent serving → connected to the host [guest clock]"
 	PhFirstHealth  = "  connected → first Health answered [guest clock]"
-	PhDialLag      = "  Health request + answer in transit [host: accept, vsock, ½ round trip]"
+	PhDialLag      = "  first Health answer → shim [host: vsock, shim]"
 	PhSetup        = "  SetupSandbox [guest work]"
 	PhPause        = "  pause container prepare+create [guest work]"
 	PhAfterSetup   = "  shim + containerd around the pause task [host]"
@@ -72,7 +72,11 @@ func AddCoco(s *Series, p PodSample) {
 	// shim's instants (phases.json) and the guest clock, placed on the
 	// host's through Health (± half a round trip).
 	at := func(ns int64) float64 { return float64(ns-p.RunPodAt) / 1e6 }
-	vmExec, zero, up, setupDone := at(ph.VMExecAtNs), at(ph.GuestZeroAtNs), at(ph.AgentUpAtNs), at(ph.SetupDoneAtNs)
+	zeroAt := ph.GuestZeroAtNs // the shim's estimate, from the first (cold) Health
+	if p.GuestZeroAt != 0 {
+		zeroAt = p.GuestZeroAt // the bench's, from its quickest warm Health
+	}
+	vmExec, zero, up, setupDone := at(ph.VMExecAtNs), at(zeroAt), at(ph.AgentUpAtNs), at(ph.SetupDoneAtNs)
 	before := vmExec
 	announced := ph.GuestAnnouncedMs
 	if announced == 0 { // the shim dialled: no guest part to split off
