@@ -596,10 +596,18 @@ func TestQEMUFailsToStart(t *testing.T) {
 	if _, err := exec.LookPath(DefaultDaemon); err != nil {
 		t.Skip("vhost-device-vsock not installed: scripts/install-deps.sh")
 	}
-	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinux")
 	os.WriteFile(kernel, []byte("not a kernel"), 0o644)
+	// A QEMU that says why on stderr and dies: what it printed (kept in
+	// qemu.log in the state dir, not in shim memory) must reach the error.
+	fake := filepath.Join(dir, "qemu-system-x86_64")
+	script := "#!/bin/sh\necho 'fake qemu: first line' >&2\necho 'fake qemu: cannot start, says stderr' >&2\nexit 3\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cfg := bootEnv{kernel: kernel}.config(t, "")
-	cfg.Path = "/bin/false"
+	cfg.Path = fake
 	vm, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -609,6 +617,12 @@ func TestQEMUFailsToStart(t *testing.T) {
 	err = vm.Start(ctx)
 	if err == nil || !strings.Contains(err.Error(), "QEMU exited before its monitor answered") {
 		t.Fatalf("want a start error saying QEMU exited, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "fake qemu: first line\nfake qemu: cannot start, says stderr") {
+		t.Fatalf("want QEMU's stderr in the start error, got %v", err)
+	}
+	if _, serr := os.Stat(cfg.StateDir); !os.IsNotExist(serr) {
+		t.Errorf("state dir left behind after a failed start: %v", serr)
 	}
 	assertNothingLeft(t, cfg)
 	if err := vm.Stop(ctx); err != nil {
