@@ -159,6 +159,11 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if err != nil {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox container %s: %v", r.ID, err)
 	}
+	return s.CreateFromSpec(ctx, r, spec)
+}
+
+// CreateFromSpec is Create with the bundle's spec already read.
+func (s *Service) CreateFromSpec(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (*taskAPI.CreateTaskResponse, error) {
 	if err := Supported(spec); err != nil {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox container %s: %v", r.ID, err)
 	}
@@ -171,6 +176,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	s.t = t // reserved while the fork runs
 	s.mu.Unlock()
 
+	var err error
 	t.cgroup, err = s.makeCgroup(spec.Linux.CgroupsPath)
 	if err == nil {
 		err = s.fork(t, spec)

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -78,9 +80,10 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		return nil, errgrpc.ToGRPC(err)
 	}
 	var resp *taskAPI.CreateTaskResponse
+	spec := t.pauseSpec(ctx, r)
 	switch {
-	case t.runsPause(ctx, r):
-		resp, err = t.pause.Create(ctx, g)
+	case spec != nil:
+		resp, err = t.pause.CreateFromSpec(ctx, g, spec)
 	case t.containers.IsSandbox(r.ID):
 		if err = t.containers.MountPauseRootfs(r.ID); err == nil {
 			resp, err = t.TTRPCTaskService.Create(ctx, g)
@@ -134,27 +137,28 @@ func (t *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*ta
 	return resp, nil
 }
 
-// runsPause reports whether the agent runs the sandbox container itself:
-// it is the sandbox container, has no stdio or terminal, and its spec
-// needs nothing the pause task cannot do (else runc runs it, and the
-// reason is logged).
-func (t *taskService) runsPause(ctx context.Context, r *taskAPI.CreateTaskRequest) bool {
+// pauseSpec returns the bundle's spec when the agent runs the sandbox
+// container itself: it is the sandbox container, has no stdio or terminal,
+// and its spec needs nothing the pause task cannot do. nil means runc runs
+// it (the reason is logged).
+func (t *taskService) pauseSpec(ctx context.Context, r *taskAPI.CreateTaskRequest) *specs.Spec {
 	if t.pause == nil || !t.containers.IsSandbox(r.ID) {
-		return false
+		return nil
 	}
-	why := ""
+	var (
+		spec *specs.Spec
+		err  error
+	)
 	if r.Terminal || r.Stdin != "" || r.Stdout != "" || r.Stderr != "" {
-		why = "stdio requested"
-	} else if spec, err := pausetask.LoadSpec(r.Bundle); err != nil {
-		why = err.Error()
-	} else if err := pausetask.Supported(spec); err != nil {
-		why = err.Error()
+		err = errors.New("stdio requested")
+	} else if spec, err = pausetask.LoadSpec(r.Bundle); err == nil {
+		err = pausetask.Supported(spec)
 	}
-	if why != "" {
-		log.G(ctx).WithField("id", r.ID).Infof("sandbox container runs under runc: %s", why)
-		return false
+	if err != nil {
+		log.G(ctx).WithField("id", r.ID).Infof("sandbox container runs under runc: %v", err)
+		return nil
 	}
-	return true
+	return spec
 }
 
 // Checkpoint is refused: the guest has no CRIU, and a host-chosen image
