@@ -225,6 +225,15 @@ func LoadClass(class string) (*Config, error) {
 	return LoadEmbedded("configuration-" + className(class) + ".toml")
 }
 
+// LoadClassOrFile loads the shipped class named class when it is set, else
+// what Select picks for path (the tools' --class and --config).
+func LoadClassOrFile(class, path string) (*Config, error) {
+	if class != "" {
+		return LoadClass(class)
+	}
+	return Select(path)
+}
+
 // ClassNames are the shipped runtime classes, by name ("qemu-snp", ...).
 func ClassNames() []string {
 	var out []string

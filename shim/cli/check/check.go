@@ -55,13 +55,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return ExitBadUsage
 	}
-	var cfg *configs.Config
-	var err error
-	if *class != "" {
-		cfg, err = configs.LoadClass(*class)
-	} else {
-		cfg, err = configs.Select(*config)
-	}
+	cfg, err := configs.LoadClassOrFile(*class, *config)
 	if err != nil {
 		fmt.Fprintf(stderr, "check: %v\n", err)
 		return ExitBadUsage

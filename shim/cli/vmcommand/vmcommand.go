@@ -74,15 +74,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func run(configPath, class, initFile, id string) ([]string, []string, error) {
-	var (
-		c   *configs.Config
-		err error
-	)
-	if class != "" {
-		c, err = configs.LoadClass(class)
-	} else {
-		c, err = configs.Select(configPath)
-	}
+	c, err := configs.LoadClassOrFile(class, configPath)
 	if err != nil {
 		return nil, nil, err
 	}
