@@ -11,7 +11,7 @@ INITRD_COMPRESSION ?= none
 AGENT_PKG     := ./guest-assets/agent/cmd/coco-agent
 RUNC_MOD_DIR  := guest-assets/runc
 
-.PHONY: kernel runc coco-agent coco-pause initrd guest-assets install-guest-assets test-guest-boot
+.PHONY: kernel runc coco-agent coco-policy coco-pause initrd guest-assets install-guest-assets test-guest-boot
 
 kernel:
 	@command -v dpkg-deb >/dev/null && command -v xz >/dev/null || { echo "kernel: needs dpkg-deb and xz: run scripts/install-deps.sh" >&2; exit 1; }
@@ -46,6 +46,11 @@ coco-agent:
 	@mkdir -p $(GUEST_OUT)
 	CGO_ENABLED=0 $(GO) build -tags "$(GO_TAGS)" -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(GUEST_OUT)/coco-agent $(AGENT_PKG)
 
+# coco-policy is the agent's Rego engine (OPA) in a process of its own,
+# started only when a policy needs compiling (guest-assets/agent/policyproc).
+coco-policy:
+	CGO_ENABLED=0 $(GO) build -tags "$(GO_TAGS)" -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(GUEST_OUT)/coco-policy ./guest-assets/agent/cmd/coco-policy
+
 # coco-pause is C (see guest-assets/pause/pause.c for why); flags as in
 # guest-assets/agent/pause.CFlags.
 coco-pause:
@@ -56,7 +61,7 @@ initrd:
 	$(GO) run ./guest-assets/cmd/mkinitrd -assets $(GUEST_OUT) -init $(GUEST_OUT)/coco-agent \
 		-compression $(INITRD_COMPRESSION) -o $(GUEST_OUT)/initrd.img
 
-guest-assets: kernel runc coco-agent coco-pause
+guest-assets: kernel runc coco-agent coco-policy coco-pause
 	@$(MAKE) --no-print-directory initrd
 	@cd $(GUEST_OUT) && for f in vmlinux vmlinuz initrd.img; do \
 		printf '%s  %s/%s (%s bytes)\n' "$$(sha256sum $$f | cut -d' ' -f1)" "$(GUEST_OUT)" "$$f" "$$(stat -c %s $$f)"; done

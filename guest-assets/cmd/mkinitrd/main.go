@@ -2,7 +2,7 @@
 // guest-assets/internal/layout for what goes in).
 //
 //	mkinitrd -assets build/guest -init build/guest/coco-agent -o build/guest/initrd.img
-//	         [-runc build/guest/runc] [-pause build/guest/coco-pause] [-compression none|gzip] [-add /guest/path=host/path ...]
+//	         [-runc build/guest/runc] [-pause build/guest/coco-pause] [-policy build/guest/coco-policy] [-compression none|gzip] [-add /guest/path=host/path ...]
 package main
 
 import (
@@ -41,6 +41,7 @@ func main() {
 	assets := flag.String("assets", "build/guest", "directory `make kernel` wrote (kernel.release, modules, modules.manifest)")
 	initPath := flag.String("init", "", "host path of PID 1 (coco-agent)")
 	pause := flag.String("pause", "", "host path of coco-pause (default: <assets>/coco-pause)")
+	policyEngine := flag.String("policy", "", "host path of coco-policy, the agent's Rego engine (default: <assets>/coco-policy)")
 	runc := flag.String("runc", "", "host path of the static runc (default: <assets>/runc)")
 	out := flag.String("o", "", "output file")
 	comp := flag.String("compression", initrd.None, "none or gzip")
@@ -49,10 +50,13 @@ func main() {
 	if *pause == "" {
 		*pause = filepath.Join(*assets, "coco-pause")
 	}
+	if *policyEngine == "" {
+		*policyEngine = filepath.Join(*assets, "coco-policy")
+	}
 	if *runc == "" {
 		*runc = filepath.Join(*assets, "runc")
 	}
-	if err := run(layout.Inputs{Init: *initPath, Runc: *runc, Pause: *pause, Assets: *assets, Extra: extra}, *out, *comp); err != nil {
+	if err := run(layout.Inputs{Init: *initPath, Runc: *runc, Pause: *pause, Policy: *policyEngine, Assets: *assets, Extra: extra}, *out, *comp); err != nil {
 		fmt.Fprintln(os.Stderr, "mkinitrd:", err)
 		os.Exit(1)
 	}

@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/pause"
+	"github.com/coco-runtime/coco/guest-assets/agent/policyproc"
 	"github.com/coco-runtime/coco/guest-assets/initrd"
 	"github.com/coco-runtime/coco/guest-assets/kmod"
 )
@@ -30,6 +31,7 @@ const (
 	InitPath          = "/init"
 	RuncPath          = "/usr/bin/runc"
 	PausePath         = pause.GuestPath      // /usr/bin/coco-pause
+	PolicyPath        = policyproc.GuestPath // /usr/bin/coco-policy
 	ModulesManifest   = kmod.DefaultManifest // /etc/coco/modules
 	KernelReleasePath = "/etc/coco/kernel.release"
 )
@@ -43,6 +45,9 @@ type Inputs struct {
 	// Pause is the host path of coco-pause, the sandbox container's
 	// process; "" leaves it out (boot tests).
 	Pause string
+	// Policy is the host path of coco-policy, the agent's Rego engine; ""
+	// leaves it out (boot tests; such a guest refuses policy text).
+	Policy string
 	// Assets is the directory `make kernel` wrote: kernel.release,
 	// modules.manifest and modules/<release>/.
 	Assets string
@@ -103,6 +108,11 @@ func Entries(in Inputs) ([]initrd.Entry, error) {
 	if in.Pause != "" {
 		if err := add(PausePath, in.Pause, 0o755); err != nil {
 			return nil, fmt.Errorf("%w (run `make coco-pause`)", err)
+		}
+	}
+	if in.Policy != "" {
+		if err := add(PolicyPath, in.Policy, 0o755); err != nil {
+			return nil, fmt.Errorf("%w (run `make coco-policy`)", err)
 		}
 	}
 	mods, err := initrd.Tree("/lib/modules/"+release, filepath.Join(in.Assets, "modules", release))

@@ -33,6 +33,7 @@ func fakeAssets(t *testing.T) (Inputs, string) {
 		Init:   write("coco-agent", "agent", 0o755),
 		Runc:   write("runc", "runc", 0o755),
 		Pause:  write("coco-pause", "pause", 0o755),
+		Policy: write("coco-policy", "policy", 0o755),
 		Assets: dir,
 		Extra:  map[string]string{"/usr/bin/extra": write("extra", "extra", 0o700)},
 	}
@@ -66,6 +67,7 @@ func TestLayout(t *testing.T) {
 		"/init":                    "agent",
 		"/usr/bin/runc":            "runc",
 		"/usr/bin/coco-pause":      "pause",
+		"/usr/bin/coco-policy":     "policy",
 		"/usr/bin/extra":           "extra",
 		"/etc/coco/kernel.release": "6.1.0-test-amd64\n",
 		"/lib/modules/6.1.0-test-amd64/kernel/net/vmw_vsock/vsock.ko": "\x7fELF vsock",
@@ -115,7 +117,7 @@ func TestReproducible(t *testing.T) {
 		for _, f := range []struct {
 			dst  *string
 			name string
-		}{{&in.Init, "coco-agent"}, {&in.Runc, "runc"}, {&in.Pause, "coco-pause"}} {
+		}{{&in.Init, "coco-agent"}, {&in.Runc, "runc"}, {&in.Pause, "coco-pause"}, {&in.Policy, "coco-policy"}} {
 			if _, err := os.Stat(filepath.Join(real, f.name)); err == nil {
 				*f.dst = filepath.Join(real, f.name)
 			}

@@ -27,11 +27,11 @@ import (
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
 	"github.com/coco-runtime/coco/guest-assets/agent/pause"
 	"github.com/coco-runtime/coco/guest-assets/agent/policy"
+	"github.com/coco-runtime/coco/guest-assets/agent/policyproc"
 	"github.com/coco-runtime/coco/guest-assets/agent/service"
 	"github.com/coco-runtime/coco/guest-assets/kmod"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 	"github.com/coco-runtime/coco/virtcontainers/initdata"
-	vpolicy "github.com/coco-runtime/coco/virtcontainers/policy"
 )
 
 // Version is set at build time (-X main.Version=...).
@@ -113,12 +113,16 @@ func run(start uint64) error {
 	go reap(ctx)
 
 	destroyed := make(chan string, 1)
+	// The Rego engine is a process of its own, started by the first policy
+	// that needs compiling (the coco-dev default is allow-all, in Go).
+	engine := policyproc.New(reaper.Default, policyproc.GuestPath)
+	defer engine.Close()
 	a, err := service.New(ctx, service.Config{
 		Version:       Version,
 		StartNs:       start,
 		Now:           boot.Boottime,
-		Policy:        defaultPolicy(),
-		CompilePolicy: func(text string) (policy.Policy, error) { return vpolicy.Compile(text) },
+		Policy:        defaultPolicy(engine),
+		CompilePolicy: func(text string) (policy.Policy, error) { return engine.Compile(text) },
 		Guest:         boot.Guest{},
 		NativePause:   true,
 		CgroupRoot:    cgroupRoot,
@@ -272,10 +276,10 @@ func announceReady(ctx context.Context) net.Conn {
 // (coco-dev), but the default TEE policy — no exec, no container stdio, no
 // policy change — when the guest runs in a TEE, so that a confidential pod
 // without a policy of its own fails closed.
-func defaultPolicy() policy.Policy {
+func defaultPolicy(engine *policyproc.Proc) policy.Policy {
 	for _, dev := range []string{"/dev/sev-guest", "/dev/tdx_guest", "/dev/tdx-guest", "/sys/kernel/config/tsm/report"} {
 		if _, err := os.Stat(dev); err == nil {
-			p, err := vpolicy.Compile(policies.DefaultTEE)
+			p, err := engine.Compile(policies.DefaultTEE)
 			if err != nil {
 				boot.PowerOff(fmt.Sprintf("fatal: built-in TEE policy: %v", err))
 			}

@@ -1,4 +1,4 @@
-package policy
+package engine
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/coco-runtime/coco/configs/policies"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+	"github.com/coco-runtime/coco/virtcontainers/policy"
 )
 
 func execRequest(t testing.TB, args ...string) *taskAPI.ExecProcessRequest {
@@ -58,11 +59,11 @@ func TestShippedPolicies(t *testing.T) {
 			var input map[string]any
 			switch r := tc.req.(type) {
 			case *taskAPI.ExecProcessRequest:
-				rule, input = RuleName(r), Input(r)
+				rule, input = policy.RuleName(r), policy.Input(r)
 			case *taskAPI.StartRequest:
-				rule, input = RuleName(r), Input(r)
+				rule, input = policy.RuleName(r), policy.Input(r)
 			case *api.SetPolicyRequest:
-				rule, input = RuleName(r), Input(r)
+				rule, input = policy.RuleName(r), policy.Input(r)
 			}
 			got, err := tc.engine.Allowed(ctx, rule, input)
 			if err != nil {
@@ -80,12 +81,12 @@ func TestOwnerAllowsExactExec(t *testing.T) {
 	e := mustCompile(t, src)
 	ctx := context.Background()
 	ok := execRequest(t, "cat", "/etc/hostname")
-	if err := e.Check(ctx, "ExecProcess", RuleName(ok), Input(ok)); err != nil {
+	if err := e.Check(ctx, "ExecProcess", policy.RuleName(ok), policy.Input(ok)); err != nil {
 		t.Fatalf("allowed argv denied: %v", err)
 	}
 	for _, args := range [][]string{{"cat", "/etc/shadow"}, {"cat", "/etc/hostname", "/etc/shadow"}, {"cat"}} {
 		r := execRequest(t, args...)
-		err := e.Check(ctx, "ExecProcess", RuleName(r), Input(r))
+		err := e.Check(ctx, "ExecProcess", policy.RuleName(r), policy.Input(r))
 		if !errdefs.IsPermissionDenied(err) {
 			t.Fatalf("argv %q: err = %v, want permission denied", args, err)
 		}
@@ -101,7 +102,7 @@ func TestOwnerAllowsExecByRegex(t *testing.T) {
 	e := mustCompile(t, src)
 	for args, want := range map[string]bool{"ls /tmp": true, "ls -l /tmp": true, "ls /etc": false, "ls /tmp; rm -rf /": false} {
 		r := execRequest(t, strings.Fields(args)...)
-		got, err := e.Allowed(context.Background(), RuleName(r), Input(r))
+		got, err := e.Allowed(context.Background(), policy.RuleName(r), policy.Input(r))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +115,7 @@ func TestOwnerAllowsExecByRegex(t *testing.T) {
 func TestUndefinedRuleDenies(t *testing.T) {
 	e := mustCompile(t, "package agent_policy\n\nStartRequest := true\n")
 	r := &taskAPI.KillRequest{ID: "c1", Signal: 9}
-	got, err := e.Allowed(context.Background(), RuleName(r), Input(r))
+	got, err := e.Allowed(context.Background(), policy.RuleName(r), policy.Input(r))
 	if err != nil || got {
 		t.Fatalf("undefined rule: allowed = %v, err = %v; want denied", got, err)
 	}
@@ -123,7 +124,7 @@ func TestUndefinedRuleDenies(t *testing.T) {
 func TestNonBooleanDenies(t *testing.T) {
 	e := mustCompile(t, "package agent_policy\n\nStartRequest := \"yes\"\n")
 	r := &taskAPI.StartRequest{ID: "c1"}
-	if got, _ := e.Allowed(context.Background(), RuleName(r), Input(r)); got {
+	if got, _ := e.Allowed(context.Background(), policy.RuleName(r), policy.Input(r)); got {
 		t.Fatal("a non-boolean rule value allowed the request")
 	}
 }
@@ -146,36 +147,13 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
-func TestInputShape(t *testing.T) {
-	spec := []byte(`{"process":{"args":["sh"]},"hostname":"h"}`)
-	r := &api.PrepareContainerRequest{ContainerId: "c1", Spec: spec, Files: []*api.File{{Destination: "/etc/hosts", Content: []byte("secret")}}}
-	in := Input(r)
-	if in["container_id"] != "c1" {
-		t.Fatalf("container_id = %v", in["container_id"])
-	}
-	if got := in["spec"].(map[string]any)["hostname"]; got != "h" {
-		t.Fatalf("spec not decoded: %v", in["spec"])
-	}
-	f := in["files"].([]any)[0].(map[string]any)
-	if _, ok := f["content"]; ok {
-		t.Fatal("file content reached the policy input")
-	}
-	if f["destination"] != "/etc/hosts" {
-		t.Fatalf("destination = %v", f["destination"])
-	}
-	exec := Input(execRequest(t, "ls"))
-	if args := exec["spec"].(map[string]any)["args"].([]any); args[0] != "ls" {
-		t.Fatalf("exec args = %v", args)
-	}
-}
-
 func BenchmarkDefaultPolicyStart(b *testing.B) {
 	e := mustCompile(b, policies.DefaultTEE)
 	r := &taskAPI.StartRequest{ID: "c1"}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := e.Check(ctx, "Start", RuleName(r), Input(r)); err != nil {
+		if err := e.Check(ctx, "Start", policy.RuleName(r), policy.Input(r)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -187,7 +165,7 @@ func BenchmarkDefaultPolicyExecDenied(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := e.Check(ctx, "ExecProcess", RuleName(r), Input(r)); err == nil {
+		if err := e.Check(ctx, "ExecProcess", policy.RuleName(r), policy.Input(r)); err == nil {
 			b.Fatal("exec allowed")
 		}
 	}

@@ -1,0 +1,225 @@
+// Package policyproc runs the agent's Rego engine in its own process,
+// coco-policy, started the first time a policy needs compiling. The agent
+// itself does not link OPA: OPA's package initialisation costs ~250 ms of
+// guest CPU under TCG and a few MB of heap, which a guest whose policy is
+// the built-in allow-all (the coco-dev class) never needs.
+//
+// The two talk over the child's stdin and stdout, one JSON Request and one
+// JSON Response per line, one exchange at a time. Anything going wrong with
+// the process (it exits, answers garbage, or does not answer within the
+// timeout) breaks the Proc for good: every later evaluation fails, and the
+// agent's gate turns a failed evaluation into a denial.
+package policyproc
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/coco-runtime/coco/virtcontainers/policy"
+)
+
+// GuestPath is where the initrd puts coco-policy.
+const GuestPath = "/usr/bin/coco-policy"
+
+// Request is one line the agent writes to coco-policy.
+type Request struct {
+	Op     string          `json:"op"`               // OpCompile or OpEval
+	Source string          `json:"source,omitempty"` // compile: the Rego module
+	Handle uint64          `json:"handle,omitempty"` // eval: what compile returned
+	Rule   string          `json:"rule,omitempty"`   // eval: e.g. "ExecProcessRequest"
+	Input  json.RawMessage `json:"input,omitempty"`  // eval: policy.Input of the request
+}
+
+// Response is coco-policy's answer to one Request.
+type Response struct {
+	Handle  uint64 `json:"handle,omitempty"`  // compile: names the compiled policy
+	Allowed bool   `json:"allowed,omitempty"` // eval: the rule's value was true
+	Error   string `json:"error,omitempty"`   // compile or eval failed: why
+}
+
+// Ops of a Request.
+const (
+	OpCompile = "compile"
+	OpEval    = "eval"
+)
+
+// Reaper starts a command and reports its exit. The agent is PID 1 and
+// reaps every child itself; containerd's reaper.Default is the real one.
+type Reaper interface {
+	Start(*exec.Cmd) (chan runc.Exit, error)
+	Wait(*exec.Cmd, chan runc.Exit) (int, error)
+}
+
+// DefaultTimeout bounds one exchange: a policy that loops, or an engine that
+// hangs, denies instead of stalling the host's requests.
+const DefaultTimeout = 10 * time.Second
+
+// Proc is the coco-policy process, started on first use. It is safe for
+// concurrent use; exchanges are serialised.
+type Proc struct {
+	argv    []string
+	reaper  Reaper
+	timeout time.Duration
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	enc    *json.Encoder
+	dec    *json.Decoder
+	broken error // once set, every exchange fails with it
+}
+
+// New returns a Proc that will run argv (GuestPath and its arguments) under
+// reaper. Nothing starts until the first Compile.
+func New(reaper Reaper, argv ...string) *Proc {
+	return &Proc{argv: argv, reaper: reaper, timeout: DefaultTimeout}
+}
+
+// Compile compiles a policy in the engine. A policy that does not parse or
+// compile is errdefs.ErrInvalidArgument with the compiler's message; an
+// engine that cannot run is errdefs.ErrUnavailable.
+func (p *Proc) Compile(source string) (*Rego, error) {
+	resp, err := p.exchange(Request{Op: OpCompile, Source: source})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return nil, fmt.Errorf("%s: %w", resp.Error, errdefs.ErrInvalidArgument)
+	}
+	if resp.Handle == 0 {
+		return nil, p.fail(errors.New("policy engine answered a compile without a handle"))
+	}
+	return &Rego{proc: p, handle: resp.Handle}, nil
+}
+
+// Close ends the engine: it exits when its stdin closes.
+func (p *Proc) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stdin != nil {
+		p.stdin.Close()
+	}
+	if p.broken == nil {
+		p.broken = errors.New("policy engine closed")
+	}
+}
+
+// Rego is one policy compiled in the engine; it implements the agent's
+// policy.Policy.
+type Rego struct {
+	proc   *Proc
+	handle uint64
+}
+
+// Evaluate asks the engine for the request's rule. Only true allows.
+func (r *Rego) Evaluate(_ context.Context, method string, req proto.Message) error {
+	rule := policy.RuleName(req)
+	in, err := json.Marshal(policy.Input(req))
+	if err != nil {
+		return fmt.Errorf("policy input of %s: %w", method, err)
+	}
+	resp, err := r.proc.exchange(Request{Op: OpEval, Handle: r.handle, Rule: rule, Input: in})
+	if err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("evaluate agent policy rule %s.%s: %s", policy.Package, rule, resp.Error)
+	}
+	if !resp.Allowed {
+		return policy.Denied(method, rule)
+	}
+	return nil
+}
+
+func (p *Proc) exchange(req Request) (Response, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.broken != nil {
+		return Response{}, p.broken
+	}
+	if p.cmd == nil {
+		if err := p.start(); err != nil {
+			return Response{}, p.failLocked(err)
+		}
+	}
+	type result struct {
+		resp Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		if r.err = p.enc.Encode(req); r.err == nil {
+			r.err = p.dec.Decode(&r.resp)
+		}
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return Response{}, p.failLocked(fmt.Errorf("talking to the policy engine: %w", r.err))
+		}
+		return r.resp, nil
+	case <-time.After(p.timeout):
+		// The goroutine ends when the kill closes the pipes.
+		err := p.failLocked(fmt.Errorf("policy engine did not answer a %s within %s", req.Op, p.timeout))
+		p.cmd.Process.Kill()
+		return Response{}, err
+	}
+}
+
+func (p *Proc) start() error {
+	cmd := exec.Command(p.argv[0], p.argv[1:]...)
+	cmd.Stderr = os.Stderr // its own failures go to the console
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		stdin.Close()
+		return err
+	}
+	exits, err := p.reaper.Start(cmd)
+	if err != nil {
+		stdin.Close()
+		return fmt.Errorf("start %s: %w", p.argv[0], err)
+	}
+	p.cmd, p.stdin = cmd, stdin
+	p.enc, p.dec = json.NewEncoder(stdin), json.NewDecoder(bufio.NewReader(stdout))
+	go func() {
+		status, _ := p.reaper.Wait(cmd, exits)
+		p.fail(fmt.Errorf("policy engine %s exited (status %d)", p.argv[0], status))
+		// The reaper, not cmd.Wait, collected it: close our pipe ends here.
+		stdin.Close()
+		stdout.Close()
+	}()
+	return nil
+}
+
+// fail breaks the Proc with err unless it is already broken, and returns
+// the error every later exchange gets.
+func (p *Proc) fail(err error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failLocked(err)
+}
+
+func (p *Proc) failLocked(err error) error {
+	if p.broken == nil {
+		p.broken = fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+	}
+	return p.broken
+}

@@ -1,0 +1,151 @@
+package policyproc_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/coco-runtime/coco/configs/policies"
+	"github.com/coco-runtime/coco/guest-assets/agent/policyproc"
+	"github.com/coco-runtime/coco/guest-assets/agent/policyproc/server"
+)
+
+// The test binary doubles as the engine process: POLICYPROC_TEST_MODE picks
+// what it does when the client starts it.
+func TestMain(m *testing.M) {
+	switch os.Getenv("POLICYPROC_TEST_MODE") {
+	case "serve":
+		if err := server.Serve(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case "hang": // reads requests, never answers
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	case "exit": // answers nothing, dies at once
+		os.Exit(3)
+	}
+	os.Exit(m.Run())
+}
+
+func engine(t *testing.T, mode string) *policyproc.Proc {
+	t.Helper()
+	t.Setenv("POLICYPROC_TEST_MODE", mode)
+	p := policyproc.New(policyproc.TestReaper{}, os.Args[0])
+	t.Cleanup(p.Close)
+	return p
+}
+
+func execRequest(t *testing.T, args ...string) *taskAPI.ExecProcessRequest {
+	b, err := json.Marshal(map[string]any{"args": args, "cwd": "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &taskAPI.ExecProcessRequest{ID: "c1", ExecID: "e1", Spec: &anypb.Any{
+		TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: b,
+	}}
+}
+
+func TestDefaultTEEPolicyThroughTheEngine(t *testing.T) {
+	p := engine(t, "serve")
+	tee, err := p.Compile(policies.DefaultTEE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := tee.Evaluate(ctx, "Start", &taskAPI.StartRequest{ID: "c1"}); err != nil {
+		t.Fatalf("Start denied: %v", err)
+	}
+	err = tee.Evaluate(ctx, "ExecProcess", execRequest(t, "sh"))
+	want := "ExecProcess denied by agent policy (rule agent_policy.ExecProcessRequest)"
+	if !errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("exec: err = %v, want permission denied containing %q", err, want)
+	}
+}
+
+func TestInputReachesTheEngineExactly(t *testing.T) {
+	p := engine(t, "serve")
+	pol, err := p.Compile("package agent_policy\n\nKillRequest if { input.signal == 9; input.id == \"c1\" }\n" +
+		"ExecProcessRequest if input.spec.args == [\"cat\", \"/etc/hostname\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := pol.Evaluate(ctx, "Kill", &taskAPI.KillRequest{ID: "c1", Signal: 9}); err != nil {
+		t.Fatalf("kill 9 denied: %v", err)
+	}
+	if err := pol.Evaluate(ctx, "Kill", &taskAPI.KillRequest{ID: "c1", Signal: 15}); !errdefs.IsPermissionDenied(err) {
+		t.Fatalf("kill 15: err = %v, want denied", err)
+	}
+	if err := pol.Evaluate(ctx, "ExecProcess", execRequest(t, "cat", "/etc/hostname")); err != nil {
+		t.Fatalf("allowed exec denied: %v", err)
+	}
+	if err := pol.Evaluate(ctx, "Start", &taskAPI.StartRequest{ID: "c1"}); !errdefs.IsPermissionDenied(err) {
+		t.Fatalf("undefined rule: err = %v, want denied", err)
+	}
+}
+
+func TestCompileErrorIsInvalidArgument(t *testing.T) {
+	p := engine(t, "serve")
+	_, err := p.Compile("package agent_policy\n\nStartRequest if {\n")
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "rego_parse_error") {
+		t.Fatalf("err = %v, want invalid argument with the parser's message", err)
+	}
+	// The engine lives on: the next policy compiles.
+	if _, err := p.Compile(policies.AllowAll); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReplacedPoliciesAreDropped(t *testing.T) {
+	p := engine(t, "serve")
+	first, err := p.Compile(policies.AllowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newest *policyproc.Rego
+	for range server.MaxPolicies {
+		if newest, err = p.Compile(policies.AllowAll); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if err := newest.Evaluate(ctx, "Start", &taskAPI.StartRequest{ID: "c1"}); err != nil {
+		t.Fatalf("newest policy: %v", err)
+	}
+	err = first.Evaluate(ctx, "Start", &taskAPI.StartRequest{ID: "c1"})
+	if err == nil || !strings.Contains(err.Error(), "replaced by newer ones") {
+		t.Fatalf("evicted policy: err = %v, want an error (a denial at the gate)", err)
+	}
+}
+
+func TestEngineThatCannotStartFailsClosed(t *testing.T) {
+	p := policyproc.New(policyproc.TestReaper{}, "/nonexistent/coco-policy")
+	defer p.Close()
+	_, err := p.Compile(policies.AllowAll)
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "/nonexistent/coco-policy") {
+		t.Fatalf("err = %v, want unavailable naming the binary", err)
+	}
+}
+
+func TestEngineThatDiesBreaksEveryLaterCall(t *testing.T) {
+	p := engine(t, "exit")
+	_, err := p.Compile(policies.AllowAll)
+	if !errdefs.IsUnavailable(err) {
+		t.Fatalf("err = %v, want unavailable", err)
+	}
+	_, again := p.Compile(policies.AllowAll)
+	if !errors.Is(again, errdefs.ErrUnavailable) {
+		t.Fatalf("second call: err = %v, want the same failure", again)
+	}
+}
