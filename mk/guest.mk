@@ -51,11 +51,12 @@ coco-agent:
 coco-policy:
 	CGO_ENABLED=0 $(GO) build -tags "$(GO_TAGS)" -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(GUEST_OUT)/coco-policy ./guest-assets/agent/cmd/coco-policy
 
-# coco-pause is C (see guest-assets/pause/pause.c for why); flags as in
-# guest-assets/agent/pause.CFlags.
+# coco-pause is C against musl (see guest-assets/pause/pause.c for why);
+# compiler and flags as in guest-assets/agent/pause.Compiler and CFlags.
+PAUSE_CC ?= musl-gcc
 coco-pause:
 	@mkdir -p $(GUEST_OUT)
-	$(CC) -static -Os -s -Wall -Wextra -Werror -Wl,--build-id=none -o $(GUEST_OUT)/coco-pause guest-assets/pause/pause.c
+	$(PAUSE_CC) -static -Os -s -Wall -Wextra -Werror -Wl,--build-id=none -o $(GUEST_OUT)/coco-pause guest-assets/pause/pause.c
 
 initrd:
 	$(GO) run ./guest-assets/cmd/mkinitrd -assets $(GUEST_OUT) -init $(GUEST_OUT)/coco-agent \

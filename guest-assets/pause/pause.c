@@ -6,7 +6,9 @@
  *
  * It is C, not Go, because it is started on every pod's critical path: a
  * static C binary starts in microseconds, where a Go runtime takes ~150 ms
- * of guest CPU under TCG.
+ * of guest CPU under TCG. It is built against musl (17 KB, a start that
+ * does next to nothing) rather than glibc (680 KB; the static start-up
+ * resolves ifuncs and sets up TLS and stdio it never uses).
  *
  * Once its handlers are in place it writes one byte to the file descriptor
  * named by COCO_PAUSE_READY_FD (when set): before that a SIGTERM would be

@@ -14,6 +14,12 @@ const ReadyFDEnv = "COCO_PAUSE_READY_FD"
 // Source is coco-pause's C source, relative to the repository root.
 const Source = "guest-assets/pause/pause.c"
 
+// Compiler builds coco-pause against musl (Debian's musl-tools): the
+// binary is 17 KB instead of glibc's 680 KB, and its start does next to
+// nothing, which under TCG is ~0.25 ms of native work saved many times
+// over on every pod's critical path.
+const Compiler = "musl-gcc"
+
 // CFlags build coco-pause static, small and byte-for-byte reproducible
 // (its hash is part of the initrd's, hence of the launch measurement).
 var CFlags = []string{"-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-Wl,--build-id=none"}

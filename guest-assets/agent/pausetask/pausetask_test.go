@@ -83,7 +83,7 @@ var buildPause = sync.OnceValues(func() (string, error) {
 	}
 	bin := filepath.Join(dir, "coco-pause")
 	args := append(append([]string{}, pause.CFlags...), "-o", bin, filepath.Join("..", "..", "..", pause.Source))
-	cmd := exec.Command("gcc", args...)
+	cmd := exec.Command(pause.Compiler, args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", &exec.Error{Name: string(out), Err: err}
 	}
