@@ -58,7 +58,7 @@ func startDaemon(ctx context.Context, bin string, cid uint32, vhostUser, hybrid,
 		d.err = cmd.Wait()
 		close(d.done)
 	}()
-	tick := time.NewTicker(5 * time.Millisecond)
+	tick := time.NewTicker(time.Millisecond) // a stat per tick; the daemon takes a few ms
 	defer tick.Stop()
 	for {
 		if fi, err := os.Stat(vhostUser); err == nil && fi.Mode().Type() == os.ModeSocket {

@@ -88,9 +88,9 @@ func run(start uint64) error {
 	// vsock's address family, and a connection can arrive as soon as the
 	// virtio transport is up, before the disk and filesystem drivers.
 	// Container preparation waits for all of them; a failure powers off.
-	driversReady := make(chan struct{})
+	vsockReady, driversReady := make(chan struct{}), make(chan struct{})
 	go func() {
-		if err := loadModules(); err != nil {
+		if err := loadModules(vsockReady); err != nil {
 			boot.PowerOff(fmt.Sprintf("fatal: load kernel modules: %v", err))
 		}
 		log.L.Debugf("kernel modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
@@ -162,11 +162,11 @@ func run(start uint64) error {
 	if err != nil {
 		return err
 	}
-	agentL, err := listen(ctx, api.AgentPort)
+	agentL, err := listen(ctx, api.AgentPort, vsockReady)
 	if err != nil {
 		return err
 	}
-	streamL, err := listen(ctx, api.StreamPort)
+	streamL, err := listen(ctx, api.StreamPort, vsockReady)
 	if err != nil {
 		return err
 	}
@@ -196,7 +196,7 @@ func run(start uint64) error {
 // first, then the rest (disks, filesystems, network, balloon) at the lowest
 // CPU priority, so that work fills the time the guest waits for the host
 // rather than delaying the agent's answers.
-func loadModules() error {
+func loadModules(vsockReady chan<- struct{}) error {
 	mods, err := kmod.ReadManifest(kmod.DefaultManifest)
 	if err != nil {
 		return err
@@ -207,6 +207,7 @@ func loadModules() error {
 	if err := kmod.Load(vsockMods); err != nil {
 		return err
 	}
+	close(vsockReady)
 	log.L.Debugf("vsock modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
 	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 19); err != nil {
 		log.L.WithError(err).Debug("lower the module loader's priority")
@@ -214,15 +215,15 @@ func loadModules() error {
 	return kmod.Load(rest)
 }
 
-// listen opens a vsock listener once the guest's vsock transport is up
-// (the guest has a context ID), retrying briefly while the modules load.
-func listen(ctx context.Context, port uint32) (*vsock.Listener, error) {
+// listen opens a vsock listener once the vsock modules are loaded (the
+// transport is up: the guest has a context ID), retrying briefly on errors.
+func listen(ctx context.Context, port uint32, vsockReady <-chan struct{}) (*vsock.Listener, error) {
 	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if cid, err := vsock.ContextID(); err == nil && cid != unix.VMADDR_CID_ANY {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-vsockReady:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(time.Until(deadline)):
 	}
 	for {
 		// Any local CID: the virtio transport may register after we listen.
