@@ -1,16 +1,12 @@
 package sandbox
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // PhasesFile is written in the sandbox state directory while the pod runs:
@@ -37,12 +33,13 @@ type Phases struct {
 
 	// Host wall-clock instants (Unix ns) that place the steps on one time
 	// line with the caller's (containerd's, the bench's) clock.
-	ShimStartAtNs int64 `json:"shim_start_at_ns"` // the shim process started (10 ms resolution)
-	StartAtNs     int64 `json:"start_at_ns"`      // Start called
-	VMExecAtNs    int64 `json:"vm_exec_at_ns"`    // VMM about to be launched
-	GuestZeroAtNs int64 `json:"guest_zero_at_ns"` // guest clock zero (kernel start), ± half a Health round trip
-	AgentUpAtNs   int64 `json:"agent_up_at_ns"`   // agent answered Health on the host
-	SetupDoneAtNs int64 `json:"setup_done_at_ns"` // SetupSandbox (and guest pause) done
+	BootstrapAtNs int64 `json:"shim_bootstrap_at_ns"` // the shim's `start` command began (0: unknown)
+	ShimStartAtNs int64 `json:"shim_start_at_ns"`     // the long-running shim's Go initialisation reached the sandbox package
+	StartAtNs     int64 `json:"start_at_ns"`          // Start called
+	VMExecAtNs    int64 `json:"vm_exec_at_ns"`        // VMM about to be launched
+	GuestZeroAtNs int64 `json:"guest_zero_at_ns"`     // guest clock zero (kernel start), ± half a Health round trip
+	AgentUpAtNs   int64 `json:"agent_up_at_ns"`       // agent answered Health on the host
+	SetupDoneAtNs int64 `json:"setup_done_at_ns"`     // SetupSandbox (and guest pause) done
 
 	Containers []ContainerPhases `json:"containers,omitempty"`
 }
@@ -79,34 +76,21 @@ func (p *phaseLog) update(f func(*Phases)) {
 	}
 }
 
-// processStart is when process pid ("self": this one) started, on the wall
-// clock, to the kernel's 10 ms tick: its age on CLOCK_BOOTTIME (the clock
-// /proc/<pid>/stat counts start times in) taken from now. Zero when /proc
-// cannot tell.
-func processStart(pid string) time.Time {
-	b, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
-	if err != nil {
+// BootstrapAtEnv carries, from the shim's `start` command to the
+// long-running shim it launches, when `start` began (Unix ns): containerd
+// runs `start` first, and its cost is the shim's, not containerd's.
+const BootstrapAtEnv = "COCO_SHIM_BOOTSTRAP_AT_NS"
+
+// initAt is when this process's package initialisation reached this
+// package: a few ms after its exec, where /proc's start time would only
+// say which 10 ms tick it fell in.
+var initAt = time.Now()
+
+// bootstrapAt is BootstrapAtEnv's instant; zero when unset or garbled.
+func bootstrapAt(getenv func(string) string) time.Time {
+	ns, err := strconv.ParseInt(getenv(BootstrapAtEnv), 10, 64)
+	if err != nil || ns <= 0 {
 		return time.Time{}
 	}
-	// The command name (field 2) may hold spaces; fields count after ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return time.Time{}
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	const startTimeField = 22 - 3 // field 22, counted from field 3
-	if len(fields) <= startTimeField {
-		return time.Time{}
-	}
-	ticks, err := strconv.ParseUint(fields[startTimeField], 10, 64)
-	if err != nil {
-		return time.Time{}
-	}
-	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
-		return time.Time{}
-	}
-	const clockTicks = 100 // USER_HZ, fixed at 100 on Linux's user ABI
-	age := time.Duration(ts.Nano()) - time.Duration(ticks)*time.Second/clockTicks
-	return time.Now().Add(-age)
+	return time.Unix(0, ns)
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -190,20 +189,18 @@ func TestBuildRootfsImageFromSpecRoot(t *testing.T) {
 	}
 }
 
-func TestProcessStart(t *testing.T) {
-	before := time.Now()
-	cmd := exec.Command("sleep", "5")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+func TestBootstrapAt(t *testing.T) {
+	env := map[string]string{BootstrapAtEnv: "1795345485941304383"}
+	if got := bootstrapAt(func(k string) string { return env[k] }); got.UnixNano() != 1795345485941304383 {
+		t.Fatalf("bootstrapAt = %v", got)
 	}
-	after := time.Now()
-	defer cmd.Process.Kill()
-	st := processStart(strconv.Itoa(cmd.Process.Pid))
-	// Start times count in 10 ms ticks.
-	if st.Before(before.Add(-20*time.Millisecond)) || st.After(after.Add(20*time.Millisecond)) {
-		t.Errorf("child started at %s, want between %s and %s", st.Format(time.StampMicro), before.Format(time.StampMicro), after.Format(time.StampMicro))
+	for _, bad := range []string{"", "soon", "-5", "0"} {
+		env[BootstrapAtEnv] = bad
+		if got := bootstrapAt(func(k string) string { return env[k] }); !got.IsZero() {
+			t.Errorf("%q: bootstrapAt = %v, want zero", bad, got)
+		}
 	}
-	if processStart("self").IsZero() || !processStart("0").IsZero() {
-		t.Error("self must have a start time, pid 0 none")
+	if initAt.IsZero() || initAt.After(time.Now()) {
+		t.Errorf("initAt = %v", initAt)
 	}
 }

@@ -200,8 +200,9 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		p.InitDataMs, p.VMStartMs, p.AgentDialMs, p.SetupMs = ms(initDataTime), ms(vmStartTime), ms(dialTime), ms(setupTime)
 		p.TotalMs = ms(time.Since(t0))
 		p.StartAtNs, p.VMExecAtNs, p.AgentUpAtNs, p.SetupDoneAtNs = t0.UnixNano(), vmExecAt.UnixNano(), agentUpAt.UnixNano(), mark.UnixNano()
-		if st := processStart("self"); !st.IsZero() {
-			p.ShimStartAtNs = st.UnixNano()
+		p.ShimStartAtNs = initAt.UnixNano()
+		if b := bootstrapAt(os.Getenv); !b.IsZero() {
+			p.BootstrapAtNs = b.UnixNano()
 		}
 		if z := client.GuestClockZero(); !z.IsZero() {
 			p.GuestZeroAtNs = z.UnixNano()

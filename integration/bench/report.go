@@ -28,8 +28,9 @@ type Report struct {
 const (
 	PodTotal       = "RunPodSandbox (CRI, total)"
 	PhBeforeVM     = "  containerd + shim start → QEMU exec [host]"
-	PhToShim       = "    RunPodSandbox → shim process started [host: containerd]"
-	PhShimToVM     = "    shim process started → QEMU exec [host: shim]"
+	PhToShim       = "    RunPodSandbox → shim `start` runs [host: containerd CRI, CNI]"
+	PhShimStart    = "    shim `start` → shim daemon initialised [host: shim]"
+	PhShimToVM     = "    shim daemon initialised → QEMU exec [host: shim]"
 	PhVMMToClock   = "  QEMU exec → guest clock starts [VMM setup + early kernel]"
 	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"
 	PhAgentReady   = "  agent start → serving [guest clock]"
@@ -89,8 +90,9 @@ func AddCoco(s *Series, p PodSample) {
 	dialLag := up - (zero + health)
 	after := p.RunPodMs - setupDone - pause
 	s.Add(PhBeforeVM, before)
-	if ph.ShimStartAtNs != 0 {
-		s.Add(PhToShim, at(ph.ShimStartAtNs))
+	if ph.BootstrapAtNs != 0 && ph.ShimStartAtNs != 0 {
+		s.Add(PhToShim, at(ph.BootstrapAtNs))
+		s.Add(PhShimStart, at(ph.ShimStartAtNs)-at(ph.BootstrapAtNs))
 		s.Add(PhShimToVM, vmExec-at(ph.ShimStartAtNs))
 	}
 	s.Add(PhVMMToClock, zero-vmExec)

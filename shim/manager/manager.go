@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/coco-runtime/coco/sandbox"
 	"github.com/coco-runtime/coco/shim/options"
 	"github.com/coco-runtime/coco/shim/pod"
 	"github.com/coco-runtime/coco/shim/version"
@@ -65,6 +66,7 @@ func (m *manager) Name() string { return m.name }
 // a pod share one shim process (and one VM): they find it through a socket
 // address derived from the pod's sandbox id.
 func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
+	began := time.Now()
 	params, legacyOpts := m.fixLegacy(params, os.Args[1:])
 	id, ns := params.GetInstanceID(), params.GetNamespace()
 	if err := identifiers.Validate(id); err != nil {
@@ -136,7 +138,7 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	}
 	// The shim library removes the socket of the shim's own id at exit; the
 	// pod's socket is named after the group, which can differ.
-	cmd.Env = append(cmd.Env, AddressEnv+"="+address)
+	cmd.Env = append(cmd.Env, AddressEnv+"="+address, sandbox.BootstrapAtEnv+"="+strconv.FormatInt(began.UnixNano(), 10))
 	cmd.ExtraFiles = []*os.File{sock}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start shim process: %w", err)
