@@ -5,7 +5,7 @@
 #   make bench-go        Go benchmarks of the hot paths (go test -bench)
 BENCH_OUT  ?= build/bench
 BENCH_ARGS ?=
-BENCH_GO_PKGS := ./guest-assets/agent/service/ ./virtcontainers/policy/engine/ ./virtcontainers/initdata/ ./hypervisor/qemu/ ./sandbox/
+BENCH_GO_PKGS := ./guest-assets/agent/service/ ./guest-assets/agent/policyproc/ ./virtcontainers/policy/engine/ ./virtcontainers/initdata/ ./hypervisor/qemu/ ./sandbox/
 
 .PHONY: bench bench-go
 

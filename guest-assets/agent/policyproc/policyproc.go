@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"sync"
@@ -75,7 +74,8 @@ type Proc struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	stdin  io.WriteCloser
+	stdin  *os.File // our ends of the child's stdin and stdout
+	stdout *os.File
 	enc    *json.Encoder
 	dec    *json.Decoder
 	broken error // once set, every exchange fails with it
@@ -108,9 +108,7 @@ func (p *Proc) Compile(source string) (*Rego, error) {
 func (p *Proc) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stdin != nil {
-		p.stdin.Close()
-	}
+	p.closePipes()
 	if p.broken == nil {
 		p.broken = errors.New("policy engine closed")
 	}
@@ -154,57 +152,56 @@ func (p *Proc) exchange(req Request) (Response, error) {
 			return Response{}, p.failLocked(err)
 		}
 	}
-	type result struct {
-		resp Response
-		err  error
+	// Deadlines on the pipes bound the exchange: an engine that stops
+	// reading or answering is killed rather than waited for.
+	deadline := time.Now().Add(p.timeout)
+	p.stdin.SetWriteDeadline(deadline)
+	p.stdout.SetReadDeadline(deadline)
+	var resp Response
+	err := p.enc.Encode(req)
+	if err == nil {
+		err = p.dec.Decode(&resp)
 	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		if r.err = p.enc.Encode(req); r.err == nil {
-			r.err = p.dec.Decode(&r.resp)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("policy engine did not answer a %s within %s", req.Op, p.timeout)
+			p.cmd.Process.Kill()
+		} else {
+			err = fmt.Errorf("talking to the policy engine: %w", err)
 		}
-		done <- r
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			return Response{}, p.failLocked(fmt.Errorf("talking to the policy engine: %w", r.err))
-		}
-		return r.resp, nil
-	case <-time.After(p.timeout):
-		// The goroutine ends when the kill closes the pipes.
-		err := p.failLocked(fmt.Errorf("policy engine did not answer a %s within %s", req.Op, p.timeout))
-		p.cmd.Process.Kill()
-		return Response{}, err
+		return Response{}, p.failLocked(err)
 	}
+	return resp, nil
 }
 
 func (p *Proc) start() error {
+	// Our own pipes, not cmd.StdinPipe: *os.File pipes take deadlines.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return err
+	}
 	cmd := exec.Command(p.argv[0], p.argv[1:]...)
+	cmd.Stdin, cmd.Stdout = inR, outW
 	cmd.Stderr = os.Stderr // its own failures go to the console
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		stdin.Close()
-		return err
-	}
 	exits, err := p.reaper.Start(cmd)
+	inR.Close() // the child has its copies
+	outW.Close()
 	if err != nil {
-		stdin.Close()
+		inW.Close()
+		outR.Close()
 		return fmt.Errorf("start %s: %w", p.argv[0], err)
 	}
-	p.cmd, p.stdin = cmd, stdin
-	p.enc, p.dec = json.NewEncoder(stdin), json.NewDecoder(bufio.NewReader(stdout))
+	p.cmd, p.stdin, p.stdout = cmd, inW, outR
+	p.enc, p.dec = json.NewEncoder(inW), json.NewDecoder(bufio.NewReader(outR))
 	go func() {
 		status, _ := p.reaper.Wait(cmd, exits)
 		p.fail(fmt.Errorf("policy engine %s exited (status %d)", p.argv[0], status))
-		// The reaper, not cmd.Wait, collected it: close our pipe ends here.
-		stdin.Close()
-		stdout.Close()
 	}()
 	return nil
 }
@@ -214,6 +211,7 @@ func (p *Proc) start() error {
 func (p *Proc) fail(err error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closePipes()
 	return p.failLocked(err)
 }
 
@@ -222,4 +220,12 @@ func (p *Proc) failLocked(err error) error {
 		p.broken = fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
 	}
 	return p.broken
+}
+
+// closePipes ends our side of the exchange; the engine exits on EOF.
+func (p *Proc) closePipes() {
+	if p.stdin != nil {
+		p.stdin.Close()
+		p.stdout.Close()
+	}
 }

@@ -149,3 +149,24 @@ func TestEngineThatDiesBreaksEveryLaterCall(t *testing.T) {
 		t.Fatalf("second call: err = %v, want the same failure", again)
 	}
 }
+
+// BenchmarkEvaluateThroughProcess is one request decided by the default TEE
+// policy in coco-policy: JSON out, OPA, JSON back. Compare with
+// virtcontainers/policy/engine's in-process BenchmarkDefaultPolicyStart.
+func BenchmarkEvaluateThroughProcess(b *testing.B) {
+	b.Setenv("POLICYPROC_TEST_MODE", "serve")
+	p := policyproc.New(policyproc.TestReaper{}, os.Args[0])
+	defer p.Close()
+	tee, err := p.Compile(policies.DefaultTEE)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &taskAPI.StartRequest{ID: "c1"}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := tee.Evaluate(ctx, "Start", r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
