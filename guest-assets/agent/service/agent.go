@@ -129,6 +129,10 @@ func (s *agentService) compilePolicy(text string) (policy.Policy, error) {
 		return nil, fmt.Errorf("policy: this guest has no policy engine built in; send no policy text: %w", errdefs.ErrNotImplemented)
 	}
 	p, err := s.compile(text)
+	if errdefs.IsUnavailable(err) {
+		// The engine, not the policy, failed (coco-policy missing or dead).
+		return nil, fmt.Errorf("policy: %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("policy: %v: %w", err, errdefs.ErrInvalidArgument)
 	}

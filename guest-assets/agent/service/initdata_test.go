@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -54,6 +55,29 @@ func TestSetupSandboxPolicyPrecedence(t *testing.T) {
 			got := strings.Join(compiled, ",")
 			if got != tc.want {
 				t.Fatalf("compiled %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// A policy that does not compile is the caller's mistake (InvalidArgument);
+// an engine that cannot run is the guest's (Unavailable), and says so.
+func TestSetupSandboxPolicyErrorClasses(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		compile error
+		is      func(error) bool
+	}{
+		{"bad policy", errors.New("policy.rego:3: rego_parse_error"), errdefs.IsInvalidArgument},
+		{"engine gone", fmt.Errorf("start /usr/bin/coco-policy: no such file: %w", errdefs.ErrUnavailable), errdefs.IsUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startWith(t, func(c *Config) {
+				c.CompilePolicy = func(string) (policy.Policy, error) { return nil, tc.compile }
+			})
+			_, err := h.client.Agent().SetupSandbox(context.Background(), &api.SetupSandboxRequest{SandboxId: "pod", Policy: "package agent_policy"})
+			if !tc.is(err) || !strings.Contains(err.Error(), tc.compile.Error()[:20]) {
+				t.Fatalf("err = %v", err)
 			}
 		})
 	}
