@@ -20,19 +20,24 @@ kernel:
 
 # runc builds in its own module (guest-assets/runc/go.mod) so it gets the
 # dependency versions it was written for; the binary is cached per version,
-# toolchain and go.sum, since the static cgo build takes a while on 2 cores.
+# toolchain, tags and go.sum, since the static cgo build takes a while on 2
+# cores. Tags: runc's own release set (seccomp, urfave_cli_no_docs: no
+# markdown/man generator, whose package init every runc process paid), static
+# name resolution, and runc_nocriu: the guest has no CRIU and the agent
+# refuses checkpoints.
+RUNC_TAGS := seccomp urfave_cli_no_docs runc_nocriu netgo osusergo
 runc:
 	@command -v pkg-config >/dev/null && pkg-config --exists libseccomp || { echo "runc: needs libseccomp-dev and pkg-config: run scripts/install-deps.sh" >&2; exit 1; }
 	@set -e; main=$$($(GO) list -m -f '{{.Version}}' github.com/opencontainers/runc); \
 	pin=$$(cd $(RUNC_MOD_DIR) && $(GO) list -m -f '{{.Version}}' github.com/opencontainers/runc); \
 	[ "$$main" = "$$pin" ] || { echo "runc: go.mod has runc $$main but $(RUNC_MOD_DIR)/go.mod has $$pin: run 'cd $(RUNC_MOD_DIR) && go get github.com/opencontainers/runc@$$main'" >&2; exit 1; }; \
-	key=$$(cat $(RUNC_MOD_DIR)/go.sum <($(GO) env GOVERSION) | sha256sum | cut -c1-12); \
+	key=$$(cat $(RUNC_MOD_DIR)/go.sum <($(GO) env GOVERSION) <(echo "$(RUNC_TAGS)") | sha256sum | cut -c1-12); \
 	cached=$(COCO_CACHE)/runc/runc-$$pin-$$key; \
 	if [ ! -x "$$cached" ]; then \
 		echo "runc: building $$pin (static, seccomp)"; mkdir -p $(COCO_CACHE)/runc; \
 		tmp=$$(mktemp $(COCO_CACHE)/runc/.build.XXXXXX); \
 		(cd $(RUNC_MOD_DIR) && CGO_ENABLED=1 $(GO) build -trimpath -buildvcs=false \
-			-tags "seccomp netgo osusergo" \
+			-tags "$(RUNC_TAGS)" \
 			-ldflags "-extldflags -static -s -w -buildid= -X main.version=$${pin#v}" \
 			-o "$$tmp" github.com/opencontainers/runc) || { rm -f "$$tmp"; exit 1; }; \
 		chmod 0755 "$$tmp"; mv "$$tmp" "$$cached"; \
