@@ -1,25 +1,14 @@
 package policy
 
 import (
-	"encoding/json"
 	"testing"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+	"github.com/coco-runtime/coco/virtcontainers/policy/policytest"
 )
-
-func execRequest(t testing.TB, args ...string) *taskAPI.ExecProcessRequest {
-	b, err := json.Marshal(map[string]any{"args": args, "cwd": "/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &taskAPI.ExecProcessRequest{ID: "c1", ExecID: "e1", Spec: &anypb.Any{
-		TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: b,
-	}}
-}
 
 func TestInputShape(t *testing.T) {
 	spec := []byte(`{"process":{"args":["sh"]},"hostname":"h"}`)
@@ -38,7 +27,7 @@ func TestInputShape(t *testing.T) {
 	if f["destination"] != "/etc/hosts" {
 		t.Fatalf("destination = %v", f["destination"])
 	}
-	exec := Input(execRequest(t, "ls"))
+	exec := Input(policytest.ExecRequest(t, "ls"))
 	if args := exec["spec"].(map[string]any)["args"].([]any); args[0] != "ls" {
 		t.Fatalf("exec args = %v", args)
 	}

@@ -2,7 +2,6 @@ package policyproc_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,11 +11,11 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/coco-runtime/coco/configs/policies"
 	"github.com/coco-runtime/coco/guest-assets/agent/policyproc"
 	"github.com/coco-runtime/coco/guest-assets/agent/policyproc/server"
+	"github.com/coco-runtime/coco/virtcontainers/policy/policytest"
 )
 
 // The test binary doubles as the engine process: POLICYPROC_TEST_MODE picks
@@ -46,16 +45,6 @@ func engine(t *testing.T, mode string) *policyproc.Proc {
 	return p
 }
 
-func execRequest(t *testing.T, args ...string) *taskAPI.ExecProcessRequest {
-	b, err := json.Marshal(map[string]any{"args": args, "cwd": "/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &taskAPI.ExecProcessRequest{ID: "c1", ExecID: "e1", Spec: &anypb.Any{
-		TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: b,
-	}}
-}
-
 func TestDefaultTEEPolicyThroughTheEngine(t *testing.T) {
 	p := engine(t, "serve")
 	tee, err := p.Compile(policies.DefaultTEE)
@@ -66,7 +55,7 @@ func TestDefaultTEEPolicyThroughTheEngine(t *testing.T) {
 	if err := tee.Evaluate(ctx, "Start", &taskAPI.StartRequest{ID: "c1"}); err != nil {
 		t.Fatalf("Start denied: %v", err)
 	}
-	err = tee.Evaluate(ctx, "ExecProcess", execRequest(t, "sh"))
+	err = tee.Evaluate(ctx, "ExecProcess", policytest.ExecRequest(t, "sh"))
 	want := "ExecProcess denied by agent policy (rule agent_policy.ExecProcessRequest)"
 	if !errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("exec: err = %v, want permission denied containing %q", err, want)
@@ -87,7 +76,7 @@ func TestInputReachesTheEngineExactly(t *testing.T) {
 	if err := pol.Evaluate(ctx, "Kill", &taskAPI.KillRequest{ID: "c1", Signal: 15}); !errdefs.IsPermissionDenied(err) {
 		t.Fatalf("kill 15: err = %v, want denied", err)
 	}
-	if err := pol.Evaluate(ctx, "ExecProcess", execRequest(t, "cat", "/etc/hostname")); err != nil {
+	if err := pol.Evaluate(ctx, "ExecProcess", policytest.ExecRequest(t, "cat", "/etc/hostname")); err != nil {
 		t.Fatalf("allowed exec denied: %v", err)
 	}
 	if err := pol.Evaluate(ctx, "Start", &taskAPI.StartRequest{ID: "c1"}); !errdefs.IsPermissionDenied(err) {

@@ -2,28 +2,17 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/coco-runtime/coco/configs/policies"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 	"github.com/coco-runtime/coco/virtcontainers/policy"
+	"github.com/coco-runtime/coco/virtcontainers/policy/policytest"
 )
-
-func execRequest(t testing.TB, args ...string) *taskAPI.ExecProcessRequest {
-	b, err := json.Marshal(map[string]any{"args": args, "cwd": "/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &taskAPI.ExecProcessRequest{ID: "c1", ExecID: "e1", Spec: &anypb.Any{
-		TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: b,
-	}}
-}
 
 func mustCompile(t testing.TB, src string) *Engine {
 	t.Helper()
@@ -38,7 +27,7 @@ func TestShippedPolicies(t *testing.T) {
 	ctx := context.Background()
 	all := mustCompile(t, policies.AllowAll)
 	tee := mustCompile(t, policies.DefaultTEE)
-	exec := execRequest(t, "sh", "-c", "cat /secret")
+	exec := policytest.ExecRequest(t, "sh", "-c", "cat /secret")
 	start := &taskAPI.StartRequest{ID: "c1"}
 	setPolicy := &api.SetPolicyRequest{Policy: "package agent_policy"}
 
@@ -80,12 +69,12 @@ func TestOwnerAllowsExactExec(t *testing.T) {
 	src := strings.Replace(policies.DefaultTEE, `allowed_exec_argv := []`, `allowed_exec_argv := [["cat", "/etc/hostname"]]`, 1)
 	e := mustCompile(t, src)
 	ctx := context.Background()
-	ok := execRequest(t, "cat", "/etc/hostname")
+	ok := policytest.ExecRequest(t, "cat", "/etc/hostname")
 	if err := e.Check(ctx, "ExecProcess", policy.RuleName(ok), policy.Input(ok)); err != nil {
 		t.Fatalf("allowed argv denied: %v", err)
 	}
 	for _, args := range [][]string{{"cat", "/etc/shadow"}, {"cat", "/etc/hostname", "/etc/shadow"}, {"cat"}} {
-		r := execRequest(t, args...)
+		r := policytest.ExecRequest(t, args...)
 		err := e.Check(ctx, "ExecProcess", policy.RuleName(r), policy.Input(r))
 		if !errdefs.IsPermissionDenied(err) {
 			t.Fatalf("argv %q: err = %v, want permission denied", args, err)
@@ -101,7 +90,7 @@ func TestOwnerAllowsExecByRegex(t *testing.T) {
 	src := strings.Replace(policies.DefaultTEE, `allowed_exec_regex := []`, `allowed_exec_regex := ["^ls( -l)? /tmp$"]`, 1)
 	e := mustCompile(t, src)
 	for args, want := range map[string]bool{"ls /tmp": true, "ls -l /tmp": true, "ls /etc": false, "ls /tmp; rm -rf /": false} {
-		r := execRequest(t, strings.Fields(args)...)
+		r := policytest.ExecRequest(t, strings.Fields(args)...)
 		got, err := e.Allowed(context.Background(), policy.RuleName(r), policy.Input(r))
 		if err != nil {
 			t.Fatal(err)
@@ -161,7 +150,7 @@ func BenchmarkDefaultPolicyStart(b *testing.B) {
 
 func BenchmarkDefaultPolicyExecDenied(b *testing.B) {
 	e := mustCompile(b, policies.DefaultTEE)
-	r := execRequest(b, "sh", "-c", "id")
+	r := policytest.ExecRequest(b, "sh", "-c", "id")
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
