@@ -99,7 +99,9 @@ func (p *Proc) Compile(source string) (*Rego, error) {
 		return nil, fmt.Errorf("%s: %w", resp.Error, errdefs.ErrInvalidArgument)
 	}
 	if resp.Handle == 0 {
-		return nil, p.fail(errors.New("policy engine answered a compile without a handle"))
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return nil, p.breakLocked(errors.New("policy engine answered a compile without a handle"))
 	}
 	return &Rego{proc: p, handle: resp.Handle}, nil
 }
@@ -162,14 +164,13 @@ func (p *Proc) exchange(req Request) (Response, error) {
 	if err == nil {
 		err = p.dec.Decode(&resp)
 	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("policy engine did not answer a %s within %s", req.Op, p.timeout)
+	} else if err != nil {
+		err = fmt.Errorf("talking to the policy engine: %w", err)
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = fmt.Errorf("policy engine did not answer a %s within %s", req.Op, p.timeout)
-			p.cmd.Process.Kill()
-		} else {
-			err = fmt.Errorf("talking to the policy engine: %w", err)
-		}
-		return Response{}, p.failLocked(err)
+		return Response{}, p.breakLocked(err)
 	}
 	return resp, nil
 }
@@ -206,8 +207,17 @@ func (p *Proc) start() error {
 	return nil
 }
 
+// breakLocked gives up on a live engine that misbehaved: it is killed (the
+// exit watcher then closes the pipes) and every later exchange fails.
+func (p *Proc) breakLocked(err error) error {
+	if p.broken == nil && p.cmd != nil {
+		p.cmd.Process.Kill()
+	}
+	return p.failLocked(err)
+}
+
 // fail breaks the Proc with err unless it is already broken, and returns
-// the error every later exchange gets.
+// the error every later exchange gets. The exit watcher calls it.
 func (p *Proc) fail(err error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

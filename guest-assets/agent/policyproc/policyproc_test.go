@@ -1,13 +1,18 @@
 package policyproc_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
@@ -33,6 +38,12 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "exit": // answers nothing, dies at once
 		os.Exit(3)
+	case "garbage": // answers nonsense, then would wait for ever
+		os.WriteFile(os.Getenv("POLICYPROC_TEST_PIDFILE"), []byte(strconv.Itoa(os.Getpid())), 0o600)
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		fmt.Println("not json")
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -124,6 +135,29 @@ func TestEngineThatCannotStartFailsClosed(t *testing.T) {
 	_, err := p.Compile(policies.AllowAll)
 	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "/nonexistent/coco-policy") {
 		t.Fatalf("err = %v, want unavailable naming the binary", err)
+	}
+}
+
+// An engine that answers garbage is killed, not left waiting for a next
+// request that never comes.
+func TestEngineThatAnswersGarbageIsKilled(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	t.Setenv("POLICYPROC_TEST_PIDFILE", pidFile)
+	p := engine(t, "garbage")
+	_, err := p.Compile(policies.AllowAll)
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "talking to the policy engine") {
+		t.Fatalf("err = %v, want unavailable", err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(string(b))
+	for deadline := time.Now().Add(5 * time.Second); syscall.Kill(pid, 0) == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("engine %d still running after it answered garbage", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
