@@ -253,3 +253,47 @@ func TestVhostFD(t *testing.T) {
 		t.Errorf("vhost argv: %s", j)
 	}
 }
+
+// Where hot-plugged disks go: a plain q35 VM has one PCIe-to-PCI bridge
+// with 31 slots, confidential and microvm VMs have 8 root ports, and
+// machines without PCIe none.
+func TestHotplugSlots(t *testing.T) {
+	tables := tableConfigs()
+	for _, tc := range []struct {
+		config          string
+		slots           int
+		firstBus, first string
+	}{
+		{"coco-dev", hotplugBridgeSlots, hotplugBridge, "0x1"},
+		{"snp", rootPortCount, "rp0", ""},
+		{"tdx", rootPortCount, "rp0", ""},
+		{"microvm", rootPortCount, "rp0", ""},
+		{"pef", 0, "", ""},
+	} {
+		vm, err := newVM(tables[tc.config], fakeHost(true), true)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.config, err)
+		}
+		p := vm.plan
+		if got := p.hotplugSlots(); got != tc.slots {
+			t.Errorf("%s: %d hot-plug slots, want %d", tc.config, got, tc.slots)
+		}
+		if tc.slots == 0 {
+			continue
+		}
+		if bus, addr := p.hotplugPlace(0); bus != tc.firstBus || addr != tc.first {
+			t.Errorf("%s: slot 0 at %s %q, want %s %q", tc.config, bus, addr, tc.firstBus, tc.first)
+		}
+		args, _, err := vm.Command()
+		if err != nil {
+			t.Fatal(err)
+		}
+		j := strings.Join(args, " ")
+		if bridge := strings.Contains(j, "pcie-pci-bridge"); bridge != (tc.firstBus == hotplugBridge) {
+			t.Errorf("%s: pcie-pci-bridge in argv = %v: %s", tc.config, bridge, j)
+		}
+	}
+	if bus, addr := (&plan{machine: machine{name: "q35", rootPorts: true}}).hotplugPlace(hotplugBridgeSlots - 1); bus != hotplugBridge || addr != "0x1f" {
+		t.Errorf("last bridge slot at %s %s, want %s 0x1f", bus, addr, hotplugBridge)
+	}
+}

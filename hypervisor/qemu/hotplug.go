@@ -31,7 +31,7 @@ func blockdevArgs(d hypervisor.Disk) map[string]any {
 }
 
 // AddDisk attaches a raw image while the guest runs: blockdev-add, then a
-// virtio-blk device (serial = ID) on a free PCIe root port. The guest finds
+// virtio-blk device (serial = ID) in a free hot-plug slot. The guest finds
 // it by serial. An ID already in use is errdefs.ErrAlreadyExists.
 func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
 	if !diskIDPattern.MatchString(d.ID) {
@@ -55,15 +55,15 @@ func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
 		return fmt.Errorf("%w: disk %q is already attached", errdefs.ErrAlreadyExists, d.ID)
 	}
 	port := -1
-	if v.plan.machine.rootPorts {
-		for i := range rootPortCount {
+	if n := v.plan.hotplugSlots(); n > 0 {
+		for i := range n {
 			if !v.portInUse(i) {
 				port = i
 				break
 			}
 		}
 		if port < 0 {
-			return fmt.Errorf("%w: disk %q: all %d PCIe root ports are in use", errdefs.ErrResourceExhausted, d.ID, rootPortCount)
+			return fmt.Errorf("%w: disk %q: all %d hot-plug slots are in use (one per container root filesystem)", errdefs.ErrResourceExhausted, d.ID, n)
 		}
 	}
 
@@ -77,7 +77,11 @@ func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
 		"serial": d.ID,
 	}
 	if port >= 0 {
-		dev["bus"] = rootPort(port)
+		bus, addr := v.plan.hotplugPlace(port)
+		dev["bus"] = bus
+		if addr != "" {
+			dev["addr"] = addr
+		}
 	}
 	if v.plan.confidential() {
 		dev["iommu_platform"] = true

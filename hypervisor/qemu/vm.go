@@ -47,7 +47,7 @@ type VM struct {
 	cid      *vsock.CID
 	stopDone chan struct{} // closed when the first Stop has finished
 	stopErr  error
-	disks    map[string]int // hot-plugged disk id → root port index (-1: none)
+	disks    map[string]int // hot-plugged disk id → hot-plug slot (-1: none)
 
 	// mon and killed are also read by reap, which must not take mu: Start
 	// holds mu while it waits for QEMU, possibly for a QEMU that died.
