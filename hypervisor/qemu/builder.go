@@ -92,9 +92,9 @@ type paths struct {
 
 func (p *plan) confidential() bool { return p.tee.Kind.Confidential() }
 
-func nodeName(id string) string          { return "d-" + id }
-func diskDevID(id string) string         { return "disk-" + id }
-func rootPort(i int) string              { return fmt.Sprintf(rootPortFmt, i) }
+func nodeName(id string) string  { return "d-" + id }
+func diskDevID(id string) string { return "disk-" + id }
+func rootPort(i int) string      { return fmt.Sprintf(rootPortFmt, i) }
 
 // hotplugOnBridge: a plain q35 VM hot-plugs disks onto one PCIe-to-PCI
 // bridge (ACPI hotplug, 31 slots), which the guest kernel sets up for
