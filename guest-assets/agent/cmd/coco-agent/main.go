@@ -122,7 +122,13 @@ func run(start uint64) error {
 		StartNs:       start,
 		Now:           boot.Boottime,
 		Policy:        defaultPolicy(engine),
-		CompilePolicy: func(text string) (policy.Policy, error) { return engine.Compile(text) },
+		CompilePolicy: func(text string) (policy.Policy, error) {
+			p, err := engine.Compile(text)
+			if err != nil {
+				return nil, err // not a nil *Rego inside a non-nil Policy
+			}
+			return p, nil
+		},
 		Guest:         boot.Guest{},
 		NativePause:   true,
 		CgroupRoot:    cgroupRoot,
