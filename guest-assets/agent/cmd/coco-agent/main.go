@@ -118,10 +118,10 @@ func run(start uint64) error {
 	engine := policyproc.New(reaper.Default, policyproc.GuestPath)
 	defer engine.Close()
 	a, err := service.New(ctx, service.Config{
-		Version:       Version,
-		StartNs:       start,
-		Now:           boot.Boottime,
-		Policy:        defaultPolicy(engine),
+		Version: Version,
+		StartNs: start,
+		Now:     boot.Boottime,
+		Policy:  defaultPolicy(engine),
 		CompilePolicy: func(text string) (policy.Policy, error) {
 			p, err := engine.Compile(text)
 			if err != nil {
@@ -129,9 +129,9 @@ func run(start uint64) error {
 			}
 			return p, nil
 		},
-		Guest:         boot.Guest{},
-		NativePause:   true,
-		CgroupRoot:    cgroupRoot,
+		Guest:       boot.Guest{},
+		NativePause: true,
+		CgroupRoot:  cgroupRoot,
 		Containers: container.Config{
 			BundleRoot:   bundleRoot,
 			ShmDir:       shmDir,
