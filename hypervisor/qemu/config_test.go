@@ -1,9 +1,11 @@
 package qemu
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -295,5 +297,24 @@ func TestHotplugSlots(t *testing.T) {
 	}
 	if bus, addr := (&plan{machine: machine{name: "q35", rootPorts: true}}).hotplugPlace(hotplugBridgeSlots - 1); bus != hotplugBridge || addr != "0x1f" {
 		t.Errorf("last bridge slot at %s %s, want %s 0x1f", bus, addr, hotplugBridge)
+	}
+}
+
+// A full VM says so before it touches QEMU, naming the disk and the count.
+func TestHotplugSlotsExhausted(t *testing.T) {
+	vm, err := newVM(baseConfig(), fakeHost(true), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range hotplugBridgeSlots {
+		vm.disks[fmt.Sprintf("c%d", i)] = i
+	}
+	err = vm.AddDisk(context.Background(), hypervisor.Disk{ID: "one-more", Path: "/run/x.img", ReadOnly: true})
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), `disk "one-more": all 31 hot-plug slots are in use`) {
+		t.Fatalf("err = %v, want resource exhausted naming the disk and the 31 slots", err)
+	}
+	delete(vm.disks, "c7")
+	if slot, err := vm.freeSlot("again"); err != nil || slot != 7 {
+		t.Fatalf("freeSlot = %d, %v; want the freed slot 7", slot, err)
 	}
 }

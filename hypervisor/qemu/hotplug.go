@@ -45,26 +45,18 @@ func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	mon, err := v.monitorFor("add disk " + d.ID)
-	if err != nil {
-		return err
-	}
 	_, hot := v.disks[d.ID]
 	cold := slices.ContainsFunc(v.plan.cfg.Disks, func(c hypervisor.Disk) bool { return c.ID == d.ID })
 	if hot || cold {
 		return fmt.Errorf("%w: disk %q is already attached", errdefs.ErrAlreadyExists, d.ID)
 	}
-	port := -1
-	if n := v.plan.hotplugSlots(); n > 0 {
-		for i := range n {
-			if !v.portInUse(i) {
-				port = i
-				break
-			}
-		}
-		if port < 0 {
-			return fmt.Errorf("%w: disk %q: all %d hot-plug slots are in use (one per container root filesystem)", errdefs.ErrResourceExhausted, d.ID, n)
-		}
+	port, err := v.freeSlot(d.ID)
+	if err != nil {
+		return err
+	}
+	mon, err := v.monitorFor("add disk " + d.ID)
+	if err != nil {
+		return err
 	}
 
 	if err := mon.run(ctx, "blockdev-add", blockdevArgs(d), nil); err != nil {
@@ -93,6 +85,21 @@ func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
 	}
 	v.disks[d.ID] = port
 	return nil
+}
+
+// freeSlot is the first hot-plug slot no disk uses; -1 on machines that
+// plug disks straight onto their bus. Callers hold mu.
+func (v *VM) freeSlot(id string) (int, error) {
+	n := v.plan.hotplugSlots()
+	if n == 0 {
+		return -1, nil
+	}
+	for i := range n {
+		if !v.portInUse(i) {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("%w: disk %q: all %d hot-plug slots are in use (one per container root filesystem)", errdefs.ErrResourceExhausted, id, n)
 }
 
 func (v *VM) portInUse(i int) bool {
