@@ -15,7 +15,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/coco-runtime/coco/virtcontainers/policy"
 )
@@ -24,7 +23,6 @@ import (
 type Engine struct {
 	compiler *ast.Compiler
 	store    storage.Store // empty: a policy sees only its input
-	source   string
 
 	mu      sync.Mutex
 	queries map[string]ast.Body // by rule name, compiled once
@@ -45,11 +43,8 @@ func Compile(source string) (*Engine, error) {
 	if c.Compile(map[string]*ast.Module{"policy.rego": mod}); c.Failed() {
 		return nil, fmt.Errorf("agent policy does not compile: %w: %w", c.Errors, errdefs.ErrInvalidArgument)
 	}
-	return &Engine{compiler: c, store: inmem.New(), source: source, queries: map[string]ast.Body{}}, nil
+	return &Engine{compiler: c, store: inmem.New(), queries: map[string]ast.Body{}}, nil
 }
-
-// Source returns the policy text the engine was compiled from.
-func (e *Engine) Source() string { return e.source }
 
 // Allowed evaluates rule (a request type name such as "ExecProcessRequest")
 // against input. It returns false when the rule is undefined or not true.
@@ -110,10 +105,4 @@ func (e *Engine) query(rule string) (ast.Body, error) {
 	}
 	e.queries[rule] = q
 	return q, nil
-}
-
-// Evaluate decides one request from the host: the rule is the request's
-// message type name and the input its fields (see Input).
-func (e *Engine) Evaluate(ctx context.Context, method string, req proto.Message) error {
-	return e.Check(ctx, method, policy.RuleName(req), policy.Input(req))
 }
