@@ -99,7 +99,7 @@ func (v *VM) freeSlot(id string) (int, error) {
 			return i, nil
 		}
 	}
-	return -1, fmt.Errorf("%w: disk %q: all %d hot-plug slots are in use (one per container root filesystem)", errdefs.ErrResourceExhausted, id, n)
+	return -1, fmt.Errorf("%w: disk %q: all %d hot-plug slots are in use (one per container root filesystem): remove a container first", errdefs.ErrResourceExhausted, id, n)
 }
 
 func (v *VM) portInUse(i int) bool {

@@ -196,7 +196,7 @@ func (p *Proc) start() error {
 	if err != nil {
 		inW.Close()
 		outR.Close()
-		return fmt.Errorf("start %s: %w", p.argv[0], err)
+		return fmt.Errorf("start %s: %w (the initrd carries it: rebuild with `make coco-policy initrd`)", p.argv[0], err)
 	}
 	p.cmd, p.stdin, p.stdout = cmd, inW, outR
 	p.enc, p.dec = json.NewEncoder(inW), json.NewDecoder(bufio.NewReader(outR))
