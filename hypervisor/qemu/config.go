@@ -116,7 +116,7 @@ func resolve(cfg hypervisor.Config, h host, strict bool) (*plan, error) {
 	if p.confidential() && p.accel == "tcg" {
 		return bad("hypervisor.accel = \"tcg\" with tee.kind = %q: a TEE needs KVM; use accel \"kvm\" or \"auto\", or tee.kind \"none\"", p.tee.Kind)
 	}
-	p.cpu = cpuModel(cfg.CPUModel, p.accel)
+	p.cpu = cpuModel(cfg.CPUModel, p.accel, p.machine)
 
 	if cfg.VCPUs == 0 {
 		p.cfg.VCPUs = DefaultVCPUs
@@ -199,13 +199,21 @@ func teeMachineHint(k tee.Kind) string {
 
 // cpuModel picks -cpu: the configured model, else "host" under KVM (all of
 // the host's features, what TEEs expect) and "max" under TCG (every feature
-// TCG emulates).
-func cpuModel(configured, accel string) string {
+// TCG emulates). On x86, TCG's "max" leaves out ERMS and FSRM: they tell the
+// kernel that byte-wise `rep movsb`/`rep stosb` is its fastest memcpy and
+// page clear, which is true of hardware and false of TCG, where each byte is
+// a loop iteration. Without them the kernel unpacks the initrd in half the
+// time (31 MB: 0.22 s -> 0.12 s of guest time). Software never requires
+// either flag; they are speed hints.
+func cpuModel(configured, accel string, m machine) string {
 	if configured != "" {
 		return configured
 	}
 	if accel == "kvm" {
 		return "host"
+	}
+	if m.x86() {
+		return "max,-erms,-fsrm"
 	}
 	return "max"
 }

@@ -108,8 +108,11 @@ func TestAccelAutoAndCPU(t *testing.T) {
 	}
 	args, notes, _ := vm.Command()
 	j := strings.Join(args, " ")
-	if !strings.Contains(j, "-accel tcg -cpu max") || !strings.Contains(strings.Join(notes, " "), `accel "auto"`) {
-		t.Errorf("auto without TEE should show tcg/max with a note: %s %v", j, notes)
+	if !strings.Contains(j, "-accel tcg -cpu max,-erms,-fsrm") || !strings.Contains(strings.Join(notes, " "), `accel "auto"`) {
+		t.Errorf("auto without TEE should show tcg/max without the rep-string hints, with a note: %s %v", j, notes)
+	}
+	if !strings.Contains(j, "mitigations=off init_on_alloc=0") {
+		t.Errorf("a TCG guest should boot without speculation mitigations and page zeroing: %s", j)
 	}
 	cfg.TEE = tee.Config{Kind: tee.SNP}
 	vm, err = newVM(cfg, fakeHost(false), true)
@@ -117,8 +120,28 @@ func TestAccelAutoAndCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	args, _, _ = vm.Command()
-	if j := strings.Join(args, " "); !strings.Contains(j, "-accel kvm -cpu host") {
-		t.Errorf("auto with a TEE must mean kvm/host: %s", j)
+	if j := strings.Join(args, " "); !strings.Contains(j, "-accel kvm -cpu host") || strings.Contains(j, "mitigations=off") || strings.Contains(j, "init_on_alloc") {
+		t.Errorf("auto with a TEE must mean kvm/host with the kernel's mitigations: %s", j)
+	}
+}
+
+func TestCPUModel(t *testing.T) {
+	q35, _ := machineFor("q35")
+	s390, _ := machineFor("s390-ccw-virtio")
+	for _, c := range []struct {
+		configured, accel string
+		m                 machine
+		want              string
+	}{
+		{"", "tcg", q35, "max,-erms,-fsrm"},
+		{"", "tcg", s390, "max"},
+		{"", "kvm", q35, "host"},
+		{"EPYC-v4", "kvm", q35, "EPYC-v4"},
+		{"max", "tcg", q35, "max"},
+	} {
+		if got := cpuModel(c.configured, c.accel, c.m); got != c.want {
+			t.Errorf("cpuModel(%q, %q, %s) = %q, want %q", c.configured, c.accel, c.m.name, got, c.want)
+		}
 	}
 }
 

@@ -229,7 +229,7 @@ func (v *VM) resolveAccel(ctx context.Context) error {
 	} else {
 		p.accel = "kvm"
 	}
-	p.cpu = cpuModel(p.cfg.CPUModel, p.accel)
+	p.cpu = cpuModel(p.cfg.CPUModel, p.accel, p.machine)
 	return nil
 }
 
