@@ -36,6 +36,7 @@ type options struct {
 	out         string
 	cocoConfig  string
 	kernelArgs  string
+	sandboxer   string
 }
 
 func main() {
@@ -49,7 +50,12 @@ func main() {
 	flag.StringVar(&o.out, "out", "build/bench", "results directory (JSON report)")
 	flag.StringVar(&o.cocoConfig, "config", "", "config file of the coco handler (default: configs/configuration-qemu-coco-dev.toml)")
 	flag.StringVar(&o.kernelArgs, "kernel-params", "", "extra guest kernel parameters for the coco pods (an overlay config; not with -config): for A/B runs")
+	flag.StringVar(&o.sandboxer, "sandboxer", "", `containerd sandboxer of the coco handler: "" (a pause container through the task API, containerd's default) or "shim" (the sandbox API)`)
 	flag.Parse()
+	if o.sandboxer != "" && o.sandboxer != "shim" {
+		fmt.Fprintf(os.Stderr, "bench: -sandboxer %q: want \"\" or \"shim\"\n", o.sandboxer)
+		os.Exit(2)
+	}
 	for _, f := range strings.Split(conc, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
@@ -134,7 +140,7 @@ func run(o options) error {
 		Repo: repo, Bins: bins,
 		Handlers: []harness.Handler{
 			harness.RuncHandler(),
-			harness.CocoHandler("coco", cocoCfg, ""),
+			harness.CocoHandler("coco", cocoCfg, o.sandboxer),
 			harness.CocoHandler("coco-burst", burstCfg, ""),
 		},
 		Env: []string{"COCO_SHARE_DIR=" + guest}, Logf: logf,
@@ -154,6 +160,9 @@ func run(o options) error {
 	rep.Meta["config"] = cocoCfg
 	if o.kernelArgs != "" {
 		rep.Meta["config"] += fmt.Sprintf(" (coco-dev + kernel_params %q)", o.kernelArgs)
+	}
+	if o.sandboxer != "" {
+		rep.Meta["config"] += fmt.Sprintf(", sandboxer = %q", o.sandboxer)
 	}
 	var coco, runc, floor, mem bench.Series
 	var qemuArgv, floorArgv []string
