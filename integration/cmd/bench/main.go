@@ -39,6 +39,15 @@ type options struct {
 	sandboxer   string
 }
 
+// sandboxerOption is the runtime entry's sandboxer value: containerd's
+// default (a pause container) is the absence of the key.
+func (o options) sandboxerOption() string {
+	if o.sandboxer == "podsandbox" {
+		return ""
+	}
+	return o.sandboxer
+}
+
 func main() {
 	var o options
 	var conc string
@@ -50,10 +59,9 @@ func main() {
 	flag.StringVar(&o.out, "out", "build/bench", "results directory (JSON report)")
 	flag.StringVar(&o.cocoConfig, "config", "", "config file of the coco handler (default: configs/configuration-qemu-coco-dev.toml)")
 	flag.StringVar(&o.kernelArgs, "kernel-params", "", "extra guest kernel parameters for the coco pods (an overlay config; not with -config): for A/B runs")
-	flag.StringVar(&o.sandboxer, "sandboxer", "", `containerd sandboxer of the coco handler: "" (a pause container through the task API, containerd's default) or "shim" (the sandbox API)`)
-	flag.Parse()
-	if o.sandboxer != "" && o.sandboxer != "shim" {
-		fmt.Fprintf(os.Stderr, "bench: -sandboxer %q: want \"\" or \"shim\"\n", o.sandboxer)
+	flag.StringVar(&o.sandboxer, "sandboxer", "shim", `containerd sandboxer of the coco handler: "shim" (containerd's sandbox API, as the README configures it) or "podsandbox" (a pause container through the task API, containerd's default)`)
+	if o.sandboxer != "shim" && o.sandboxer != "podsandbox" {
+		fmt.Fprintf(os.Stderr, "bench: -sandboxer %q: want \"shim\" or \"podsandbox\"\n", o.sandboxer)
 		os.Exit(2)
 	}
 	for _, f := range strings.Split(conc, ",") {
@@ -140,8 +148,8 @@ func run(o options) error {
 		Repo: repo, Bins: bins,
 		Handlers: []harness.Handler{
 			harness.RuncHandler(),
-			harness.CocoHandler("coco", cocoCfg, o.sandboxer),
-			harness.CocoHandler("coco-burst", burstCfg, ""),
+			harness.CocoHandler("coco", cocoCfg, o.sandboxerOption()),
+			harness.CocoHandler("coco-burst", burstCfg, o.sandboxerOption()),
 		},
 		Env: []string{"COCO_SHARE_DIR=" + guest}, Logf: logf,
 	})
@@ -161,9 +169,7 @@ func run(o options) error {
 	if o.kernelArgs != "" {
 		rep.Meta["config"] += fmt.Sprintf(" (coco-dev + kernel_params %q)", o.kernelArgs)
 	}
-	if o.sandboxer != "" {
-		rep.Meta["config"] += fmt.Sprintf(", sandboxer = %q", o.sandboxer)
-	}
+	rep.Meta["config"] += fmt.Sprintf(", sandboxer %s", o.sandboxer)
 	var coco, runc, floor, mem bench.Series
 	var qemuArgv, floorArgv []string
 	var podOverFloor []float64 // per run: RunPodSandbox / the bare boot after it
