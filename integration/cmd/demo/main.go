@@ -52,8 +52,9 @@ func run(handler string) error {
 		if err := harness.CheckGuestAssets(guest); err != nil {
 			return err
 		}
-		// No ConfigPath: the shim's embedded default (coco-dev).
-		h = harness.CocoHandler(handler, "", "")
+		// No ConfigPath: the shim's embedded default (coco-dev); the
+		// sandbox API, as the README configures it.
+		h = harness.CocoHandler(handler, "", "shim")
 	}
 	logf("building containerd (cached after the first run), the shim and the pause image")
 	bins, err := harness.BuildAll(ctx, repo, logf)
