@@ -68,6 +68,7 @@ type Hypervisor struct {
 	MemoryMiB    uint32   `toml:"memory_mib"`
 	Kernel       string   `toml:"kernel"`
 	Initrd       string   `toml:"initrd"`
+	ToolsImage   string   `toml:"tools_image"`
 	Firmware     string   `toml:"firmware"`
 	IGVM         string   `toml:"igvm"`
 	KernelParams string   `toml:"kernel_params"`

@@ -313,12 +313,12 @@ func TestCheckAssets(t *testing.T) {
 	if !errdefs.IsNotFound(err) {
 		t.Fatalf("want ErrNotFound, got %v", err)
 	}
-	for _, want := range []string{filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd.img"), "make guest-assets", "make install", "hypervisor.kernel"} {
+	for _, want := range []string{filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd-dev.img"), filepath.Join(dir, "tools.erofs"), "make guest-assets", "make install", "hypervisor.kernel", "hypervisor.tools_image"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
-	for _, f := range []string{"vmlinux", "initrd.img"} {
+	for _, f := range []string{"vmlinux", "initrd-dev.img", "tools.erofs"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -327,10 +327,10 @@ func TestCheckAssets(t *testing.T) {
 		t.Fatalf("assets present, still: %v", err)
 	}
 	// A directory where a file belongs is reported too.
-	if err := os.Remove(filepath.Join(dir, "initrd.img")); err != nil {
+	if err := os.Remove(filepath.Join(dir, "initrd-dev.img")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(filepath.Join(dir, "initrd.img"), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(dir, "initrd-dev.img"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.CheckAssets(); err == nil || !strings.Contains(err.Error(), "not a regular file") {

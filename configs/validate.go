@@ -100,6 +100,10 @@ func (c *Config) validateTEE(v *validator) {
 	if kind.Confidential() && h.Accel == "tcg" {
 		v.add("hypervisor.accel", `"tcg" cannot run TEE %q: a TEE needs KVM; use "auto" or "kvm", or tee.kind "none"`, kind)
 	}
+	if kind.Confidential() && h.ToolsImage != "" {
+		v.add("hypervisor.tools_image", "%q with TEE %q: a TEE guest runs only what its measured initrd carries and ignores the tools disk; "+
+			`set tools_image = "" and initrd = "initrd.img" (the initrd with runc and coco-policy)`, h.ToolsImage, kind)
+	}
 	switch h.Driver {
 	case "qemu":
 		switch kind {

@@ -29,6 +29,7 @@ func TestInvalidCombinations(t *testing.T) {
 		{"clh with sev", "[hypervisor]\ndriver = \"clh\"\n[tee]\nkind = \"sev\"\n", "tee.kind", `allowed: "none", "snp", "tdx"`},
 		{"clh with se", "[hypervisor]\ndriver = \"clh\"\n[tee]\nkind = \"se\"\n", "tee.kind", `driver "clh"`},
 		{"clh with tcg", "[hypervisor]\ndriver = \"clh\"\naccel = \"tcg\"\n", "hypervisor.accel", "needs KVM"},
+		{"tee with tools disk", "[hypervisor]\nfirmware = \"OVMF.fd\"\ntools_image = \"tools.erofs\"\n[tee]\nkind = \"snp\"\n", "hypervisor.tools_image", "measured initrd"},
 		{"tee with tcg", "[hypervisor]\naccel = \"tcg\"\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n", "hypervisor.accel", "a TEE needs KVM"},
 		{"zero vcpus", "[hypervisor]\nvcpus = 0\n", "hypervisor.vcpus", "allowed 1-256"},
 		{"absurd vcpus", "[hypervisor]\nvcpus = 100000\n", "hypervisor.vcpus", "allowed 1-256"},

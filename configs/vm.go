@@ -13,6 +13,7 @@ import (
 
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/tee"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
 // resolvePaths makes the asset paths absolute against share_dir, so that
@@ -26,6 +27,7 @@ func (c *Config) resolvePaths() {
 	}
 	h := &c.Hypervisor
 	h.Kernel, h.Initrd, h.Firmware, h.IGVM = abs(h.Kernel), abs(h.Initrd), abs(h.Firmware), abs(h.IGVM)
+	h.ToolsImage = abs(h.ToolsImage)
 	c.Agent.Policy = abs(c.Agent.Policy)
 	c.Runtime.InitData = abs(c.Runtime.InitData)
 }
@@ -69,8 +71,9 @@ func lookPath(p string) string {
 }
 
 // VM resolves the configuration into the description a hypervisor driver
-// starts. stateDir "" means <runtime.state_dir>/<id>. LaunchData and Disks
-// are left for the caller (they depend on the pod's init-data).
+// starts. stateDir "" means <runtime.state_dir>/<id>. Disks holds the tools
+// disk (hypervisor.tools_image) if any; LaunchData and the init-data disk
+// are left for the caller (they depend on the pod).
 //
 // accel "auto" becomes "kvm" for a TEE (a TEE cannot run under TCG) and for
 // Cloud Hypervisor; otherwise it stays "auto" for the driver to probe.
@@ -98,6 +101,10 @@ func (c *Config) VM(id, stateDir string) (hypervisor.Config, error) {
 	if err != nil {
 		return hypervisor.Config{}, err
 	}
+	var disks []hypervisor.Disk
+	if h.ToolsImage != "" {
+		disks = append(disks, hypervisor.Disk{ID: api.ToolsDiskSerial, Path: h.ToolsImage, ReadOnly: true})
+	}
 	return hypervisor.Config{
 		ID:           id,
 		StateDir:     stateDir,
@@ -116,6 +123,7 @@ func (c *Config) VM(id, stateDir string) (hypervisor.Config, error) {
 		TEE:          teeCfg,
 		Vsock:        hypervisor.Vsock{Mode: h.Vsock.Mode, DaemonPath: c.VsockDaemonPath()},
 		BootTimeout:  h.BootTimeout.D(),
+		Disks:        disks,
 	}, nil
 }
 
@@ -172,6 +180,7 @@ func (c *Config) Assets() []Asset {
 	h := c.Hypervisor
 	add("hypervisor.kernel", h.Kernel)
 	add("hypervisor.initrd", h.Initrd)
+	add("hypervisor.tools_image", h.ToolsImage)
 	add("hypervisor.firmware", h.Firmware)
 	add("hypervisor.igvm", h.IGVM)
 	add("agent.policy", c.Agent.Policy)
@@ -203,7 +212,7 @@ func (c *Config) CheckAssets() error {
 // assetHint says how the asset behind key gets onto the host.
 func assetHint(key string) string {
 	switch key {
-	case "hypervisor.kernel", "hypervisor.initrd":
+	case "hypervisor.kernel", "hypervisor.initrd", "hypervisor.tools_image":
 		return "build the guest assets with `make guest-assets` and install them with `make install` " +
 			"(or point " + EnvShareDir + " at the directory that holds them, e.g. build/guest)"
 	case "hypervisor.firmware", "hypervisor.igvm":

@@ -10,7 +10,7 @@ BENCH_GO_PKGS := ./guest-assets/agent/service/ ./guest-assets/agent/policyproc/ 
 .PHONY: bench bench-go
 
 bench:
-	@[ -f build/guest/initrd.img ] || $(MAKE) --no-print-directory guest-assets
+	@[ -f build/guest/initrd.img ] && [ -f build/guest/tools.erofs ] || $(MAKE) --no-print-directory guest-assets
 	$(GO) run -tags integration ./integration/cmd/bench -out $(BENCH_OUT) $(BENCH_ARGS)
 
 bench-go:

@@ -16,7 +16,7 @@ func GuestDir(repo string) string { return filepath.Join(repo, "build", "guest")
 // CheckGuestAssets says what is missing from dir and how to make it.
 func CheckGuestAssets(dir string) error {
 	var missing []string
-	for _, f := range []string{"vmlinux", "initrd.img", "kernel.release"} {
+	for _, f := range []string{"vmlinux", "initrd.img", "initrd-dev.img", "tools.erofs", "kernel.release"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			missing = append(missing, filepath.Join(dir, f))
 		}

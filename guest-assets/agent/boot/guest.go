@@ -85,3 +85,23 @@ func hasPCIDevice(dir string, ids map[string]bool) (present, known bool) {
 	}
 	return false, true
 }
+
+// DiskBySerial returns the device node (in devDir) of the block device
+// under sysBlock (/sys/block) whose serial is serial, once the disk has a
+// size: the serial shows in sysfs a moment before the size does. "" if
+// there is no such disk yet.
+func DiskBySerial(sysBlock, devDir, serial string) string {
+	entries, _ := os.ReadDir(sysBlock)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(sysBlock, e.Name(), "serial"))
+		if err != nil || strings.TrimSpace(string(b)) != serial {
+			continue
+		}
+		size, _ := os.ReadFile(filepath.Join(sysBlock, e.Name(), "size"))
+		if s := strings.TrimSpace(string(size)); s == "" || s == "0" {
+			return ""
+		}
+		return filepath.Join(devDir, e.Name())
+	}
+	return ""
+}

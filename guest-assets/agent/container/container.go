@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
+	"github.com/coco-runtime/coco/guest-assets/agent/boot"
 	"github.com/coco-runtime/coco/guest-assets/agent/spec"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -238,19 +239,7 @@ func (m *Manager) FindDisk(ctx context.Context, serial string) (string, error) {
 }
 
 func (m *Manager) lookupDisk(serial string) string {
-	entries, _ := os.ReadDir(m.cfg.SysBlock)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(m.cfg.SysBlock, e.Name(), "serial"))
-		if err != nil || strings.TrimSpace(string(b)) != serial {
-			continue
-		}
-		size, _ := os.ReadFile(filepath.Join(m.cfg.SysBlock, e.Name(), "size"))
-		if s := strings.TrimSpace(string(size)); s == "" || s == "0" {
-			return ""
-		}
-		return filepath.Join(m.cfg.DevDir, e.Name())
-	}
-	return ""
+	return boot.DiskBySerial(m.cfg.SysBlock, m.cfg.DevDir, serial)
 }
 
 // mountRetry mounts, retrying while a just-plugged device is still

@@ -29,8 +29,12 @@ import (
 	"github.com/coco-runtime/coco/virtcontainers/policy"
 )
 
-// GuestPath is where the initrd puts coco-policy.
-const GuestPath = "/usr/bin/coco-policy"
+// GuestPath is where the initrd puts coco-policy (a tools disk carries it
+// as Name at its root).
+const (
+	GuestPath = "/usr/bin/coco-policy"
+	Name      = "coco-policy"
+)
 
 // Request is one line the agent writes to coco-policy.
 type Request struct {
@@ -71,6 +75,7 @@ type Proc struct {
 	argv    []string
 	reaper  Reaper
 	timeout time.Duration
+	before  func() error // runs before the first start; nil: nothing to wait for
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -85,6 +90,13 @@ type Proc struct {
 // reaper. Nothing starts until the first Compile.
 func New(reaper Reaper, argv ...string) *Proc {
 	return &Proc{argv: argv, reaper: reaper, timeout: DefaultTimeout}
+}
+
+// StartAfter makes the engine's start wait for f: the agent waits there for
+// the disk that carries coco-policy. An error from f fails the start.
+func (p *Proc) StartAfter(f func() error) *Proc {
+	p.before = f
+	return p
 }
 
 // Compile compiles a policy in the engine. A policy that does not parse or
@@ -176,6 +188,11 @@ func (p *Proc) exchange(req Request) (Response, error) {
 }
 
 func (p *Proc) start() error {
+	if p.before != nil {
+		if err := p.before(); err != nil {
+			return err
+		}
+	}
 	// Our own pipes, not cmd.StdinPipe: *os.File pipes take deadlines.
 	inR, inW, err := os.Pipe()
 	if err != nil {

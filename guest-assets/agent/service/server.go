@@ -47,6 +47,9 @@ type Config struct {
 	// NativePause makes the agent run the sandbox container itself (with
 	// Containers.PauseBinary, in CgroupRoot) instead of through runc.
 	NativePause bool
+	// WaitRunc returns once runc can be executed (the disk that carries it
+	// may still be on its way); runc creates wait for it. nil = at once.
+	WaitRunc func(ctx context.Context) error
 	// CgroupRoot is the guest's cgroup2 mount.
 	CgroupRoot string
 	// IODir holds the stdio FIFOs.
@@ -81,7 +84,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("runc task service: %w", err)
 	}
 	containers := container.NewManager(cfg.Containers)
-	ts := &taskService{TTRPCTaskService: inner, containers: containers}
+	ts := &taskService{TTRPCTaskService: inner, containers: containers, waitRunc: cfg.WaitRunc}
 	if cfg.NativePause {
 		ts.pause = pausetask.New(pausetask.Config{
 			Binary:     cfg.Containers.PauseBinary,

@@ -30,6 +30,7 @@ type taskService struct {
 	pause      *pausetask.Service // nil: runc runs the sandbox container too
 	streams    *stdio.Streams
 	containers *container.Manager
+	waitRunc   func(ctx context.Context) error // nil: runc is there
 }
 
 // fillStdio replaces each non-empty stdio field by the FIFO of the stream
@@ -81,6 +82,12 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	}
 	var resp *taskAPI.CreateTaskResponse
 	spec := t.pauseSpec(ctx, r)
+	if spec == nil && t.waitRunc != nil {
+		if err = t.waitRunc(ctx); err != nil {
+			t.streams.Release(r.ID, "")
+			return nil, errgrpc.ToGRPC(err)
+		}
+	}
 	switch {
 	case spec != nil:
 		resp, err = t.pause.CreateFromSpec(ctx, g, spec)

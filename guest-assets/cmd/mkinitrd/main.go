@@ -3,6 +3,10 @@
 //
 //	mkinitrd -assets build/guest -init build/guest/coco-agent -o build/guest/initrd.img
 //	         [-runc build/guest/runc] [-pause build/guest/coco-pause] [-policy build/guest/coco-policy] [-compression none|gzip] [-add /guest/path=host/path ...]
+//	         [-tools-out build/guest/tools.erofs]
+//
+// With -tools-out, runc and coco-policy go into that EROFS image (the
+// tools disk of runtime classes without a TEE) instead of the initrd.
 package main
 
 import (
@@ -46,6 +50,8 @@ func main() {
 	out := flag.String("o", "", "output file")
 	comp := flag.String("compression", initrd.None, "none or gzip")
 	flag.Var(extra, "add", "extra file, /guest/path=host/path (repeatable)")
+	toolsOut := flag.String("tools-out", "", "write runc and coco-policy to this read-only EROFS `image` (hypervisor.tools_image) and leave them out of the initrd")
+	mkfs := flag.String("mkfs", "mkfs.erofs", "mkfs.erofs binary for -tools-out")
 	flag.Parse()
 	if *pause == "" {
 		*pause = filepath.Join(*assets, "coco-pause")
@@ -56,10 +62,30 @@ func main() {
 	if *runc == "" {
 		*runc = filepath.Join(*assets, "runc")
 	}
-	if err := run(layout.Inputs{Init: *initPath, Runc: *runc, Pause: *pause, Policy: *policyEngine, Assets: *assets, Extra: extra}, *out, *comp); err != nil {
+	in := layout.Inputs{Init: *initPath, Runc: *runc, Pause: *pause, Policy: *policyEngine, Assets: *assets, Extra: extra}
+	if *toolsOut != "" {
+		if err := writeTools(in, *mkfs, *toolsOut); err != nil {
+			fmt.Fprintln(os.Stderr, "mkinitrd:", err)
+			os.Exit(1)
+		}
+		in.Runc, in.Policy = "", ""
+	}
+	if err := run(in, *out, *comp); err != nil {
 		fmt.Fprintln(os.Stderr, "mkinitrd:", err)
 		os.Exit(1)
 	}
+}
+
+func writeTools(in layout.Inputs, mkfs, out string) error {
+	if err := layout.WriteToolsImage(in, mkfs, out); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%x  %s (%d bytes, tools disk)\n", sha256.Sum256(b), out, len(b))
+	return nil
 }
 
 func run(in layout.Inputs, out, comp string) error {

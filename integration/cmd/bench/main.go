@@ -39,6 +39,10 @@ type options struct {
 	sandboxer   string
 }
 
+// cocoDevAssets are the guest asset keys of configuration-qemu-coco-dev.toml,
+// for the bench's overlays: a config file overlays the defaults, not a class.
+const cocoDevAssets = "initrd = \"initrd-dev.img\"\ntools_image = \"tools.erofs\"\n"
+
 // sandboxerOption is the runtime entry's sandboxer value: containerd's
 // default (a pause container) is the absence of the key.
 func (o options) sandboxerOption() string {
@@ -60,6 +64,7 @@ func main() {
 	flag.StringVar(&o.cocoConfig, "config", "", "config file of the coco handler (default: configs/configuration-qemu-coco-dev.toml)")
 	flag.StringVar(&o.kernelArgs, "kernel-params", "", "extra guest kernel parameters for the coco pods (an overlay config; not with -config): for A/B runs")
 	flag.StringVar(&o.sandboxer, "sandboxer", "shim", `containerd sandboxer of the coco handler: "shim" (containerd's sandbox API, as the README configures it) or "podsandbox" (a pause container through the task API, containerd's default)`)
+	flag.Parse()
 	if o.sandboxer != "shim" && o.sandboxer != "podsandbox" {
 		fmt.Fprintf(os.Stderr, "bench: -sandboxer %q: want \"shim\" or \"podsandbox\"\n", o.sandboxer)
 		os.Exit(2)
@@ -115,7 +120,7 @@ func run(o options) error {
 	// The burst pods get less memory and a longer boot timeout: with two
 	// cores and TCG, eight guests booting at once share the CPU eightfold.
 	burstCfg := filepath.Join(work, "configuration-bench-burst.toml")
-	if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\nmemory_mib = %d\nboot_timeout = \"300s\"\n[tee]\nkind = \"none\"\n", o.concMemMiB)), 0o644); err != nil {
+	if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\n%smemory_mib = %d\nboot_timeout = \"300s\"\n[tee]\nkind = \"none\"\n", cocoDevAssets, o.concMemMiB)), 0o644); err != nil {
 		return err
 	}
 	cocoCfg := o.cocoConfig
@@ -124,14 +129,14 @@ func run(o options) error {
 		return fmt.Errorf("-config and -kernel-params: give one (put kernel_params in the config file)")
 	case cocoCfg == "" && o.kernelArgs != "":
 		cocoCfg = filepath.Join(work, "configuration-bench.toml")
-		if err := os.WriteFile(cocoCfg, []byte(fmt.Sprintf("[hypervisor]\nkernel_params = %q\n[tee]\nkind = \"none\"\n", o.kernelArgs)), 0o644); err != nil {
+		if err := os.WriteFile(cocoCfg, []byte(fmt.Sprintf("[hypervisor]\n%skernel_params = %q\n[tee]\nkind = \"none\"\n", cocoDevAssets, o.kernelArgs)), 0o644); err != nil {
 			return err
 		}
 	case cocoCfg == "":
 		cocoCfg = harness.CocoDevConfig(repo)
 	}
 	if o.kernelArgs != "" {
-		if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\nmemory_mib = %d\nboot_timeout = \"300s\"\nkernel_params = %q\n[tee]\nkind = \"none\"\n", o.concMemMiB, o.kernelArgs)), 0o644); err != nil {
+		if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\n%smemory_mib = %d\nboot_timeout = \"300s\"\nkernel_params = %q\n[tee]\nkind = \"none\"\n", cocoDevAssets, o.concMemMiB, o.kernelArgs)), 0o644); err != nil {
 			return err
 		}
 	}

@@ -300,7 +300,7 @@ func assets(cfg *configs.Config) []fact {
 
 func assetFix(key string) string {
 	switch key {
-	case "hypervisor.kernel", "hypervisor.initrd":
+	case "hypervisor.kernel", "hypervisor.initrd", "hypervisor.tools_image":
 		return "make guest-assets && make install (or set " + configs.EnvShareDir + " to the directory holding them, e.g. build/guest)"
 	case "hypervisor.firmware", "hypervisor.igvm":
 		return "install the TEE firmware at that path (not built by make guest-assets), or set " + key

@@ -140,7 +140,7 @@ func TestSNPClassOnSNPHost(t *testing.T) {
 
 // coco-dev only warns when KVM does not work: TCG takes over.
 func TestCocoDevWithoutKVM(t *testing.T) {
-	shareDir(t, "vmlinux", "initrd.img")
+	shareDir(t, "vmlinux", "initrd-dev.img", "tools.erofs")
 	h, _ := fakeHost(fakeRoot(t, map[string]string{"dev/kvm": ""}), qemuBins, errors.New("probe guest hung"), qemuOut)
 	out, rc := runCheck(t, h, class(t, "qemu-coco-dev"))
 	if rc != ExitOK {

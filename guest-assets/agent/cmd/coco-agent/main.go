@@ -29,6 +29,7 @@ import (
 	"github.com/coco-runtime/coco/guest-assets/agent/policy"
 	"github.com/coco-runtime/coco/guest-assets/agent/policyproc"
 	"github.com/coco-runtime/coco/guest-assets/agent/service"
+	"github.com/coco-runtime/coco/guest-assets/agent/tools"
 	"github.com/coco-runtime/coco/guest-assets/kmod"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 	"github.com/coco-runtime/coco/virtcontainers/initdata"
@@ -45,7 +46,8 @@ const (
 	shmDir       = runDir + "/shm"
 	cgroupRoot   = "/sys/fs/cgroup"
 	cgroupParent = "/coco"
-	guestPath    = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	// The tools disk comes last: what the initrd carries wins.
+	guestPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + tools.Dir
 )
 
 func main() {
@@ -88,13 +90,18 @@ func run(start uint64) error {
 	// vsock's address family, and a connection can arrive as soon as the
 	// virtio transport is up, before the disk and filesystem drivers.
 	// Container preparation waits for all of them; a failure powers off.
+	// The tools disk (runc and coco-policy when the initrd leaves them out)
+	// is mounted once its drivers are in; runc and coco-policy wait for it.
 	vsockReady, driversReady := make(chan struct{}), make(chan struct{})
+	toolsDisk := tools.New()
+	teeDev := teeDevice()
 	go func() {
 		if err := loadModules(vsockReady); err != nil {
 			boot.PowerOff(fmt.Sprintf("fatal: load kernel modules: %v", err))
 		}
 		log.L.Debugf("kernel modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
 		close(driversReady)
+		mountTools(toolsDisk, teeDev)
 	}()
 	if err := boot.EnableControllers(cgroupRoot); err != nil {
 		log.L.WithError(err).Warn("cgroup controllers")
@@ -115,13 +122,17 @@ func run(start uint64) error {
 	destroyed := make(chan string, 1)
 	// The Rego engine is a process of its own, started by the first policy
 	// that needs compiling (the coco-dev default is allow-all, in Go).
-	engine := policyproc.New(reaper.Default, policyproc.GuestPath)
+	engine := policyproc.New(reaper.Default, policyproc.Name).StartAfter(func() error {
+		ctx, cancel := context.WithTimeout(ctx, policyproc.DefaultTimeout)
+		defer cancel()
+		return toolsDisk.Wait(ctx, policyproc.Name)
+	})
 	defer engine.Close()
 	a, err := service.New(ctx, service.Config{
 		Version: Version,
 		StartNs: start,
 		Now:     boot.Boottime,
-		Policy:  defaultPolicy(engine),
+		Policy:  defaultPolicy(engine, teeDev),
 		CompilePolicy: func(text string) (policy.Policy, error) {
 			p, err := engine.Compile(text)
 			if err != nil {
@@ -131,6 +142,7 @@ func run(start uint64) error {
 		},
 		Guest:       boot.Guest{},
 		NativePause: true,
+		WaitRunc:    func(ctx context.Context) error { return toolsDisk.Wait(ctx, "runc") },
 		CgroupRoot:  cgroupRoot,
 		Containers: container.Config{
 			BundleRoot:   bundleRoot,
@@ -279,22 +291,51 @@ func announceReady(ctx context.Context) net.Conn {
 	return nil
 }
 
+// teeDevice names the guest's TEE interface ("" in a plain VM).
+func teeDevice() string {
+	for _, dev := range []string{"/dev/sev-guest", "/dev/tdx_guest", "/dev/tdx-guest", "/sys/kernel/config/tsm/report"} {
+		if _, err := os.Stat(dev); err == nil {
+			return dev
+		}
+	}
+	return ""
+}
+
 // defaultPolicy is the policy before any is loaded: allow-all in a plain VM
 // (coco-dev), but the default TEE policy — no exec, no container stdio, no
 // policy change — when the guest runs in a TEE, so that a confidential pod
 // without a policy of its own fails closed.
-func defaultPolicy(engine *policyproc.Proc) policy.Policy {
-	for _, dev := range []string{"/dev/sev-guest", "/dev/tdx_guest", "/dev/tdx-guest", "/sys/kernel/config/tsm/report"} {
-		if _, err := os.Stat(dev); err == nil {
-			p, err := engine.Compile(policies.DefaultTEE)
-			if err != nil {
-				boot.PowerOff(fmt.Sprintf("fatal: built-in TEE policy: %v", err))
-			}
-			log.L.Infof("TEE guest (%s): default policy denies exec and container stdio", dev)
-			return p
-		}
+func defaultPolicy(engine *policyproc.Proc, teeDev string) policy.Policy {
+	if teeDev == "" {
+		return policy.AllowAll{}
 	}
-	return policy.AllowAll{}
+	p, err := engine.Compile(policies.DefaultTEE)
+	if err != nil {
+		boot.PowerOff(fmt.Sprintf("fatal: built-in TEE policy: %v", err))
+	}
+	log.L.Infof("TEE guest (%s): default policy denies exec and container stdio", teeDev)
+	return p
+}
+
+// mountTools mounts the tools disk, except in a TEE guest: the host can
+// change the disk, and a TEE guest runs only what its measured initrd
+// carries (there runc and coco-policy must be in the initrd).
+func mountTools(d *tools.Disk, teeDev string) {
+	if teeDev != "" {
+		d.Skip("a TEE guest (" + teeDev + ") runs only what its measured initrd carries")
+		if boot.DiskBySerial("/sys/block", "/dev", api.ToolsDiskSerial) != "" {
+			log.L.Warnf("ignoring the tools disk: a TEE guest (%s) runs only what its measured initrd carries", teeDev)
+		}
+		return
+	}
+	mounted, err := d.Mount("/sys/block", "/dev", api.ToolsDiskSerial, tools.Dir)
+	if err != nil {
+		log.L.WithError(err).Error("tools disk")
+		return
+	}
+	if mounted {
+		log.L.Debugf("tools disk mounted at %s %.3fs after kernel start", tools.Dir, float64(boot.Boottime())/1e9)
+	}
 }
 
 // logInitDataFiles puts the sha256 of each published init-data file on the

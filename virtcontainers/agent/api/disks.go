@@ -1,0 +1,7 @@
+package api
+
+// ToolsDiskSerial is the serial of the read-only EROFS disk that carries the
+// guest's large, later-used binaries (runc, coco-policy) for runtime
+// classes whose initrd leaves them out (hypervisor.tools_image; classes
+// without a TEE only). The agent mounts it read-only; a TEE guest ignores it.
+const ToolsDiskSerial = "coco-tools"
