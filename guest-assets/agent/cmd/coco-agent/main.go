@@ -92,11 +92,11 @@ func run(start uint64) error {
 	// Container preparation waits for all of them; a failure powers off.
 	// The tools disk (runc and coco-policy when the initrd leaves them out)
 	// is mounted once its drivers are in; runc and coco-policy wait for it.
-	vsockReady, driversReady := make(chan struct{}), make(chan struct{})
+	vsockReady, blockReady, driversReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	toolsDisk := tools.New()
 	teeDev := teeDevice()
 	go func() {
-		if err := loadModules(vsockReady); err != nil {
+		if err := loadModules(vsockReady, blockReady); err != nil {
 			boot.PowerOff(fmt.Sprintf("fatal: load kernel modules: %v", err))
 		}
 		log.L.Debugf("kernel modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
@@ -158,7 +158,7 @@ func run(start uint64) error {
 			// VM has no virtio disk at all (then there is nothing to find).
 			if present, known := boot.HasVirtioBlockPCI(); present || !known {
 				select {
-				case <-driversReady:
+				case <-blockReady:
 				case <-ctx.Done():
 					return "", ctx.Err()
 				}
@@ -211,15 +211,17 @@ func run(start uint64) error {
 }
 
 // loadModules loads the manifest's modules: what the vsock listener needs
-// first, then the rest (disks, filesystems, network, balloon) at the lowest
-// CPU priority, so that work fills the time the guest waits for the host
-// rather than delaying the agent's answers.
-func loadModules(vsockReady chan<- struct{}) error {
+// first, then the block driver (init-data is read at SetupSandbox), then
+// the rest (filesystems, network, balloon) at the lowest CPU priority, so
+// that work fills the time the guest waits for the host rather than
+// delaying the agent's answers.
+func loadModules(vsockReady, blockReady chan<- struct{}) error {
 	mods, err := kmod.ReadManifest(kmod.DefaultManifest)
 	if err != nil {
 		return err
 	}
 	vsockMods, rest := kmod.Split(mods, "vmw_vsock_virtio_transport", "virtio_pci")
+	blockMods, rest := kmod.Split(rest, "virtio_blk")
 	// nice is per thread; this one is discarded with the goroutine.
 	runtime.LockOSThread()
 	if err := kmod.Load(vsockMods); err != nil {
@@ -230,6 +232,10 @@ func loadModules(vsockReady chan<- struct{}) error {
 	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 19); err != nil {
 		log.L.WithError(err).Debug("lower the module loader's priority")
 	}
+	if err := kmod.Load(blockMods); err != nil {
+		return err
+	}
+	close(blockReady)
 	return kmod.Load(rest)
 }
 
