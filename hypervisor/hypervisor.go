@@ -70,6 +70,14 @@ type Commander interface {
 	Command() (lines []string, notes []string, err error)
 }
 
+// DisksParam is the guest kernel parameter with which a driver lists the
+// IDs of the disks attached at boot of a VM without a TEE
+// ("coco.disks=coco-tools,initdata"), so that its agent waits for the disk
+// driver only when a disk it reads early is there. TEE VMs do not get it:
+// their guests do not trust the host's word, and a per-pod list would
+// change the measured command line.
+const DisksParam = "coco.disks"
+
 // Disk is a block device given to the guest.
 type Disk struct {
 	ID       string // unique within the VM; also the device serial the guest sees

@@ -90,7 +90,7 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 			return nil, err
 		}
 		vmCfg.LaunchData = plan.launchData
-		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: "initdata", Path: image, ReadOnly: true})
+		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: api.InitDataDiskSerial, Path: image, ReadOnly: true})
 		if plan.note != "" {
 			log.G(ctx).WithField("sandbox", opts.ID).Warn(plan.note)
 		}

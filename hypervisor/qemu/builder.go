@@ -284,6 +284,13 @@ func (p *plan) kernelParams() string {
 	if p.accel == "tcg" {
 		params = append(params, "mitigations=off", "init_on_alloc=0")
 	}
+	if !p.confidential() {
+		ids := make([]string, len(p.cfg.Disks))
+		for i, d := range p.cfg.Disks {
+			ids[i] = d.ID
+		}
+		params = append(params, hypervisor.DisksParam+"="+strings.Join(ids, ","))
+	}
 	if extra := strings.TrimSpace(p.cfg.KernelParams); extra != "" {
 		params = append(params, extra)
 	}

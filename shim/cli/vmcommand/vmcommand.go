@@ -16,6 +16,7 @@ import (
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/clh"
 	"github.com/coco-runtime/coco/hypervisor/qemu"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 	"github.com/coco-runtime/coco/virtcontainers/initdata"
 )
 
@@ -96,7 +97,7 @@ func run(configPath, class, initFile, id string) ([]string, []string, error) {
 		}
 		ld, note := initdata.Binding(vmCfg.TEE.Kind, id)
 		vmCfg.LaunchData = ld
-		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: "initdata", Path: filepath.Join(podDir, "initdata.img"), ReadOnly: true})
+		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: api.InitDataDiskSerial, Path: filepath.Join(podDir, "initdata.img"), ReadOnly: true})
 		if note != "" {
 			notes = append(notes, note)
 		}

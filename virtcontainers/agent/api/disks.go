@@ -5,3 +5,7 @@ package api
 // classes whose initrd leaves them out (hypervisor.tools_image; classes
 // without a TEE only). The agent mounts it read-only; a TEE guest ignores it.
 const ToolsDiskSerial = "coco-tools"
+
+// InitDataDiskSerial is the serial of the init-data disk (the agent finds
+// the image by its magic, not by this serial).
+const InitDataDiskSerial = "initdata"

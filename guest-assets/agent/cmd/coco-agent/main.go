@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/coco-runtime/coco/guest-assets/agent/service"
 	"github.com/coco-runtime/coco/guest-assets/agent/tools"
 	"github.com/coco-runtime/coco/guest-assets/kmod"
+	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 	"github.com/coco-runtime/coco/virtcontainers/initdata"
 )
@@ -76,10 +78,15 @@ func run(start uint64) error {
 	logrus.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: false})
 	logrus.AddHook(boot.UptimeHook{})
 	level := "info"
+	var bootDisks []string // the disks the host says it attached (hypervisor.DisksParam)
+	disksListed := false
 	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil {
 		for _, f := range strings.Fields(string(cmdline)) {
 			if v, ok := strings.CutPrefix(f, "coco.log="); ok {
 				level = v
+			}
+			if v, ok := strings.CutPrefix(f, hypervisor.DisksParam+"="); ok {
+				bootDisks, disksListed = strings.Split(v, ","), true
 			}
 		}
 	}
@@ -155,8 +162,9 @@ func run(start uint64) error {
 		OnDestroy: func(reason string) { destroyed <- reason },
 		InitData: func(ctx context.Context) (string, error) {
 			// The init-data disk needs the virtio-blk driver, unless the
-			// VM has no virtio disk at all (then there is nothing to find).
-			if present, known := boot.HasVirtioBlockPCI(); present || !known {
+			// VM has no init-data disk: none listed by the host of a plain
+			// VM, or no virtio disk at all (then there is nothing to find).
+			if initDataDiskPossible(teeDev, bootDisks, disksListed) {
 				select {
 				case <-blockReady:
 				case <-ctx.Done():
@@ -295,6 +303,17 @@ func announceReady(ctx context.Context) net.Conn {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return nil
+}
+
+// initDataDiskPossible says whether an init-data disk may be attached. A
+// plain VM's host lists its boot disks on the command line; a TEE guest
+// does not take the host's word and looks at the PCI bus instead.
+func initDataDiskPossible(teeDev string, bootDisks []string, listed bool) bool {
+	if teeDev == "" && listed {
+		return slices.Contains(bootDisks, api.InitDataDiskSerial)
+	}
+	present, known := boot.HasVirtioBlockPCI()
+	return present || !known
 }
 
 // teeDevice names the guest's TEE interface ("" in a plain VM).
