@@ -319,7 +319,7 @@ func meta(guest string, o options) map[string]string {
 		m["qemu"] = strings.SplitN(string(v), "\n", 2)[0]
 	}
 	var sizes []string
-	for _, f := range []string{"vmlinux", "initrd.img", "coco-agent"} {
+	for _, f := range []string{"vmlinux", "initrd.img", "initrd-dev.img", "tools.erofs", "coco-agent"} {
 		if fi, err := os.Stat(filepath.Join(guest, f)); err == nil {
 			sizes = append(sizes, fmt.Sprintf("%s %.1f MB", f, float64(fi.Size())/1e6))
 		}
