@@ -27,6 +27,8 @@ const (
 	handlerNoKernel = "coco-nokernel"
 	handlerBadKey   = "coco-badkey"
 	handlerSilent   = "coco-silent"
+	// The lean initrd without the tools disk that carries runc.
+	handlerNoTools = "coco-notools"
 	// Not broken: the coco-dev class proposing the default TEE policy.
 	handlerTEEPolicy = "coco-teepolicy"
 )
@@ -51,6 +53,7 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 		handlerBadKey:    "[hypervisor]\nno_such_key = 1\n",
 		handlerSilent:    fmt.Sprintf("[hypervisor]\ninitrd = %q\nboot_timeout = %q\n", silentInitrd, silentBootTimeout.String()),
 		handlerTEEPolicy: fmt.Sprintf("[agent]\npolicy = %q\n", filepath.Join(e.repo, "configs", "policies", "default-tee.rego")),
+		handlerNoTools:   "[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"\"\n",
 	}
 	var hs []harness.Handler
 	for name, body := range configs {
@@ -163,6 +166,34 @@ func TestGuestNeverAnswers(t *testing.T) {
 	if took < silentBootTimeout {
 		t.Errorf("RunPodSandbox failed after %s, before the %s deadline", took, silentBootTimeout)
 	}
+}
+
+// TestContainerWithoutRunc: a guest booted from the lean initrd without the
+// tools disk runs the pod (the pause process needs no runc) but refuses a
+// container with an error that names what is missing and the fix; removal
+// cleans up.
+func TestContainerWithoutRunc(t *testing.T) {
+	requireCoco(t)
+	ctx := testCtx(t, 3*time.Minute)
+	cri := shared.ctrd.CRI
+	pod, err := cri.RunPod(ctx, handlerNoTools, harness.PodConfig(harness.PodOptions{Name: "notools", LogDir: t.TempDir()}))
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	_, err = cri.StartContainer(ctx, pod, harness.ContainerConfig("c", "c.log", "true"))
+	if err == nil {
+		t.Errorf("a container started without runc in the guest")
+	} else {
+		for _, want := range []string{"runc", "initrd.img", "hypervisor.tools_image"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not name %q: %v", want, err)
+			}
+		}
+	}
+	if err := cri.RemovePod(ctx, pod.ID); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t, pod.ID)
 }
 
 // TestQEMUKilled: the VM dies under a running pod. Its containers must exit
