@@ -184,6 +184,7 @@ func TestContainerWithoutRunc(t *testing.T) {
 	if err == nil {
 		t.Errorf("a container started without runc in the guest")
 	} else {
+		t.Logf("refused as it should be: %v", err)
 		for _, want := range []string{"runc", "initrd.img", "hypervisor.tools_image"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error does not name %q: %v", want, err)
