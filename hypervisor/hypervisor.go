@@ -56,6 +56,14 @@ type GuestListener interface {
 	ListenGuest(port uint32) (net.Listener, error)
 }
 
+// Quitter is implemented by VMs that can end at once, without the guest's
+// own shutdown: for a guest with nothing left to save (its agent answered
+// DestroySandbox; guest memory is all it had). Stop must still be called to
+// release the rest.
+type Quitter interface {
+	Quit(ctx context.Context) error
+}
+
 // Pauser is implemented by VMs whose vCPUs can be stopped and resumed.
 type Pauser interface {
 	Pause(ctx context.Context) error

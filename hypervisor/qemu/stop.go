@@ -54,6 +54,30 @@ func (v *VM) Stop(ctx context.Context) error {
 	return err
 }
 
+// Quit ends QEMU through QMP "quit" and waits for it to exit; the guest is
+// not asked. Without a monitor (or if QEMU ignores it) Stop escalates as
+// usual.
+func (v *VM) Quit(ctx context.Context) error {
+	if !v.running() {
+		return nil
+	}
+	mon := v.mon.Load()
+	if mon == nil {
+		return errors.New("qemu: quit: no QMP connection")
+	}
+	if err := mon.run(ctx, "quit", nil, nil); err != nil && !isClosedConn(err) {
+		return fmt.Errorf("qemu: quit: %w", err)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(powerdownGrace)
+	}
+	if !v.waitExit(deadline) {
+		return errors.New("qemu: quit: QEMU still running")
+	}
+	return nil
+}
+
 // shutdown makes QEMU exit, escalating at each step.
 func (v *VM) shutdown(ctx context.Context) error {
 	deadline, ok := ctx.Deadline()
