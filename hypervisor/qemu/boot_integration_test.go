@@ -239,6 +239,16 @@ func TestBootVsock(t *testing.T) {
 				t.Errorf("resume: %v", err)
 			}
 		}
+		if i == 1 {
+			// The second boot ends through Quit (what the sandbox does after
+			// DestroySandbox): QEMU is gone on return, Stop still tidies up.
+			if err := vm.Quit(ctx); err != nil {
+				t.Errorf("quit: %v", err)
+			}
+			if syscall.Kill(qemuPID, 0) == nil {
+				t.Errorf("QEMU pid %d still alive after Quit returned", qemuPID)
+			}
+		}
 		if err := vm.Stop(ctx); err != nil {
 			t.Errorf("stop: %v", err)
 		}
