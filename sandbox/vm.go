@@ -357,6 +357,21 @@ func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskReque
 	return serial, nil
 }
 
+// rootfsDetachTimeout bounds a background hot-unplug: the guest must
+// release the device (it does within a second, or QEMU exits and the
+// device is gone with it).
+const rootfsDetachTimeout = 30 * time.Second
+
+// releaseRootfs detaches a deleted container's rootfs disk in the
+// background. Another disk's hot-plug waits for it in the hypervisor.
+func (s *vmSandbox) releaseRootfs(ctx context.Context, containerID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rootfsDetachTimeout)
+	go func() {
+		defer cancel()
+		s.detachRootfs(ctx, containerID)
+	}()
+}
+
 func (s *vmSandbox) detachRootfs(ctx context.Context, containerID string) {
 	s.mu.Lock()
 	image, ok := s.disks[containerID]

@@ -137,6 +137,11 @@ func (v *VM) RemoveDisk(ctx context.Context, id string) error {
 	// spec's attention-button delay); the backing file stays open until then.
 	select {
 	case <-gone:
+	case <-v.exited:
+		// QEMU is gone, and the device with it.
+		mon.forgetDeleted(devID)
+		delete(v.disks, id)
+		return nil
 	case <-ctx.Done():
 		mon.forgetDeleted(devID)
 		return fmt.Errorf("disk %q: guest did not release the device: %w", id, ctx.Err())
