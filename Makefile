@@ -25,8 +25,10 @@ test: deps lint guest-assets unit integration
 
 build: shim
 
+# Static (no cgo), like containerd's own shims: no dynamic loader at each of
+# the two starts per pod (~0.7 ms each), and no glibc version to match on a node.
 shim:
-	$(GO) build -tags "$(GO_TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN)/containerd-shim-coco-v2 ./shim/cmd/containerd-shim-coco-v2
+	CGO_ENABLED=0 $(GO) build -tags "$(GO_TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN)/containerd-shim-coco-v2 ./shim/cmd/containerd-shim-coco-v2
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
