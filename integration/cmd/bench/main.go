@@ -117,10 +117,20 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(work)
 
+	// Overlays of the defaults with the coco-dev assets; -kernel-params
+	// goes into both the coco and the burst overlay.
+	overlay := func(name, extra string) (string, error) {
+		if o.kernelArgs != "" {
+			extra += fmt.Sprintf("kernel_params = %q\n", o.kernelArgs)
+		}
+		path := filepath.Join(work, name)
+		body := "[hypervisor]\n" + cocoDevAssets + extra + "[tee]\nkind = \"none\"\n"
+		return path, os.WriteFile(path, []byte(body), 0o644)
+	}
 	// The burst pods get less memory and a longer boot timeout: with two
 	// cores and TCG, eight guests booting at once share the CPU eightfold.
-	burstCfg := filepath.Join(work, "configuration-bench-burst.toml")
-	if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\n%smemory_mib = %d\nboot_timeout = \"300s\"\n[tee]\nkind = \"none\"\n", cocoDevAssets, o.concMemMiB)), 0o644); err != nil {
+	burstCfg, err := overlay("configuration-bench-burst.toml", fmt.Sprintf("memory_mib = %d\nboot_timeout = \"300s\"\n", o.concMemMiB))
+	if err != nil {
 		return err
 	}
 	cocoCfg := o.cocoConfig
@@ -128,17 +138,11 @@ func run(o options) error {
 	case cocoCfg != "" && o.kernelArgs != "":
 		return fmt.Errorf("-config and -kernel-params: give one (put kernel_params in the config file)")
 	case cocoCfg == "" && o.kernelArgs != "":
-		cocoCfg = filepath.Join(work, "configuration-bench.toml")
-		if err := os.WriteFile(cocoCfg, []byte(fmt.Sprintf("[hypervisor]\n%skernel_params = %q\n[tee]\nkind = \"none\"\n", cocoDevAssets, o.kernelArgs)), 0o644); err != nil {
+		if cocoCfg, err = overlay("configuration-bench.toml", ""); err != nil {
 			return err
 		}
 	case cocoCfg == "":
 		cocoCfg = harness.CocoDevConfig(repo)
-	}
-	if o.kernelArgs != "" {
-		if err := os.WriteFile(burstCfg, []byte(fmt.Sprintf("[hypervisor]\n%smemory_mib = %d\nboot_timeout = \"300s\"\nkernel_params = %q\n[tee]\nkind = \"none\"\n", cocoDevAssets, o.concMemMiB, o.kernelArgs)), 0o644); err != nil {
-			return err
-		}
 	}
 	logf("building containerd, ctr, the runc shim (cached) and our shim")
 	bins, err := harness.BuildAll(ctx, repo, logf)
