@@ -15,6 +15,8 @@ import (
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/coco-runtime/coco/hypervisor"
 )
 
 func TestOrphanExitsExecsBeforeInit(t *testing.T) {
@@ -202,5 +204,48 @@ func TestBootstrapAt(t *testing.T) {
 	}
 	if initAt.IsZero() || initAt.After(time.Now()) {
 		t.Errorf("initAt = %v", initAt)
+	}
+}
+
+// stuckHotplugger is a VM whose guest never releases a hot-plugged disk:
+// RemoveDisk returns only when its context ends.
+type stuckHotplugger struct {
+	hypervisor.VM
+	removed chan string
+}
+
+func (v *stuckHotplugger) AddDisk(context.Context, hypervisor.Disk) error { return nil }
+
+func (v *stuckHotplugger) RemoveDisk(ctx context.Context, id string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		return fmt.Errorf("RemoveDisk(%s) called without a deadline: a guest that never releases the disk would hang the caller forever", id)
+	}
+	v.removed <- id
+	return nil
+}
+
+// A failed CreateTask detaches the rootfs it attached with its caller's
+// context stripped of cancellation; the detach must still be bounded.
+func TestDetachRootfsIsBounded(t *testing.T) {
+	image := filepath.Join(t.TempDir(), "c1.erofs")
+	if err := os.WriteFile(image, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vm := &stuckHotplugger{removed: make(chan string, 1)}
+	s := &vmSandbox{vm: vm, disks: map[string]string{"c1": image}}
+	s.detachRootfs(context.WithoutCancel(context.Background()), "c1")
+	select {
+	case id := <-vm.removed:
+		if id != diskSerial("c1") {
+			t.Fatalf("removed disk %q, want %q", id, diskSerial("c1"))
+		}
+	default:
+		t.Fatal("RemoveDisk was not called with a deadline")
+	}
+	if _, err := os.Stat(image); !os.IsNotExist(err) {
+		t.Fatalf("rootfs image left behind: %v", err)
+	}
+	if len(s.disks) != 0 {
+		t.Fatalf("disk still recorded: %v", s.disks)
 	}
 }

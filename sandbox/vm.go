@@ -357,22 +357,24 @@ func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskReque
 	return serial, nil
 }
 
-// rootfsDetachTimeout bounds a background hot-unplug: the guest must
-// release the device (it does within a second, or QEMU exits and the
-// device is gone with it).
+// rootfsDetachTimeout bounds a hot-unplug: the guest must release the
+// device (it does within a second, or QEMU exits and the device is gone
+// with it). A guest that never saw the disk (no hot-plug driver, a wedged
+// kernel) never releases it, and without a bound the failed CreateTask
+// that detaches it would never return.
 const rootfsDetachTimeout = 30 * time.Second
 
 // releaseRootfs detaches a deleted container's rootfs disk in the
 // background. Another disk's hot-plug waits for it in the hypervisor.
 func (s *vmSandbox) releaseRootfs(ctx context.Context, containerID string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rootfsDetachTimeout)
-	go func() {
-		defer cancel()
-		s.detachRootfs(ctx, containerID)
-	}()
+	go s.detachRootfs(context.WithoutCancel(ctx), containerID)
 }
 
+// detachRootfs removes a container's rootfs disk, waiting at most
+// rootfsDetachTimeout for the guest to let go of it.
 func (s *vmSandbox) detachRootfs(ctx context.Context, containerID string) {
+	ctx, cancel := context.WithTimeout(ctx, rootfsDetachTimeout)
+	defer cancel()
 	s.mu.Lock()
 	image, ok := s.disks[containerID]
 	delete(s.disks, containerID)
