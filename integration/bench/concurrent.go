@@ -26,6 +26,8 @@ type ConcurrentResult struct {
 // Concurrent starts n pods at once under handler, waits for all, samples
 // the memory of each pod's processes, and removes them.
 func Concurrent(ctx context.Context, env Env, handler string, coco bool, n int) (ConcurrentResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, PodTimeout)
+	defer cancel()
 	res := ConcurrentResult{Handler: handler, N: n}
 	ids := make([]string, n)
 	errs := make([]error, n)

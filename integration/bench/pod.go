@@ -64,10 +64,17 @@ type PodSample struct {
 	Container *sandbox.ContainerPhases `json:"container,omitempty"`
 }
 
+// PodTimeout bounds one measured pod, or one burst, from RunPodSandbox to
+// removal. A pod start takes seconds even under TCG; a runtime that hangs
+// becomes a reported failure instead of a bench that never ends.
+const PodTimeout = 5 * time.Minute
+
 // MeasurePod runs one pod with one container printing a line and sleeping,
 // times each CRI step, reads the shim's phases (coco), samples memory,
 // times agent round trips and ExecSync, and removes the pod again.
 func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name string) (s PodSample, err error) {
+	ctx, cancel := context.WithTimeout(ctx, PodTimeout)
+	defer cancel()
 	s.Handler = handler
 	cfg := harness.PodConfig(harness.PodOptions{Name: name, LogDir: env.LogDir})
 	t0 := time.Now()
