@@ -1,13 +1,16 @@
 package sandbox
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/containerd/containerd/api/types"
@@ -77,4 +80,42 @@ func buildRootfsImage(ctx context.Context, mkfs, bundle, root string, mounts []*
 
 func errorsIsNotFound(err error) bool {
 	return strings.Contains(err.Error(), "executable file not found") || os.IsNotExist(err)
+}
+
+// A guest kernel line about PCI hot-plug (the shpchp, pciehp and acpiphp
+// drivers, the hot-plug core) that reports a failure.
+var (
+	hotplugDriver  = regexp.MustCompile(`(?i)shpchp|pciehp|acpiphp|pci_hp|hot-?plug`)
+	hotplugFailure = regexp.MustCompile(`(?i)fail|error|unable|cannot`)
+)
+
+// hotplugErrors picks the guest kernel's PCI hot-plug failures out of its
+// console log, at most a few lines joined with "; ", "" when there are none.
+// When a hot-plugged rootfs disk never appears in the guest, they say why
+// (a hot-plug slot that failed to register), and the console log goes away
+// with the pod. The text comes from the guest: control bytes are dropped.
+func hotplugErrors(consoleLog string) string {
+	f, err := os.Open(consoleLog)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var found []string
+	sc := bufio.NewScanner(io.LimitReader(f, 4<<20))
+	for sc.Scan() && len(found) < 4 {
+		l := sc.Text()
+		if hotplugDriver.MatchString(l) && hotplugFailure.MatchString(l) {
+			found = append(found, strings.TrimSpace(printable(l)))
+		}
+	}
+	return strings.Join(found, "; ")
+}
+
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
 }

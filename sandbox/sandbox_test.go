@@ -14,9 +14,12 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
 func TestOrphanExitsExecsBeforeInit(t *testing.T) {
@@ -247,5 +250,51 @@ func TestDetachRootfsIsBounded(t *testing.T) {
 	}
 	if len(s.disks) != 0 {
 		t.Fatalf("disk still recorded: %v", s.disks)
+	}
+}
+
+type consoleVM struct {
+	hypervisor.VM
+	console string
+}
+
+func (v consoleVM) Info() hypervisor.Info { return hypervisor.Info{ConsoleLog: v.console} }
+
+func TestExplainMissingDiskQuotesHotplugErrors(t *testing.T) {
+	console := filepath.Join(t.TempDir(), "console.log")
+	log := "\x1b[2JSeaBIOS\n" +
+		"[    1.45] shpchp 0000:00:10.0: HPC vendor_id 1b36 device_id e\n" +
+		"[    1.46] shpchp 0000:00:10.0: pci_hp_register failed with error -16\x1b[0m\n" +
+		"[    1.46] shpchp 0000:00:10.0: Slot initialization failed\n" +
+		"[    2.00] virtio_blk virtio1: [vda] 59224 512-byte logical blocks\n"
+	if err := os.WriteFile(console, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &vmSandbox{vm: consoleVM{console: console}}
+	// As the agent client returns it: gRPC codes already made native.
+	agentErr := errgrpc.ToNative(errgrpc.ToGRPC(fmt.Errorf("rootfs.block.serial: no disk with serial \"r1\" appeared within 10s: %w", errdefs.ErrNotFound)))
+	block := &api.PrepareContainerRequest{Rootfs: &api.Rootfs{Source: &api.Rootfs_Block{Block: &api.BlockDevice{Serial: "r1"}}}}
+
+	err := s.explainMissingDisk(block, agentErr)
+	msg := err.Error()
+	for _, want := range []string{"no disk with serial", "pci_hp_register failed with error -16", "Slot initialization failed"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not contain %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "vendor_id") || strings.Contains(msg, "virtio_blk") || strings.ContainsRune(msg, 0x1b) {
+		t.Errorf("error %q quotes unrelated or control text", msg)
+	}
+	if !errdefs.IsNotFound(err) {
+		t.Errorf("error %v lost its NotFound code", err)
+	}
+
+	agentRoot := &api.PrepareContainerRequest{Rootfs: &api.Rootfs{Source: &api.Rootfs_Agent{Agent: &emptypb.Empty{}}}}
+	if got := s.explainMissingDisk(agentRoot, agentErr); got != agentErr {
+		t.Errorf("a rootfs that was not hot-plugged got a hot-plug explanation: %v", got)
+	}
+	other := errgrpc.ToNative(errgrpc.ToGRPC(fmt.Errorf("policy: %w", errdefs.ErrPermissionDenied)))
+	if got := s.explainMissingDisk(block, other); got != other {
+		t.Errorf("a non-NotFound error was rewritten: %v", got)
 	}
 }

@@ -307,7 +307,7 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	t = time.Now()
 	prepared, err := c.Agent().PrepareContainer(ctx, prep)
 	if err != nil {
-		return nil, err
+		return nil, s.explainMissingDisk(prep, err)
 	}
 	cp.PrepareMs = ms(time.Since(t))
 	t = time.Now()
@@ -355,6 +355,22 @@ func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskReque
 	s.disks[r.ID] = image
 	s.mu.Unlock()
 	return serial, nil
+}
+
+// explainMissingDisk adds the guest kernel's hot-plug errors to the agent's
+// answer (a native error: the client converts codes) that a hot-plugged
+// rootfs disk never appeared.
+func (s *vmSandbox) explainMissingDisk(prep *api.PrepareContainerRequest, err error) error {
+	if prep.GetRootfs().GetBlock() == nil {
+		return err
+	}
+	if !errdefs.IsNotFound(err) {
+		return err
+	}
+	if why := hotplugErrors(s.vm.Info().ConsoleLog); why != "" {
+		return fmt.Errorf("%w (the guest kernel logged: %s)", err, why)
+	}
+	return err
 }
 
 // rootfsDetachTimeout bounds a hot-unplug: the guest must release the

@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin, streamCheck(gate))
 	ts.streams = a.streams
 
-	a.srv, err = ttrpc.NewServer(ttrpc.WithChainUnaryServerInterceptor(gate.UnaryInterceptor(), namespaceInterceptor))
+	a.srv, err = ttrpc.NewServer(ttrpc.WithChainUnaryServerInterceptor(errorCodes, gate.UnaryInterceptor(), namespaceInterceptor))
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +145,14 @@ func streamCheck(g *policy.Gate) stdio.CheckFunc {
 		}
 		return err == nil, err
 	}
+}
+
+// errorCodes sends every error with the gRPC code of its errdefs class, so
+// the host can tell a missing disk (NotFound) from a bad request
+// (InvalidArgument); a handler's plain error would reach it as Unknown.
+func errorCodes(ctx context.Context, unmarshal ttrpc.Unmarshaler, _ *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+	resp, err := method(ctx, unmarshal)
+	return resp, errgrpc.ToGRPC(err)
 }
 
 // namespaceInterceptor gives requests without a containerd namespace the
