@@ -87,5 +87,5 @@ func Concurrent(ctx context.Context, env Env, handler string, coco bool, n int) 
 		}()
 	}
 	wg.Wait()
-	return res, errors.Join(errs...)
+	return res, explainTimeout(ctx, errors.Join(errs...))
 }

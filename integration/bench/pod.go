@@ -69,12 +69,22 @@ type PodSample struct {
 // becomes a reported failure instead of a bench that never ends.
 const PodTimeout = 5 * time.Minute
 
+// explainTimeout says so when err comes from PodTimeout running out, rather
+// than leaving a bare "context deadline exceeded".
+func explainTimeout(ctx context.Context, err error) error {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w (not done within bench.PodTimeout, %s: the runtime hung; see the containerd log tail)", err, PodTimeout)
+	}
+	return err
+}
+
 // MeasurePod runs one pod with one container printing a line and sleeping,
 // times each CRI step, reads the shim's phases (coco), samples memory,
 // times agent round trips and ExecSync, and removes the pod again.
 func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name string) (s PodSample, err error) {
 	ctx, cancel := context.WithTimeout(ctx, PodTimeout)
 	defer cancel()
+	defer func() { err = explainTimeout(ctx, err) }()
 	s.Handler = handler
 	cfg := harness.PodConfig(harness.PodOptions{Name: name, LogDir: env.LogDir})
 	t0 := time.Now()
