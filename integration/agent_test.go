@@ -336,9 +336,9 @@ func TestAgentInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The sandbox (pause) container, from the agent's own rootfs, as the
-	// shim sandboxer mode starts it (no pod spec from containerd).
-	podPID, err := c.StartSandboxContainer(ctx, "pod", nil)
+	// The sandbox (pause) container, from the agent's own rootfs, as in
+	// podsandbox mode (the sandbox API needs none: see the CRI tests).
+	podPID, err := startSandboxContainer(ctx, c, "pod")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ type Phases struct {
 	InitDataMs  float64 `json:"initdata_ms"`   // state file written (the init-data image is written by New)
 	VMStartMs   float64 `json:"vm_start_ms"`   // VMM process launched (returns before the guest boots)
 	AgentDialMs float64 `json:"agent_dial_ms"` // VMM launched → agent answered Health (includes the guest boot)
-	SetupMs     float64 `json:"setup_ms"`      // SetupSandbox (+ guest pause container in sandbox-API mode)
+	SetupMs     float64 `json:"setup_ms"`      // Events subscription + SetupSandbox
 	TotalMs     float64 `json:"total_ms"`      // the whole Start
 
 	// Guest clock.
@@ -39,7 +39,7 @@ type Phases struct {
 	VMExecAtNs    int64 `json:"vm_exec_at_ns"`        // VMM about to be launched
 	GuestZeroAtNs int64 `json:"guest_zero_at_ns"`     // guest clock zero (kernel start), ± half a Health round trip
 	AgentUpAtNs   int64 `json:"agent_up_at_ns"`       // agent answered Health on the host
-	SetupDoneAtNs int64 `json:"setup_done_at_ns"`     // SetupSandbox (and guest pause) done
+	SetupDoneAtNs int64 `json:"setup_done_at_ns"`     // SetupSandbox done
 
 	Containers []ContainerPhases `json:"containers,omitempty"`
 }

@@ -75,10 +75,11 @@ type Options struct {
 	NetNSPath   string
 	// StateDir is where the sandbox keeps what `delete` needs after a crash.
 	StateDir string
-	// GuestPause makes the guest run the pod's pause container itself, for
-	// containerd's sandbox API (sandboxer = "shim"), where no sandbox
-	// container task exists. Its events stay in the guest.
-	GuestPause bool
+	// SandboxAPI is set under containerd's sandbox API (sandboxer = "shim"),
+	// where no sandbox container task exists: the VM's namespaces are the
+	// pod's, and the pause process the guest starts for a shared pid
+	// namespace sends events the host drops.
+	SandboxAPI bool
 }
 
 // Factory creates a Sandbox; tests pass a fake.

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/coco-runtime/coco/hypervisor"
-	"github.com/coco-runtime/coco/virtcontainers/agent"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
@@ -28,7 +27,6 @@ type agentClient interface {
 	streamOpener
 	Task() taskAPI.TTRPCTaskService
 	Agent() api.AgentClient
-	StartSandboxContainer(ctx context.Context, id string, spec []byte) (uint32, error)
 	// Health is the agent's answer to the handshake (version, boot clock).
 	Health() *api.HealthResponse
 	// GuestClockZero maps the guest clock onto the host's (zero if unknown).
@@ -185,15 +183,6 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	if _, err := client.Agent().SetupSandbox(ctx, setup); err != nil {
 		return fmt.Errorf("sandbox %s: guest setup: %w", s.opts.ID, err)
 	}
-	if s.opts.GuestPause {
-		hostname := ""
-		if s.opts.Spec != nil {
-			hostname = s.opts.Spec.Hostname
-		}
-		if _, err := client.StartSandboxContainer(ctx, s.opts.ID, agent.DefaultSandboxSpec(hostname)); err != nil {
-			return fmt.Errorf("sandbox %s: %w", s.opts.ID, err)
-		}
-	}
 	setupTime := lap()
 	health := client.Health()
 	s.phases.update(func(p *Phases) {
@@ -216,7 +205,9 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 }
 
 func (s *vmSandbox) setupRequest() (*api.SetupSandboxRequest, error) {
-	r := &api.SetupSandboxRequest{SandboxId: s.opts.ID, HostTime: timestamppb.Now()}
+	// Without a sandbox container task (containerd's sandbox API) the VM's
+	// own namespaces are the pod's: no pause process to start first.
+	r := &api.SetupSandboxRequest{SandboxId: s.opts.ID, HostTime: timestamppb.Now(), VmNamespaces: s.opts.SandboxAPI}
 	if sp := s.opts.Spec; sp != nil {
 		r.Hostname = sp.Hostname
 		if sp.Linux != nil {
@@ -245,7 +236,7 @@ func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClien
 			log.G(ctx).WithError(err).WithField("topic", ev.GetTopic()).Warn("dropping undecodable guest event")
 			continue
 		}
-		if s.opts.GuestPause && containerOf(msg) == s.opts.ID {
+		if s.opts.SandboxAPI && containerOf(msg) == s.opts.ID {
 			continue // the guest's own pause container: containerd has no such task
 		}
 		s.live.observe(msg)

@@ -37,7 +37,7 @@ const (
 	PhAnnounce     = "  agent serving → connected to the host [guest clock]"
 	PhFirstHealth  = "  connected → first Health answered [guest clock]"
 	PhDialLag      = "  first Health answer → shim [host: vsock, shim]"
-	PhSetup        = "  SetupSandbox [guest work; sandbox API: + pause]"
+	PhSetup        = "  SetupSandbox [guest work: init-data, policy, hostname]"
 	PhPause        = "  pause task prepare+create [guest work; podsandbox]"
 	PhAfterSetup   = "  shim + containerd after the guest setup [host]"
 	PodHostShare   = "  = host-side share (host rows; not QEMU's own setup)"

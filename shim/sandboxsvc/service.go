@@ -106,7 +106,7 @@ func (s *Service) CreateSandbox(ctx context.Context, r *sandboxAPI.CreateSandbox
 		Annotations: annotations,
 		NetNSPath:   r.NetnsPath,
 		StateDir:    s.pod.StateDir(r.SandboxID),
-		GuestPause:  true,
+		SandboxAPI:  true,
 	}
 	if err := s.pod.Create(ctx, opts, true); err != nil {
 		return nil, err

@@ -108,19 +108,3 @@ func TestOpenStreamValidatesBeforeDialling(t *testing.T) {
 		t.Error("dialled the guest for an invalid stream")
 	}
 }
-
-// The default sandbox spec passes the guest's request validation and asks
-// for the namespaces other containers join.
-func TestDefaultSandboxSpec(t *testing.T) {
-	raw := DefaultSandboxSpec("pod-a")
-	r := &api.PrepareContainerRequest{ContainerId: "pod", Spec: raw, SandboxContainer: true,
-		Rootfs: &api.Rootfs{Source: &api.Rootfs_Agent{}}}
-	if err := r.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`"hostname":"pod-a"`, `"type":"pid"`, `"type":"ipc"`, `"type":"uts"`, `"/pause"`} {
-		if !strings.Contains(string(raw), want) {
-			t.Errorf("spec lacks %s: %s", want, raw)
-		}
-	}
-}

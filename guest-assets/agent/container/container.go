@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/boot"
@@ -42,6 +43,10 @@ type Config struct {
 	// DriversReady is closed once the kernel modules for disks and
 	// filesystems are loaded (the agent serves before that); nil = ready.
 	DriversReady <-chan struct{}
+	// PodPIDHolder returns the pid of the process whose pid namespace the
+	// pod shares when no sandbox container holds it (see UseVMNamespaces),
+	// starting it on the first call; nil refuses such pods.
+	PodPIDHolder func(ctx context.Context, sandboxID string) (int, error)
 }
 
 type prepared struct {
@@ -59,6 +64,9 @@ type Manager struct {
 	containers map[string]*prepared
 	sandboxID  string
 	sandboxPID int
+	// vmPod names the pod whose shared namespaces are the VM's (no sandbox
+	// container); "" when a sandbox container holds them.
+	vmPod string
 }
 
 // NewManager returns a manager for cfg.
@@ -102,6 +110,31 @@ func (m *Manager) Created(id string, pid int) {
 	}
 }
 
+// UseVMNamespaces makes the VM's own ipc and uts namespaces those of pod
+// sandboxID, whose containers then need no sandbox container; the pod's
+// pid namespace comes from Config.PodPIDHolder when a container joins it.
+// A sandbox container, if one is prepared, still wins.
+func (m *Manager) UseVMNamespaces(sandboxID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.vmPod = sandboxID
+}
+
+// podNamespaces is where a container prepared now finds the pod's shared
+// namespaces. Called with m.mu held.
+func (m *Manager) podNamespaces(ctx context.Context) func(specs.LinuxNamespaceType) (string, error) {
+	if m.sandboxID != "" || m.vmPod == "" {
+		return spec.SandboxNamespaces(m.sandboxPID)
+	}
+	pod := m.vmPod
+	return spec.VMNamespaces(func() (int, error) {
+		if m.cfg.PodPIDHolder == nil {
+			return 0, fmt.Errorf("this agent cannot hold a pod pid namespace without a sandbox container: %w", errdefs.ErrNotImplemented)
+		}
+		return m.cfg.PodPIDHolder(ctx, pod)
+	})
+}
+
 // Prepare writes the bundle for r (already validated) and returns its path.
 func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (_ string, retErr error) {
 	id := r.GetContainerId()
@@ -120,7 +153,7 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	if p.sandbox {
 		m.sandboxID = id
 	}
-	sandboxPID := m.sandboxPID
+	podNS := m.podNamespaces(ctx)
 	m.mu.Unlock()
 	defer func() {
 		if retErr != nil {
@@ -150,7 +183,7 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	res, err := spec.Rewrite(r.GetSpec(), spec.Options{
 		ContainerID:  id,
 		Sandbox:      p.sandbox,
-		SandboxPID:   sandboxPID,
+		PodNamespace: podNS,
 		Files:        files,
 		ShmDir:       m.cfg.ShmDir,
 		CgroupParent: m.cfg.CgroupParent,

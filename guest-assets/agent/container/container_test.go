@@ -2,12 +2,14 @@ package container
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
@@ -90,5 +92,52 @@ func TestPauseRootfsOnlyForRunc(t *testing.T) {
 	}
 	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
 		t.Errorf("bundle left after Remove: %v", err)
+	}
+}
+
+// Under containerd's sandbox API (UseVMNamespaces) a container that joins
+// the pod's ipc and uts namespaces stays in the VM's (no entry), and one
+// that joins the pod's pid namespace gets the holder's, asked for with the
+// sandbox id. Without it, joining needs a running sandbox container.
+func TestVMNamespaces(t *testing.T) {
+	ctx := context.Background()
+	spec := []byte(`{"ociVersion":"1.2.0","process":{"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"},"linux":{"namespaces":[
+		{"type":"pid","path":"/proc/99/ns/pid"},{"type":"ipc","path":"/proc/99/ns/ipc"},{"type":"uts","path":"/proc/99/ns/uts"},{"type":"mount"}]}}`)
+	var asked []string
+	holder := func(_ context.Context, sandboxID string) (int, error) {
+		asked = append(asked, sandboxID)
+		return 41, nil
+	}
+	m := NewManager(Config{BundleRoot: t.TempDir(), CgroupParent: "/coco", PodPIDHolder: holder})
+	m.UseVMNamespaces("pod1")
+	bundle, err := m.Prepare(ctx, &api.PrepareContainerRequest{ContainerId: "c1", Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	got := map[specs.LinuxNamespaceType]string{}
+	for _, ns := range s.Linux.Namespaces {
+		got[ns.Type] = ns.Path
+	}
+	if _, ok := got[specs.IPCNamespace]; ok {
+		t.Errorf("ipc namespace entry %q kept: the container should stay in the VM's", got[specs.IPCNamespace])
+	}
+	if _, ok := got[specs.UTSNamespace]; ok {
+		t.Errorf("uts namespace entry %q kept: the container should stay in the VM's", got[specs.UTSNamespace])
+	}
+	if got[specs.PIDNamespace] != "/proc/41/ns/pid" || len(asked) != 1 || asked[0] != "pod1" {
+		t.Errorf("pid namespace %q, holder asked for %q; want /proc/41/ns/pid, once for pod1", got[specs.PIDNamespace], asked)
+	}
+
+	m = NewManager(Config{BundleRoot: t.TempDir(), PodPIDHolder: holder})
+	if _, err := m.Prepare(ctx, &api.PrepareContainerRequest{ContainerId: "c1", Spec: spec}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("join without sandbox container or VM namespaces: err = %v, want FailedPrecondition", err)
 	}
 }

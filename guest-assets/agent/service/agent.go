@@ -118,6 +118,9 @@ func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequ
 			return nil, fmt.Errorf("sysctls[%s]: %v: %w", k, err, errdefs.ErrInvalidArgument)
 		}
 	}
+	if r.GetVmNamespaces() {
+		s.containers.UseVMNamespaces(r.GetSandboxId())
+	}
 	s.setupFor = r.GetSandboxId()
 	s.gate.SetReady()
 	log.G(ctx).WithField("sandbox", s.setupFor).Info("sandbox set up")

@@ -83,8 +83,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runc task service: %w", err)
 	}
-	containers := container.NewManager(cfg.Containers)
-	ts := &taskService{TTRPCTaskService: inner, containers: containers, waitRunc: cfg.WaitRunc}
+	ts := &taskService{TTRPCTaskService: inner, waitRunc: cfg.WaitRunc}
 	if cfg.NativePause {
 		ts.pause = pausetask.New(pausetask.Config{
 			Binary:     cfg.Containers.PauseBinary,
@@ -93,6 +92,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			Reaper:     reaper.Default,
 		})
 	}
+	cfg.Containers.PodPIDHolder = (&podPIDHolder{pause: ts.pause}).get
+	containers := container.NewManager(cfg.Containers)
+	ts.containers = containers
 	gate := policy.NewGate(cfg.Policy, ValidateTask)
 	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin, streamCheck(gate))
 	ts.streams = a.streams

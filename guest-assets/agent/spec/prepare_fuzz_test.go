@@ -41,7 +41,7 @@ func FuzzPrepareContainer(f *testing.F) {
 		for i, file := range r.GetFiles() {
 			files[file.GetDestination()] = fmt.Sprintf("/run/coco/bundles/%s/files/f%d", r.GetContainerId(), i)
 		}
-		_, err := Rewrite(r.GetSpec(), Options{ContainerID: r.GetContainerId(), Sandbox: r.GetSandboxContainer(), SandboxPID: 2, Files: files})
+		_, err := Rewrite(r.GetSpec(), Options{ContainerID: r.GetContainerId(), Sandbox: r.GetSandboxContainer(), PodNamespace: SandboxNamespaces(2), Files: files})
 		if err != nil && !errdefs.IsInvalidArgument(err) && !errdefs.IsFailedPrecondition(err) {
 			t.Fatalf("Rewrite: unclassified error %v", err)
 		}

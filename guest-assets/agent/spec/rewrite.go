@@ -29,9 +29,12 @@ type Options struct {
 	ContainerID string
 	// Sandbox is true for the pod's sandbox (pause) container.
 	Sandbox bool
-	// SandboxPID is the guest pid of the running sandbox container; 0 when
-	// it is not running yet. Other containers join its namespaces.
-	SandboxPID int
+	// PodNamespace says where a container that joins the pod's namespace
+	// of type t (pid, ipc or uts) finds it: a guest path, or "" for the
+	// VM's own namespace (ipc and uts only: the VM's pid namespace holds
+	// the agent). See SandboxNamespaces and VMNamespaces. nil: the pod
+	// shares none yet.
+	PodNamespace func(t specs.LinuxNamespaceType) (string, error)
 	// Files maps a bind mount destination to the guest file written for it.
 	Files map[string]string
 	// ShmDir is the pod's shared /dev/shm in the guest ("" = private tmpfs).
@@ -114,12 +117,45 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	return res, nil
 }
 
-func rewriteNamespaces(s *specs.Spec, o Options, warn func(string, ...any)) error {
-	join := func(t specs.LinuxNamespaceType) (string, error) {
-		if o.SandboxPID <= 0 {
+// SandboxNamespaces is a PodNamespace for pods whose sandbox container, of
+// guest pid pid (0: not running yet), holds the shared namespaces.
+func SandboxNamespaces(pid int) func(specs.LinuxNamespaceType) (string, error) {
+	return func(t specs.LinuxNamespaceType) (string, error) {
+		if pid <= 0 {
 			return "", fmt.Errorf("spec.linux.namespaces: %s namespace of the sandbox container requested, but the sandbox container is not running: %w", t, errdefs.ErrFailedPrecondition)
 		}
-		return fmt.Sprintf("/proc/%d/ns/%s", o.SandboxPID, nsFile(t)), nil
+		return fmt.Sprintf("/proc/%d/ns/%s", pid, nsFile(t)), nil
+	}
+}
+
+// VMNamespaces is a PodNamespace for pods without a sandbox container: the
+// VM is the pod, so its own ipc and uts namespaces are the pod's, and
+// pidHolder returns the pid of the process whose pid namespace the pod
+// shares (started on first use).
+func VMNamespaces(pidHolder func() (int, error)) func(specs.LinuxNamespaceType) (string, error) {
+	return func(t specs.LinuxNamespaceType) (string, error) {
+		if t != specs.PIDNamespace {
+			return "", nil
+		}
+		pid, err := pidHolder()
+		if err != nil {
+			return "", fmt.Errorf("spec.linux.namespaces: the pod's pid namespace: %w", err)
+		}
+		return SandboxNamespaces(pid)(t)
+	}
+}
+
+func rewriteNamespaces(s *specs.Spec, o Options, warn func(string, ...any)) error {
+	join := func(t specs.LinuxNamespaceType) (string, error) {
+		if o.PodNamespace == nil {
+			return SandboxNamespaces(0)(t)
+		}
+		p, err := o.PodNamespace(t)
+		if err == nil && p == "" && t == specs.PIDNamespace {
+			// Fail closed: the VM's pid namespace would show the agent.
+			err = fmt.Errorf("spec.linux.namespaces: the pod's pid namespace cannot be the VM's: %w", errdefs.ErrFailedPrecondition)
+		}
+		return p, err
 	}
 	var out []specs.LinuxNamespace
 	seen := map[specs.LinuxNamespaceType]bool{}
@@ -142,7 +178,7 @@ func rewriteNamespaces(s *specs.Spec, o Options, warn func(string, ...any)) erro
 			ns.Path = ""
 		case specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace:
 			// A path names the pod's shared namespace on the host; in the
-			// guest that is the sandbox container's. No path: a new one.
+			// guest PodNamespace says which that is. No path: a new one.
 			if o.Sandbox || ns.Path == "" {
 				ns.Path = ""
 				break
@@ -150,6 +186,9 @@ func rewriteNamespaces(s *specs.Spec, o Options, warn func(string, ...any)) erro
 			p, err := join(ns.Type)
 			if err != nil {
 				return err
+			}
+			if p == "" {
+				continue // the VM's own, which the container is in without an entry
 			}
 			ns.Path = p
 		default:

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -48,7 +49,7 @@ func hostSpec(t testing.TB) []byte {
 func TestRewriteAppContainer(t *testing.T) {
 	res, err := Rewrite(hostSpec(t), Options{
 		ContainerID:  "c1",
-		SandboxPID:   17,
+		PodNamespace: SandboxNamespaces(17),
 		Files:        map[string]string{"/etc/hosts": "/run/coco/bundles/c1/files/f0", "/etc/resolv.conf": "/run/coco/bundles/c1/files/f1"},
 		ShmDir:       "/run/coco/shm",
 		CgroupParent: "/coco",
@@ -115,7 +116,7 @@ func TestRewriteSharedPIDAndSandbox(t *testing.T) {
 	s.Mounts = s.Mounts[:1]
 	b, _ := json.Marshal(&s)
 
-	res, err := Rewrite(b, Options{ContainerID: "c1", SandboxPID: 9})
+	res, err := Rewrite(b, Options{ContainerID: "c1", PodNamespace: SandboxNamespaces(9)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +139,58 @@ func TestRewriteSharedPIDAndSandbox(t *testing.T) {
 	// Joining without a running sandbox container is a precondition error.
 	if _, err := Rewrite(b, Options{ContainerID: "c1"}); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("join without sandbox: err = %v, want FailedPrecondition", err)
+	}
+}
+
+// Without a sandbox container (containerd's sandbox API) ipc and uts joins
+// stay in the VM's namespaces, and the pid join asks for the holder once
+// a container joins it; a holder that cannot start fails the container.
+func TestRewriteVMNamespaces(t *testing.T) {
+	var s specs.Spec
+	json.Unmarshal(hostSpec(t), &s)
+	s.Mounts = s.Mounts[:1]
+	private, _ := json.Marshal(&s) // own pid namespace, pod ipc and uts
+	s.Linux.Namespaces[0].Path = "/proc/4242/ns/pid"
+	shared, _ := json.Marshal(&s)
+
+	asked := 0
+	holder := func() (int, error) { asked++; return 33, nil }
+	res, err := Rewrite(private, Options{ContainerID: "c1", PodNamespace: VMNamespaces(holder)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[specs.LinuxNamespaceType]string{}
+	for _, ns := range res.Spec.Linux.Namespaces {
+		got[ns.Type] = ns.Path
+	}
+	if _, ok := got[specs.IPCNamespace]; ok {
+		t.Errorf("ipc namespace entry kept (%q): the container should stay in the VM's", got[specs.IPCNamespace])
+	}
+	if _, ok := got[specs.UTSNamespace]; ok {
+		t.Errorf("uts namespace entry kept (%q): the container should stay in the VM's", got[specs.UTSNamespace])
+	}
+	if p, ok := got[specs.PIDNamespace]; !ok || p != "" {
+		t.Errorf("pid namespace = %q (present %v), want a new one", p, ok)
+	}
+	if asked != 0 {
+		t.Errorf("pid holder started %d times for a container with its own pid namespace", asked)
+	}
+
+	res, err = Rewrite(shared, Options{ContainerID: "c2", PodNamespace: VMNamespaces(holder)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Spec.Linux.Namespaces[0]; p.Type != specs.PIDNamespace || p.Path != "/proc/33/ns/pid" || asked != 1 {
+		t.Errorf("pid ns = %+v after %d holder calls, want the holder's once", p, asked)
+	}
+
+	failing := func() (int, error) { return 0, fmt.Errorf("pause: %w", errdefs.ErrUnavailable) }
+	if _, err := Rewrite(shared, Options{ContainerID: "c3", PodNamespace: VMNamespaces(failing)}); !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "pid namespace") {
+		t.Errorf("failing holder: err = %v, want its Unavailable error, naming the pid namespace", err)
+	}
+	vmPID := func(specs.LinuxNamespaceType) (string, error) { return "", nil }
+	if _, err := Rewrite(shared, Options{ContainerID: "c4", PodNamespace: vmPID}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("VM pid namespace: err = %v, want FailedPrecondition (it holds the agent)", err)
 	}
 }
 
@@ -172,7 +225,7 @@ func TestRewriteRejects(t *testing.T) {
 			c.edit(&s)
 			b, _ := json.Marshal(&s)
 			c.opts.ContainerID = "c1"
-			c.opts.SandboxPID = 3
+			c.opts.PodNamespace = SandboxNamespaces(3)
 			_, err := Rewrite(b, c.opts)
 			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), c.field) {
 				t.Errorf("err = %v, want InvalidArgument naming %s", err, c.field)
@@ -206,7 +259,7 @@ func FuzzRewrite(f *testing.F) {
 	f.Add([]byte(`{"process":{"args":["a"],"cwd":"/"},"mounts":[{"destination":"/a","type":"bind","source":"/h"}]}`), false, 0)
 	f.Add([]byte(`{"process":{"cwd":"/"},"linux":{"namespaces":[{"type":"pid","path":"/x"}]}}`), true, 1)
 	f.Fuzz(func(t *testing.T, raw []byte, sandbox bool, pid int) {
-		res, err := Rewrite(raw, Options{ContainerID: "c1", Sandbox: sandbox, SandboxPID: pid, ShmDir: "/run/coco/shm", Files: map[string]string{}})
+		res, err := Rewrite(raw, Options{ContainerID: "c1", Sandbox: sandbox, PodNamespace: SandboxNamespaces(pid), ShmDir: "/run/coco/shm", Files: map[string]string{}})
 		if err != nil {
 			if !errdefs.IsInvalidArgument(err) && !errdefs.IsFailedPrecondition(err) {
 				t.Fatalf("unclassified error: %v", err)

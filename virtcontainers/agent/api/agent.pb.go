@@ -180,7 +180,14 @@ type SetupSandboxRequest struct {
 	// Rego text; empty keeps the policy from init-data or the image default.
 	Policy string `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
 	// Guest time for the agent to set (TCG guests start with a stale clock).
-	HostTime      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=host_time,json=hostTime,proto3" json:"host_time,omitempty"`
+	HostTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=host_time,json=hostTime,proto3" json:"host_time,omitempty"`
+	// True when no sandbox container will hold the pod's namespaces
+	// (containerd's sandbox API): containers that join the pod's ipc and uts
+	// namespaces stay in the VM's own, where hostname and sysctls above
+	// apply, and the agent starts a pause process for the pod's pid
+	// namespace when the first container joins it. False: a sandbox
+	// container (PrepareContainer sandbox_container) holds all three.
+	VmNamespaces  bool `protobuf:"varint,8,opt,name=vm_namespaces,json=vmNamespaces,proto3" json:"vm_namespaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -255,6 +262,13 @@ func (x *SetupSandboxRequest) GetHostTime() *timestamppb.Timestamp {
 		return x.HostTime
 	}
 	return nil
+}
+
+func (x *SetupSandboxRequest) GetVmNamespaces() bool {
+	if x != nil {
+		return x.VmNamespaces
+	}
+	return false
 }
 
 type PrepareContainerRequest struct {
@@ -956,7 +970,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eagent_ready_ns\x18\x04 \x01(\x04R\fagentReadyNs\x12#\n" +
 	"\rsandbox_ready\x18\x05 \x01(\bR\fsandboxReady\x12\x15\n" +
 	"\x06now_ns\x18\x06 \x01(\x04R\x05nowNs\x12!\n" +
-	"\fannounced_ns\x18\a \x01(\x04R\vannouncedNs\"\xc0\x02\n" +
+	"\fannounced_ns\x18\a \x01(\x04R\vannouncedNs\"\xe5\x02\n" +
 	"\x13SetupSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -964,7 +978,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x03dns\x18\x03 \x01(\tR\x03dns\x12I\n" +
 	"\asysctls\x18\x04 \x03(\v2/.coco.agent.v1.SetupSandboxRequest.SysctlsEntryR\asysctls\x12\x16\n" +
 	"\x06policy\x18\x05 \x01(\tR\x06policy\x127\n" +
-	"\thost_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bhostTime\x1a:\n" +
+	"\thost_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bhostTime\x12#\n" +
+	"\rvm_namespaces\x18\b \x01(\bR\fvmNamespaces\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x06\x10\a\"\xd7\x01\n" +
