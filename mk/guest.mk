@@ -6,6 +6,9 @@ COCO_CACHE    ?= /var/cache/coco
 KERNEL_PIN    := guest-assets/kernel/kernel.pin
 # Modules the guest loads (their dependencies are added, built-ins dropped).
 GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon
+# 1 keeps the modules' signatures, for guest kernels that enforce them
+# (Secure Boot lockdown); stripped by default: see moddep.Install.
+KEEP_MODULE_SIGNATURES ?=
 # none or gzip; see guest-assets/initrd for why none is the default.
 INITRD_COMPRESSION ?= none
 AGENT_PKG     := ./guest-assets/agent/cmd/coco-agent
@@ -16,7 +19,8 @@ RUNC_MOD_DIR  := guest-assets/runc
 kernel:
 	@command -v dpkg-deb >/dev/null && command -v xz >/dev/null || { echo "kernel: needs dpkg-deb and xz: run scripts/install-deps.sh" >&2; exit 1; }
 	@root=$$(guest-assets/kernel/fetch-kernel.sh $(KERNEL_PIN) $(COCO_CACHE)/kernel) && \
-		$(GO) run ./guest-assets/cmd/prepkernel -root "$$root" -out $(GUEST_OUT) -modules $(GUEST_MODULES)
+		$(GO) run ./guest-assets/cmd/prepkernel -root "$$root" -out $(GUEST_OUT) -modules $(GUEST_MODULES) \
+			$(if $(KEEP_MODULE_SIGNATURES),-keep-signatures)
 
 # runc builds in its own module (guest-assets/runc/go.mod) so it gets the
 # dependency versions it was written for; the binary is cached per version,

@@ -132,6 +132,8 @@ func loadOne(m Module, finit finitFunc) error {
 	switch {
 	case err == nil, errors.Is(err, unix.EEXIST):
 		return nil
+	case errors.Is(err, unix.EKEYREJECTED), errors.Is(err, unix.EPERM):
+		return fmt.Errorf("kmod: loading %s: %w (the guest kernel enforces module signatures and the initrd's are stripped: rebuild the guest assets with KEEP_MODULE_SIGNATURES=1)", m.Path, err)
 	case errors.Is(err, unix.ENOEXEC):
 		return fmt.Errorf("kmod: loading %s: %w (built for another kernel? rebuild the initrd with the kernel it boots)", m.Path, err)
 	default:

@@ -3,6 +3,7 @@
 package kmod
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -88,6 +89,19 @@ func TestLoadStopsAtFailure(t *testing.T) {
 	err = load([]Module{{Path: filepath.Join(dir, "missing.ko")}}, k.finit)
 	if err == nil || !strings.Contains(err.Error(), "missing.ko") {
 		t.Fatalf("missing file: got %v", err)
+	}
+}
+
+// A kernel that enforces module signatures rejects the stripped modules;
+// the error says how to build an initrd it accepts.
+func TestLoadSignatureEnforced(t *testing.T) {
+	dir, _ := writeModules(t, "vsock")
+	for _, errno := range []error{unix.EKEYREJECTED, unix.EPERM} {
+		k := &fakeKernel{answer: map[string]error{"vsock.ko": errno}}
+		err := load([]Module{{Path: filepath.Join(dir, "vsock.ko")}}, k.finit)
+		if !errors.Is(err, errno) || !strings.Contains(err.Error(), "KEEP_MODULE_SIGNATURES=1") {
+			t.Errorf("%v: got %v, want it wrapped with the fix", errno, err)
+		}
 	}
 }
 

@@ -32,14 +32,15 @@ func main() {
 	root := flag.String("root", "", "unpacked linux-image package (dpkg-deb -x output)")
 	out := flag.String("out", "build/guest", "output directory")
 	modules := flag.String("modules", "", "comma-separated module names the guest needs (dependencies are added)")
+	keepSigs := flag.Bool("keep-signatures", false, "keep the modules' appended signatures (for guest kernels that enforce them); see moddep.Install")
 	flag.Parse()
-	if err := run(*root, *out, *modules); err != nil {
+	if err := run(*root, *out, *modules, !*keepSigs); err != nil {
 		fmt.Fprintln(os.Stderr, "prepkernel:", err)
 		os.Exit(1)
 	}
 }
 
-func run(root, out, modules string) error {
+func run(root, out, modules string, stripSignatures bool) error {
 	if root == "" || modules == "" {
 		return fmt.Errorf("-root and -modules are required")
 	}
@@ -94,7 +95,7 @@ func run(root, out, modules string) error {
 	if err := os.RemoveAll(tmpDir); err != nil {
 		return err
 	}
-	manifest, err := moddep.Install(order, filepath.Join(tmpDir, release), "/lib/modules/"+release)
+	manifest, err := moddep.Install(order, filepath.Join(tmpDir, release), "/lib/modules/"+release, stripSignatures)
 	if err != nil {
 		return err
 	}

@@ -127,7 +127,7 @@ func TestResolveOrderBuiltinsAndCompression(t *testing.T) {
 	}
 
 	out := t.TempDir()
-	manifest, err := Install(order, out, "/lib/modules/"+release)
+	manifest, err := Install(order, out, "/lib/modules/"+release, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +137,27 @@ func TestResolveOrderBuiltinsAndCompression(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(out, "kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko"))
 	if err != nil || !bytes.HasPrefix(data, []byte("\x7fELF")) {
 		t.Fatalf("installed module not decompressed: %v % x", err, data[:4])
+	}
+}
+
+// A signed module loses exactly the signature, its descriptor and marker;
+// an unsigned one is unchanged; a descriptor claiming more bytes than the
+// module has is an error, not a panic.
+func TestStripSignature(t *testing.T) {
+	body := fakeKo("depends=")
+	sig := bytes.Repeat([]byte{0xA5}, 300)
+	desc := []byte{0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x2C} // PKCS#7, 300 bytes
+	signed := append(append(append(append([]byte{}, body...), sig...), desc...), sigMagic...)
+	got, had, err := StripSignature(signed)
+	if err != nil || !had || !bytes.Equal(got, body) {
+		t.Fatalf("StripSignature(signed) = %d bytes, %v, %v; want the %d-byte body", len(got), had, err, len(body))
+	}
+	if got, had, err := StripSignature(body); err != nil || had || !bytes.Equal(got, body) {
+		t.Fatalf("StripSignature(unsigned) = %d bytes, %v, %v; want it unchanged", len(got), had, err)
+	}
+	bad := append(append([]byte("x"), 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x10, 0), sigMagic...)
+	if _, _, err := StripSignature(bad); err == nil {
+		t.Fatal("a signature longer than the module was accepted")
 	}
 }
 
