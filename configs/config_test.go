@@ -133,7 +133,7 @@ func TestDefault(t *testing.T) {
 	if c.Name != "qemu-coco-dev" || c.Path != "" {
 		t.Errorf("Name/Path = %q/%q", c.Name, c.Path)
 	}
-	if h.Driver != "qemu" || h.Machine != "q35" || h.Accel != "auto" || h.VCPUs != 1 || h.MemoryMiB != 512 ||
+	if h.Driver != "qemu" || h.Machine != "q35" || h.Accel != "auto" || h.VCPUs != 2 || h.MemoryMiB != 512 ||
 		h.Vsock.Mode != "auto" || c.TEE.Kind != "none" {
 		t.Errorf("unexpected defaults: %+v tee=%q", h, c.TEE.Kind)
 	}
