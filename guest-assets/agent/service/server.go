@@ -92,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			Reaper:     reaper.Default,
 		})
 	}
-	cfg.Containers.PodPIDHolder = (&podPIDHolder{pause: ts.pause}).get
+	cfg.Containers.PodPIDHolder = pausetask.NewPIDHolder(ts.pause).Get
 	containers := container.NewManager(cfg.Containers)
 	ts.containers = containers
 	gate := policy.NewGate(cfg.Policy, ValidateTask)

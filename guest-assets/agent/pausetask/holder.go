@@ -1,4 +1,4 @@
-package service
+package pausetask
 
 import (
 	"context"
@@ -11,25 +11,27 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/coco-runtime/coco/guest-assets/agent/pausetask"
 )
 
-// podPIDHolder holds the pod's shared pid namespace when no sandbox
-// container does (containerd's sandbox API, SetupSandbox vm_namespaces): a
-// pause process, run by the pause task service under the sandbox's id
-// (whose events the host drops), started when the first container joins
-// the pod's pid namespace. Pods whose containers each have their own, the
-// kubelet's default, never start it.
-type podPIDHolder struct {
-	pause *pausetask.Service // nil: this agent runs no pause process
+// PIDHolder holds the pod's shared pid namespace when no sandbox container
+// does (containerd's sandbox API, SetupSandbox vm_namespaces): a pause
+// process, run by a Service under the sandbox's id (whose events the host
+// drops), started when the first container joins the pod's pid namespace.
+// Pods whose containers each have their own, the kubelet's default, never
+// start it.
+type PIDHolder struct {
+	pause *Service // nil: this agent runs no pause process
 
 	mu  sync.Mutex
 	pid int
 }
 
-// get is container.Config.PodPIDHolder.
-func (h *podPIDHolder) get(ctx context.Context, sandboxID string) (int, error) {
+// NewPIDHolder returns a holder whose pause process s runs; s may be nil.
+func NewPIDHolder(s *Service) *PIDHolder { return &PIDHolder{pause: s} }
+
+// Get returns the holder's pid, starting pause on the first call (it is
+// container.Config.PodPIDHolder).
+func (h *PIDHolder) Get(ctx context.Context, sandboxID string) (int, error) {
 	if h.pause == nil {
 		return 0, fmt.Errorf("no pause process to hold the pod's pid namespace (NativePause is off): %w", errdefs.ErrNotImplemented)
 	}
