@@ -133,7 +133,7 @@ func loadOne(m Module, finit finitFunc) error {
 	case err == nil, errors.Is(err, unix.EEXIST):
 		return nil
 	case errors.Is(err, unix.EKEYREJECTED), errors.Is(err, unix.EPERM):
-		return fmt.Errorf("kmod: loading %s: %w (the guest kernel enforces module signatures and the initrd's are stripped: rebuild the guest assets with KEEP_MODULE_SIGNATURES=1)", m.Path, err)
+		return fmt.Errorf("kmod: loading %s: %w (the initrd's modules are unsigned; a kernel that enforces signatures, by module.sig_enforce or Secure Boot lockdown, refuses them: rebuild the guest assets with KEEP_MODULE_SIGNATURES=1)", m.Path, err)
 	case errors.Is(err, unix.ENOEXEC):
 		return fmt.Errorf("kmod: loading %s: %w (built for another kernel? rebuild the initrd with the kernel it boots)", m.Path, err)
 	default:
