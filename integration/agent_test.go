@@ -53,7 +53,7 @@ func agentRepoRoot(t *testing.T) string {
 }
 
 // agentInitrd builds the current coco-agent and an initrd around it from the
-// kernel, modules and runc of `make guest-assets` (build/guest), so the test
+// kernel, modules and crun of `make guest-assets` (build/guest), so the test
 // always runs the agent source it sits next to.
 func agentInitrd(t *testing.T, repo, guest string) string {
 	t.Helper()
@@ -453,7 +453,7 @@ func TestAgentInVM(t *testing.T) {
 	}
 	in.Close()
 
-	// A terminal: runc's console reaches the host on the stdout stream.
+	// A terminal: the OCI runtime's console reaches the host on the stdout stream.
 	tout, err := c.OpenStream(ctx, "c1", "t1", api.StreamStdout)
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ const (
 	handlerNoKernel = "coco-nokernel"
 	handlerBadKey   = "coco-badkey"
 	handlerSilent   = "coco-silent"
-	// The lean initrd without the tools disk that carries runc.
+	// The lean initrd without the tools disk that carries crun.
 	handlerNoTools = "coco-notools"
 	// Not broken: the coco-dev class proposing the default TEE policy.
 	handlerTEEPolicy = "coco-teepolicy"
@@ -168,11 +168,11 @@ func TestGuestNeverAnswers(t *testing.T) {
 	}
 }
 
-// TestContainerWithoutRunc: a guest booted from the lean initrd without the
-// tools disk runs the pod (the pause process needs no runc) but refuses a
+// TestContainerWithoutRuntime: a guest booted from the lean initrd without the
+// tools disk runs the pod (the pause process needs no crun) but refuses a
 // container with an error that names what is missing and the fix; removal
 // cleans up.
-func TestContainerWithoutRunc(t *testing.T) {
+func TestContainerWithoutRuntime(t *testing.T) {
 	requireCoco(t)
 	ctx := testCtx(t, 3*time.Minute)
 	cri := shared.ctrd.CRI
@@ -182,10 +182,10 @@ func TestContainerWithoutRunc(t *testing.T) {
 	}
 	_, err = cri.StartContainer(ctx, pod, harness.ContainerConfig("c", "c.log", "true"))
 	if err == nil {
-		t.Errorf("a container started without runc in the guest")
+		t.Errorf("a container started without crun in the guest")
 	} else {
 		t.Logf("refused as it should be: %v", err)
-		for _, want := range []string{"runc", "initrd.img", "hypervisor.tools_image"} {
+		for _, want := range []string{"crun", "initrd.img", "hypervisor.tools_image"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error does not name %q: %v", want, err)
 			}

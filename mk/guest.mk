@@ -1,4 +1,4 @@
-# Guest assets: kernel (pinned Debian package), static runc, coco-agent, initrd.
+# Guest assets: kernel (pinned Debian package), static crun, coco-agent, initrd.
 # Outputs in $(GUEST_OUT); downloads and slow builds cached under $(COCO_CACHE),
 # so a second `make guest-assets` only re-checks hashes and rebuilds the initrd.
 GUEST_OUT     ?= build/guest
@@ -12,9 +12,9 @@ KEEP_MODULE_SIGNATURES ?=
 # none or gzip; see guest-assets/initrd for why none is the default.
 INITRD_COMPRESSION ?= none
 AGENT_PKG     := ./guest-assets/agent/cmd/coco-agent
-RUNC_MOD_DIR  := guest-assets/runc
+CRUN_PIN      := guest-assets/crun/crun.pin
 
-.PHONY: kernel runc coco-agent coco-policy coco-pause initrd guest-assets install-guest-assets test-guest-boot
+.PHONY: kernel crun coco-agent coco-policy coco-pause initrd guest-assets install-guest-assets test-guest-boot
 
 kernel:
 	@command -v dpkg-deb >/dev/null && command -v xz >/dev/null || { echo "kernel: needs dpkg-deb and xz: run scripts/install-deps.sh" >&2; exit 1; }
@@ -22,33 +22,11 @@ kernel:
 		$(GO) run ./guest-assets/cmd/prepkernel -root "$$root" -out $(GUEST_OUT) -modules $(GUEST_MODULES) \
 			$(if $(KEEP_MODULE_SIGNATURES),-keep-signatures)
 
-# runc builds in its own module (guest-assets/runc/go.mod) so it gets the
-# dependency versions it was written for; the binary is cached per version,
-# toolchain, tags and go.sum, since the static cgo build takes a while on 2
-# cores. Tags: runc's own release set (seccomp, urfave_cli_no_docs: no
-# markdown/man generator, whose package init every runc process paid), static
-# name resolution, and runc_nocriu: the guest has no CRIU and the agent
-# refuses checkpoints.
-RUNC_TAGS := seccomp urfave_cli_no_docs runc_nocriu netgo osusergo
-runc:
-	@command -v pkg-config >/dev/null && pkg-config --exists libseccomp || { echo "runc: needs libseccomp-dev and pkg-config: run scripts/install-deps.sh" >&2; exit 1; }
-	@set -e; main=$$($(GO) list -m -f '{{.Version}}' github.com/opencontainers/runc); \
-	pin=$$(cd $(RUNC_MOD_DIR) && $(GO) list -m -f '{{.Version}}' github.com/opencontainers/runc); \
-	[ "$$main" = "$$pin" ] || { echo "runc: go.mod has runc $$main but $(RUNC_MOD_DIR)/go.mod has $$pin: run 'cd $(RUNC_MOD_DIR) && go get github.com/opencontainers/runc@$$main'" >&2; exit 1; }; \
-	key=$$(cat $(RUNC_MOD_DIR)/go.sum <($(GO) env GOVERSION) <(echo "$(RUNC_TAGS)") | sha256sum | cut -c1-12); \
-	cached=$(COCO_CACHE)/runc/runc-$$pin-$$key; \
-	if [ ! -x "$$cached" ]; then \
-		echo "runc: building $$pin (static, seccomp)"; mkdir -p $(COCO_CACHE)/runc; \
-		tmp=$$(mktemp $(COCO_CACHE)/runc/.build.XXXXXX); \
-		(cd $(RUNC_MOD_DIR) && CGO_ENABLED=1 $(GO) build -trimpath -buildvcs=false \
-			-tags "$(RUNC_TAGS)" \
-			-ldflags "-extldflags -static -s -w -buildid= -X main.version=$${pin#v}" \
-			-o "$$tmp" github.com/opencontainers/runc) || { rm -f "$$tmp"; exit 1; }; \
-		chmod 0755 "$$tmp"; mv "$$tmp" "$$cached"; \
-	fi; \
-	mkdir -p $(GUEST_OUT); tmp=$$(mktemp $(GUEST_OUT)/.runc.XXXXXX); \
-	cp "$$cached" "$$tmp" && chmod 0755 "$$tmp" && mv "$$tmp" $(GUEST_OUT)/runc; \
-	echo "$$(sha256sum $(GUEST_OUT)/runc | cut -d' ' -f1)  $(GUEST_OUT)/runc ($$pin, $$(stat -c %s $(GUEST_OUT)/runc) bytes)"
+# crun, the guest's OCI runtime (containerd's runc task service runs it by
+# name): the pinned upstream release from Debian's source package, built
+# static and cached per pin and build script (guest-assets/crun).
+crun:
+	@guest-assets/crun/build-crun.sh $(CRUN_PIN) $(COCO_CACHE)/crun $(GUEST_OUT)/crun
 
 coco-agent:
 	@[ -d $(AGENT_PKG) ] && ls $(AGENT_PKG)/*.go >/dev/null 2>&1 || { echo "coco-agent: $(AGENT_PKG) does not exist yet (the agent is written in guest-assets/agent/); cannot build the initrd without it" >&2; exit 1; }
@@ -68,15 +46,15 @@ coco-pause:
 	$(PAUSE_CC) -static -Os -s -Wall -Wextra -Werror -Wl,--build-id=none -o $(GUEST_OUT)/coco-pause guest-assets/pause/pause.c
 
 # initrd.img carries everything (TEE classes: all of it is measured);
-# initrd-dev.img + tools.erofs are the same files with runc and coco-policy
-# on a disk instead (coco-dev: the kernel unpacks 12 MB, not 42 MB).
+# initrd-dev.img + tools.erofs are the same files with crun and coco-policy
+# on a disk instead (coco-dev: the kernel unpacks 12 MB, not 34 MB).
 initrd:
 	$(GO) run ./guest-assets/cmd/mkinitrd -assets $(GUEST_OUT) -init $(GUEST_OUT)/coco-agent \
 		-compression $(INITRD_COMPRESSION) -o $(GUEST_OUT)/initrd.img
 	$(GO) run ./guest-assets/cmd/mkinitrd -assets $(GUEST_OUT) -init $(GUEST_OUT)/coco-agent \
 		-compression $(INITRD_COMPRESSION) -tools-out $(GUEST_OUT)/tools.erofs -o $(GUEST_OUT)/initrd-dev.img
 
-guest-assets: kernel runc coco-agent coco-policy coco-pause
+guest-assets: kernel crun coco-agent coco-policy coco-pause
 	@$(MAKE) --no-print-directory initrd
 	@cd $(GUEST_OUT) && for f in vmlinux vmlinuz initrd.img initrd-dev.img tools.erofs; do \
 		printf '%s  %s/%s (%s bytes)\n' "$$(sha256sum $$f | cut -d' ' -f1)" "$(GUEST_OUT)" "$$f" "$$(stat -c %s $$f)"; done

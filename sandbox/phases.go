@@ -49,7 +49,7 @@ type ContainerPhases struct {
 	ID        string  `json:"id"`
 	RootfsMs  float64 `json:"rootfs_ms"`  // EROFS image built and hot-plugged (0 for the pause container)
 	PrepareMs float64 `json:"prepare_ms"` // guest bundle written, rootfs mounted
-	CreateMs  float64 `json:"create_ms"`  // stdio streams opened, task created (runc create)
+	CreateMs  float64 `json:"create_ms"`  // stdio streams opened, task created (crun create)
 	DoneAtNs  int64   `json:"done_at_ns"` // task created (host clock, Unix ns)
 }
 

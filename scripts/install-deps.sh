@@ -7,7 +7,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
 	busybox-static containernetworking-plugins cpio erofs-utils gcc iproute2 iptables libc6-dev
-	libprotobuf-dev musl-tools libseccomp-dev pkg-config protobuf-compiler xz-utils zstd
+	libcap-dev libprotobuf-dev libseccomp-dev libyajl-dev musl-tools pkg-config protobuf-compiler xz-utils zstd
 )
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-utils)
 SID_PACKAGES=(vhost-device-vsock)

@@ -45,7 +45,7 @@ const (
 	CtrStart       = "StartContainer (CRI: task create + start)"
 	PhRootfs       = "  rootfs EROFS image + hotplug [host]"
 	PhPrepare      = "  PrepareContainer [guest work]"
-	PhRuncCreate   = "  stdio + runc create [guest work]"
+	PhRuncCreate   = "  stdio + crun create [guest work]"
 	PhStartOther   = "  containerd + shim + runc start [host+guest]"
 	CtrHostShare   = "  = host-side share of StartContainer (rootfs + rest)"
 	CtrFirstOut    = "StartContainer returned → first output line"

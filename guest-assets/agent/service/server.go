@@ -45,11 +45,15 @@ type Config struct {
 	Guest         Guest
 	Containers    container.Config
 	// NativePause makes the agent run the sandbox container itself (with
-	// Containers.PauseBinary, in CgroupRoot) instead of through runc.
+	// Containers.PauseBinary, in CgroupRoot) instead of through the OCI
+	// runtime.
 	NativePause bool
-	// WaitRunc returns once runc can be executed (the disk that carries it
-	// may still be on its way); runc creates wait for it. nil = at once.
-	WaitRunc func(ctx context.Context) error
+	// Runtime is the OCI runtime binary the runc task service runs, by name
+	// on PATH ("": runc).
+	Runtime string
+	// WaitRuntime returns once Runtime can be executed (the disk that
+	// carries it may still be on its way); creates wait for it. nil = at once.
+	WaitRuntime func(ctx context.Context) error
 	// CgroupRoot is the guest's cgroup2 mount.
 	CgroupRoot string
 	// IODir holds the stdio FIFOs.
@@ -83,7 +87,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runc task service: %w", err)
 	}
-	ts := &taskService{TTRPCTaskService: inner, waitRunc: cfg.WaitRunc}
+	ts := &taskService{TTRPCTaskService: inner, waitRuntime: cfg.WaitRuntime, runtime: cfg.Runtime}
 	if cfg.NativePause {
 		ts.pause = pausetask.New(pausetask.Config{
 			Binary:     cfg.Containers.PauseBinary,

@@ -7,9 +7,11 @@ import (
 	"os"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -27,10 +29,11 @@ import (
 // to the container's backend unchanged (route.go).
 type taskService struct {
 	taskAPI.TTRPCTaskService
-	pause      *pausetask.Service // nil: runc runs the sandbox container too
-	streams    *stdio.Streams
-	containers *container.Manager
-	waitRunc   func(ctx context.Context) error // nil: runc is there
+	pause       *pausetask.Service // nil: the OCI runtime runs the sandbox container too
+	streams     *stdio.Streams
+	containers  *container.Manager
+	runtime     string                          // the OCI runtime binary; "": runc
+	waitRuntime func(ctx context.Context) error // nil: the OCI runtime is there
 }
 
 // fillStdio replaces each non-empty stdio field by the FIFO of the stream
@@ -76,14 +79,22 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "bundle: %q is not the guest bundle; use %q from PrepareContainer", r.Bundle, want)
 	}
 	g := proto.Clone(r).(*taskAPI.CreateTaskRequest)
+	if t.runtime != "" {
+		// The host's options were refused (ValidateTask); these are the guest's.
+		o, err := typeurl.MarshalAnyToProto(&runcoptions.Options{BinaryName: t.runtime})
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		g.Options = o
+	}
 	err := t.fillStdio(r.ID, "", r.Terminal, &g.Stdin, &g.Stdout, &g.Stderr)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	var resp *taskAPI.CreateTaskResponse
 	spec := t.pauseSpec(ctx, r)
-	if spec == nil && t.waitRunc != nil {
-		if err = t.waitRunc(ctx); err != nil {
+	if spec == nil && t.waitRuntime != nil {
+		if err = t.waitRuntime(ctx); err != nil {
 			t.streams.Release(r.ID, "")
 			return nil, errgrpc.ToGRPC(err)
 		}
@@ -146,8 +157,8 @@ func (t *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*ta
 
 // pauseSpec returns the bundle's spec when the agent runs the sandbox
 // container itself: it is the sandbox container, has no stdio or terminal,
-// and its spec needs nothing the pause task cannot do. nil means runc runs
-// it (the reason is logged).
+// and its spec needs nothing the pause task cannot do. nil means the OCI
+// runtime runs it (the reason is logged).
 func (t *taskService) pauseSpec(ctx context.Context, r *taskAPI.CreateTaskRequest) *specs.Spec {
 	if t.pause == nil || !t.containers.IsSandbox(r.ID) {
 		return nil
@@ -162,10 +173,17 @@ func (t *taskService) pauseSpec(ctx context.Context, r *taskAPI.CreateTaskReques
 		err = pausetask.Supported(spec)
 	}
 	if err != nil {
-		log.G(ctx).WithField("id", r.ID).Infof("sandbox container runs under runc: %v", err)
+		log.G(ctx).WithField("id", r.ID).Infof("sandbox container runs under %s: %v", t.runtimeName(), err)
 		return nil
 	}
 	return spec
+}
+
+func (t *taskService) runtimeName() string {
+	if t.runtime == "" {
+		return "runc"
+	}
+	return t.runtime
 }
 
 // Checkpoint is refused: the guest has no CRIU, and a host-chosen image

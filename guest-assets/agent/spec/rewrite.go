@@ -89,7 +89,7 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 		return nil, invalid("process.cwd", "%q must be absolute", s.Process.Cwd)
 	}
 	// Security modules of the host name profiles the guest kernel has not
-	// loaded; runc would fail to apply them.
+	// loaded; the OCI runtime would fail to apply them.
 	if s.Process.ApparmorProfile != "" {
 		warn("process.apparmorProfile %q dropped: the guest loads no AppArmor profiles", s.Process.ApparmorProfile)
 		s.Process.ApparmorProfile = ""
@@ -299,7 +299,7 @@ func rewriteLinux(s *specs.Spec, o Options, warn func(string, ...any)) {
 		l.Seccomp.ListenerPath = ""
 		l.Seccomp.ListenerMetadata = ""
 	}
-	// Containers share the VM's network namespace, where runc refuses
+	// Containers share the VM's network namespace, where the OCI runtime refuses
 	// network sysctls; pod-wide ones belong in SetupSandbox.sysctls.
 	for k := range l.Sysctl {
 		if strings.HasPrefix(k, "net.") {

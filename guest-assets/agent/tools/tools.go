@@ -1,7 +1,7 @@
 //go:build linux
 
 // Package tools makes the guest tools disk's binaries reachable: a read-only
-// EROFS image with what containers and policies need only later (runc,
+// EROFS image with what containers and policies need only later (crun,
 // coco-policy), which non-TEE runtime classes attach instead of carrying it
 // in the initrd. The kernel unpacks the whole initrd at every boot (under
 // TCG ~11 ms per MB); a disk is read only as far as a binary is run.

@@ -28,11 +28,11 @@ func pathWith(t *testing.T, names ...string) string {
 // A binary the initrd carries needs no disk: Wait returns before the disk
 // is ready.
 func TestWaitFoundAtOnce(t *testing.T) {
-	pathWith(t, "runc")
+	pathWith(t, "crun")
 	d := New()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := d.Wait(ctx, "runc"); err != nil {
+	if err := d.Wait(ctx, "crun"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -56,9 +56,9 @@ func TestWaitForDisk(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("binary present after the disk: %v", err)
 	}
-	err := d.Wait(context.Background(), "runc")
-	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "runc") || !strings.Contains(err.Error(), "initrd.img") || !strings.Contains(err.Error(), "test") {
-		t.Fatalf("want FailedPrecondition naming runc, the fix and the reason; got %v", err)
+	err := d.Wait(context.Background(), "crun")
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "crun") || !strings.Contains(err.Error(), "initrd.img") || !strings.Contains(err.Error(), "test") {
+		t.Fatalf("want FailedPrecondition naming crun, the fix and the reason; got %v", err)
 	}
 }
 
@@ -66,7 +66,7 @@ func TestWaitCancelled(t *testing.T) {
 	pathWith(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := New().Wait(ctx, "runc"); err == nil || !strings.Contains(err.Error(), "tools disk") {
+	if err := New().Wait(ctx, "crun"); err == nil || !strings.Contains(err.Error(), "tools disk") {
 		t.Fatalf("want a cancelled wait, got %v", err)
 	}
 }
@@ -85,7 +85,7 @@ func TestMountWithoutDisk(t *testing.T) {
 	if mounted || err != nil {
 		t.Fatalf("Mount = %v, %v; want false, nil", mounted, err)
 	}
-	err = d.Wait(context.Background(), "runc")
+	err = d.Wait(context.Background(), "crun")
 	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "no tools disk") {
 		t.Fatalf("want the missing disk named, got %v", err)
 	}

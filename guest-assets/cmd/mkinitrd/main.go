@@ -2,10 +2,10 @@
 // guest-assets/internal/layout for what goes in).
 //
 //	mkinitrd -assets build/guest -init build/guest/coco-agent -o build/guest/initrd.img
-//	         [-runc build/guest/runc] [-pause build/guest/coco-pause] [-policy build/guest/coco-policy] [-compression none|gzip] [-add /guest/path=host/path ...]
+//	         [-crun build/guest/crun] [-pause build/guest/coco-pause] [-policy build/guest/coco-policy] [-compression none|gzip] [-add /guest/path=host/path ...]
 //	         [-tools-out build/guest/tools.erofs]
 //
-// With -tools-out, runc and coco-policy go into that EROFS image (the
+// With -tools-out, crun and coco-policy go into that EROFS image (the
 // tools disk of runtime classes without a TEE) instead of the initrd.
 package main
 
@@ -46,11 +46,11 @@ func main() {
 	initPath := flag.String("init", "", "host path of PID 1 (coco-agent)")
 	pause := flag.String("pause", "", "host path of coco-pause (default: <assets>/coco-pause)")
 	policyEngine := flag.String("policy", "", "host path of coco-policy, the agent's Rego engine (default: <assets>/coco-policy)")
-	runc := flag.String("runc", "", "host path of the static runc (default: <assets>/runc)")
+	crun := flag.String("crun", "", "host path of the static crun, the OCI runtime (default: <assets>/crun)")
 	out := flag.String("o", "", "output file")
 	comp := flag.String("compression", initrd.None, "none or gzip")
 	flag.Var(extra, "add", "extra file, /guest/path=host/path (repeatable)")
-	toolsOut := flag.String("tools-out", "", "write runc and coco-policy to this read-only EROFS `image` (hypervisor.tools_image) and leave them out of the initrd")
+	toolsOut := flag.String("tools-out", "", "write crun and coco-policy to this read-only EROFS `image` (hypervisor.tools_image) and leave them out of the initrd")
 	mkfs := flag.String("mkfs", "mkfs.erofs", "mkfs.erofs binary for -tools-out")
 	flag.Parse()
 	if *pause == "" {
@@ -59,16 +59,16 @@ func main() {
 	if *policyEngine == "" {
 		*policyEngine = filepath.Join(*assets, "coco-policy")
 	}
-	if *runc == "" {
-		*runc = filepath.Join(*assets, "runc")
+	if *crun == "" {
+		*crun = filepath.Join(*assets, "crun")
 	}
-	in := layout.Inputs{Init: *initPath, Runc: *runc, Pause: *pause, Policy: *policyEngine, Assets: *assets, Extra: extra}
+	in := layout.Inputs{Init: *initPath, Crun: *crun, Pause: *pause, Policy: *policyEngine, Assets: *assets, Extra: extra}
 	if *toolsOut != "" {
 		if err := writeTools(in, *mkfs, *toolsOut); err != nil {
 			fmt.Fprintln(os.Stderr, "mkinitrd:", err)
 			os.Exit(1)
 		}
-		in.Runc, in.Policy = "", ""
+		in.Crun, in.Policy = "", ""
 	}
 	if err := run(in, *out, *comp); err != nil {
 		fmt.Fprintln(os.Stderr, "mkinitrd:", err)

@@ -35,7 +35,7 @@ type bootResult struct {
 var markerRE = regexp.MustCompile(`COCO-TESTINIT ok boot_ms=(\d+) modules_ms=(\d+) fs=erofs,overlay vsock=ok disk=vda`)
 
 // buildInitrd builds testinit and an initrd around it in dir. With
-// fullSize, the real runc and coco-agent (when built) ride along as plain
+// fullSize, the real crun and coco-agent (when built) ride along as plain
 // files so the initrd has the size of the real one.
 func buildInitrd(tb testing.TB, dir, compression string, fullSize bool) string {
 	tb.Helper()
@@ -55,7 +55,7 @@ func buildInitrd(tb testing.TB, dir, compression string, fullSize bool) string {
 	}
 	in := layout.Inputs{Init: initBin, Assets: assets, Extra: map[string]string{}}
 	if fullSize {
-		for _, f := range []string{"runc", "coco-agent"} {
+		for _, f := range []string{"crun", "coco-agent"} {
 			if _, err := os.Stat(filepath.Join(assets, f)); err == nil {
 				in.Extra["/ballast/"+f] = filepath.Join(assets, f)
 			}

@@ -3,7 +3,7 @@
 // The initrd holds only what PID 1 needs before any container exists:
 //
 //	/init                              coco-agent (static)
-//	/usr/bin/runc                      static runc
+//	/usr/bin/crun                      static crun, the OCI runtime
 //	/lib/modules/<release>/kernel/...  the modules of the manifest, uncompressed
 //	/etc/coco/modules                  load order for guest-assets/kmod
 //	/etc/coco/kernel.release           the release the modules belong to
@@ -29,7 +29,7 @@ import (
 // Guest paths other guest code relies on.
 const (
 	InitPath          = "/init"
-	RuncPath          = "/usr/bin/runc"
+	CrunPath          = "/usr/bin/crun"
 	PausePath         = pause.GuestPath      // /usr/bin/coco-pause
 	PolicyPath        = policyproc.GuestPath // /usr/bin/coco-policy
 	ModulesManifest   = kmod.DefaultManifest // /etc/coco/modules
@@ -40,8 +40,9 @@ const (
 type Inputs struct {
 	// Init is the host path of the program that runs as PID 1.
 	Init string
-	// Runc is the host path of the static runc; "" leaves runc out (boot tests).
-	Runc string
+	// Crun is the host path of the static crun, the OCI runtime; "" leaves it
+	// out (boot tests).
+	Crun string
 	// Pause is the host path of coco-pause, the sandbox container's
 	// process; "" leaves it out (boot tests).
 	Pause string
@@ -100,9 +101,9 @@ func Entries(in Inputs) ([]initrd.Entry, error) {
 	if err := add(InitPath, in.Init, 0o755); err != nil {
 		return nil, err
 	}
-	if in.Runc != "" {
-		if err := add(RuncPath, in.Runc, 0o755); err != nil {
-			return nil, fmt.Errorf("%w (run `make runc`)", err)
+	if in.Crun != "" {
+		if err := add(CrunPath, in.Crun, 0o755); err != nil {
+			return nil, fmt.Errorf("%w (run `make crun`)", err)
 		}
 	}
 	if in.Pause != "" {

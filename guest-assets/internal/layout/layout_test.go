@@ -31,7 +31,7 @@ func fakeAssets(t *testing.T) (Inputs, string) {
 	write("modules.manifest", "# order\n/lib/modules/"+rel+"/kernel/net/vmw_vsock/vsock.ko\n", 0o644)
 	in := Inputs{
 		Init:   write("coco-agent", "agent", 0o755),
-		Runc:   write("runc", "runc", 0o755),
+		Crun:   write("crun", "crun", 0o755),
 		Pause:  write("coco-pause", "pause", 0o755),
 		Policy: write("coco-policy", "policy", 0o755),
 		Assets: dir,
@@ -65,7 +65,7 @@ func TestLayout(t *testing.T) {
 	}
 	for p, want := range map[string]string{
 		"/init":                    "agent",
-		"/usr/bin/runc":            "runc",
+		"/usr/bin/crun":            "crun",
 		"/usr/bin/coco-pause":      "pause",
 		"/usr/bin/coco-policy":     "policy",
 		"/usr/bin/extra":           "extra",
@@ -89,9 +89,9 @@ func TestLayout(t *testing.T) {
 
 func TestLayoutErrors(t *testing.T) {
 	in, dir := fakeAssets(t)
-	in.Runc = filepath.Join(dir, "nope")
-	if _, err := Entries(in); err == nil || !strings.Contains(err.Error(), "make runc") {
-		t.Errorf("missing runc: %v", err)
+	in.Crun = filepath.Join(dir, "nope")
+	if _, err := Entries(in); err == nil || !strings.Contains(err.Error(), "make crun") {
+		t.Errorf("missing crun: %v", err)
 	}
 	in, dir = fakeAssets(t)
 	os.Remove(filepath.Join(dir, "modules/6.1.0-test-amd64/kernel/net/vmw_vsock/vsock.ko"))
@@ -107,17 +107,17 @@ func TestLayoutErrors(t *testing.T) {
 
 // TestReproducible builds the initrd twice from the same inputs and compares
 // the bytes. It uses the real assets in build/guest when `make guest-assets`
-// (or `make kernel runc`) made them, and tiny stand-ins otherwise.
+// (or `make kernel crun`) made them, and tiny stand-ins otherwise.
 func TestReproducible(t *testing.T) {
 	in, _ := fakeAssets(t)
 	real := filepath.Join("..", "..", "..", "build", "guest")
 	if _, err := os.Stat(filepath.Join(real, "modules.manifest")); err == nil {
-		// Real kernel modules; real agent and runc when built, stand-ins otherwise.
+		// Real kernel modules; real agent and crun when built, stand-ins otherwise.
 		in.Assets, in.Extra = real, nil
 		for _, f := range []struct {
 			dst  *string
 			name string
-		}{{&in.Init, "coco-agent"}, {&in.Runc, "runc"}, {&in.Pause, "coco-pause"}, {&in.Policy, "coco-policy"}} {
+		}{{&in.Init, "coco-agent"}, {&in.Crun, "crun"}, {&in.Pause, "coco-pause"}, {&in.Policy, "coco-policy"}} {
 			if _, err := os.Stat(filepath.Join(real, f.name)); err == nil {
 				*f.dst = filepath.Join(real, f.name)
 			}
@@ -132,6 +132,6 @@ func TestReproducible(t *testing.T) {
 		if !bytes.Equal(a, b) {
 			t.Fatalf("%s: two builds from the same inputs differ", comp)
 		}
-		t.Logf("initrd (%s, init=%s, runc=%q): %d bytes, sha256 %x", comp, filepath.Base(in.Init), in.Runc, len(a), sha256.Sum256(a))
+		t.Logf("initrd (%s, init=%s, crun=%q): %d bytes, sha256 %x", comp, filepath.Base(in.Init), in.Crun, len(a), sha256.Sum256(a))
 	}
 }

@@ -18,7 +18,7 @@ import (
 // PATH ends with the disk's mount point). An initrd built for such a disk
 // leaves them out.
 func ToolsFiles(in Inputs) map[string]string {
-	return map[string]string{"runc": in.Runc, policyproc.Name: in.Policy}
+	return map[string]string{"crun": in.Crun, policyproc.Name: in.Policy}
 }
 
 // WriteToolsImage writes ToolsFiles(in) to out as a read-only EROFS image
@@ -41,7 +41,7 @@ func WriteToolsImage(in Inputs, mkfs, out string) error {
 			return fmt.Errorf("layout: tools image: no host file for %s", n)
 		}
 		if err := copyFile(files[n], filepath.Join(stage, "root", n)); err != nil {
-			return fmt.Errorf("layout: tools image: %w (run `make runc coco-policy`)", err)
+			return fmt.Errorf("layout: tools image: %w (run `make crun coco-policy`)", err)
 		}
 	}
 	tmp := filepath.Join(stage, "image")

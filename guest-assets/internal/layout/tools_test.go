@@ -17,10 +17,10 @@ func TestWriteToolsImage(t *testing.T) {
 		t.Skip("mkfs.erofs not installed (erofs-utils; scripts/install-deps.sh installs it): cannot check the tools image")
 	}
 	dir := t.TempDir()
-	runc, pol := filepath.Join(dir, "runc-bin"), filepath.Join(dir, "policy-bin")
-	os.WriteFile(runc, bytes.Repeat([]byte("r"), 10000), 0o700)
+	crun, pol := filepath.Join(dir, "crun-bin"), filepath.Join(dir, "policy-bin")
+	os.WriteFile(crun, bytes.Repeat([]byte("r"), 10000), 0o700)
 	os.WriteFile(pol, bytes.Repeat([]byte("p"), 5000), 0o600)
-	in := Inputs{Runc: runc, Policy: pol}
+	in := Inputs{Crun: crun, Policy: pol}
 	var images [][]byte
 	for i := range 2 {
 		out := filepath.Join(dir, "tools.erofs")
@@ -34,20 +34,20 @@ func TestWriteToolsImage(t *testing.T) {
 		images = append(images, b)
 		if i == 0 { // a later build must not depend on file times
 			old := time.Unix(1, 0)
-			os.Chtimes(runc, old, old)
+			os.Chtimes(crun, old, old)
 		}
 	}
 	if !bytes.Equal(images[0], images[1]) {
 		t.Error("two builds of the tools image differ")
 	}
 	// Both files are in the image, by the names the agent runs.
-	for _, name := range []string{"runc", "coco-policy"} {
+	for _, name := range []string{"crun", "coco-policy"} {
 		if !bytes.Contains(images[0], []byte(name)) {
 			t.Errorf("image lacks %s", name)
 		}
 	}
-	err := WriteToolsImage(Inputs{Runc: filepath.Join(dir, "nope"), Policy: pol}, "mkfs.erofs", filepath.Join(dir, "x.erofs"))
-	if err == nil || !strings.Contains(err.Error(), "make runc") {
-		t.Errorf("missing runc: %v", err)
+	err := WriteToolsImage(Inputs{Crun: filepath.Join(dir, "nope"), Policy: pol}, "mkfs.erofs", filepath.Join(dir, "x.erofs"))
+	if err == nil || !strings.Contains(err.Error(), "make crun") {
+		t.Errorf("missing crun: %v", err)
 	}
 }
