@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
@@ -20,6 +21,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
@@ -90,6 +92,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("runc task service: %w", err)
 	}
 	ts := &taskService{TTRPCTaskService: inner, waitRuntime: cfg.WaitRuntime, runtime: cfg.Runtime}
+	if cfg.Runtime != "" {
+		if ts.runtimeOptions, err = typeurl.MarshalAnyToProto(&runcoptions.Options{BinaryName: cfg.Runtime}); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.NativePause {
 		ts.pause = pausetask.New(pausetask.Config{
 			Binary:     cfg.Containers.PauseBinary,
@@ -187,27 +194,30 @@ func (a *Agent) WarmUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	conns := make([]net.Conn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "warm-up")
-		conns[i], err = net.FileConn(f)
-		f.Close()
-		if err != nil {
-			if i == 1 {
-				conns[0].Close()
-			} else {
-				unix.Close(fds[1])
-			}
-			return err
-		}
+	client, err := fileConn(fds[0])
+	if err != nil {
+		unix.Close(fds[1])
+		return err
 	}
-	l := &connListener{conn: conns[1], addr: conns[1].LocalAddr(), closed: make(chan struct{})}
+	server, err := fileConn(fds[1])
+	if err != nil {
+		client.Close()
+		return err
+	}
+	l := &connListener{conn: server, addr: server.LocalAddr(), closed: make(chan struct{})}
 	go a.srv.Serve(ctx, l)
 	defer l.Close()
-	c := ttrpc.NewClient(conns[0])
+	c := ttrpc.NewClient(client)
 	defer c.Close()
 	_, err = api.NewAgentClient(c).Health(ctx, &api.HealthRequest{})
 	return err
+}
+
+// fileConn makes a net.Conn of a socket descriptor, which it takes over.
+func fileConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "socket")
+	defer f.Close() // FileConn holds a duplicate
+	return net.FileConn(f)
 }
 
 // Serve answers stream connections on streams and ttrpc on agent until

@@ -7,13 +7,12 @@ import (
 	"os"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
-	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
-	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
@@ -34,6 +33,8 @@ type taskService struct {
 	containers  *container.Manager
 	runtime     string                          // the OCI runtime binary; "": runc
 	waitRuntime func(ctx context.Context) error // nil: the OCI runtime is there
+	// runtimeOptions name the runtime to the runc task service; nil: runc.
+	runtimeOptions *anypb.Any
 }
 
 // fillStdio replaces each non-empty stdio field by the FIFO of the stream
@@ -79,14 +80,8 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "bundle: %q is not the guest bundle; use %q from PrepareContainer", r.Bundle, want)
 	}
 	g := proto.Clone(r).(*taskAPI.CreateTaskRequest)
-	if t.runtime != "" {
-		// The host's options were refused (ValidateTask); these are the guest's.
-		o, err := typeurl.MarshalAnyToProto(&runcoptions.Options{BinaryName: t.runtime})
-		if err != nil {
-			return nil, errgrpc.ToGRPC(err)
-		}
-		g.Options = o
-	}
+	// The host's options were refused (ValidateTask); these are the guest's.
+	g.Options = t.runtimeOptions
 	err := t.fillStdio(r.ID, "", r.Terminal, &g.Stdin, &g.Stdout, &g.Stderr)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
