@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -22,7 +21,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
 	"github.com/coco-runtime/coco/guest-assets/agent/events"
@@ -181,43 +179,6 @@ func namespaceInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info
 		return nil, errgrpc.ToGRPC(err)
 	}
 	return method(ctx, unmarshal)
-}
-
-// WarmUp sends one Health through the agent's server over a socket pair of
-// its own, so that the host's first request does not pay for what a first
-// request costs: under TCG every piece of code runs slowly the first time,
-// while it is translated (the ttrpc read, dispatch and write paths, the
-// interceptors, the protobuf codecs). The agent runs it while the vsock
-// driver loads, on a vCPU that would otherwise wait.
-func (a *Agent) WarmUp(ctx context.Context) error {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	client, err := fileConn(fds[0])
-	if err != nil {
-		unix.Close(fds[1])
-		return err
-	}
-	server, err := fileConn(fds[1])
-	if err != nil {
-		client.Close()
-		return err
-	}
-	l := &connListener{conn: server, addr: server.LocalAddr(), closed: make(chan struct{})}
-	go a.srv.Serve(ctx, l)
-	defer l.Close()
-	c := ttrpc.NewClient(client)
-	defer c.Close()
-	_, err = api.NewAgentClient(c).Health(ctx, &api.HealthRequest{})
-	return err
-}
-
-// fileConn makes a net.Conn of a socket descriptor, which it takes over.
-func fileConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "socket")
-	defer f.Close() // FileConn holds a duplicate
-	return net.FileConn(f)
 }
 
 // Serve answers stream connections on streams and ttrpc on agent until

@@ -387,23 +387,3 @@ func TestServeConn(t *testing.T) {
 	_, err = c.Task().Create(nctx, &task.CreateTaskRequest{ID: "c1", Bundle: "/b"})
 	wantErr(t, err, errdefs.IsFailedPrecondition, "sandbox not set up")
 }
-
-// WarmUp goes through the agent's own server and leaves nothing that
-// changes what the host sees: the sandbox is still not set up.
-func TestWarmUp(t *testing.T) {
-	h := start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := h.agent.WarmUp(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.agent.WarmUp(ctx); err != nil {
-		t.Fatalf("second warm-up: %v", err)
-	}
-	hr, err := h.client.Agent().Health(ctx, &api.HealthRequest{})
-	if err != nil || hr.GetSandboxReady() || hr.GetVersion() != "test" {
-		t.Errorf("health after warm-up = %+v, %v; want the sandbox not ready", hr, err)
-	}
-	_, err = h.client.Agent().PrepareContainer(namespaces.WithNamespace(ctx, "k8s.io"), &api.PrepareContainerRequest{ContainerId: "c1"})
-	wantErr(t, err, errdefs.IsFailedPrecondition, "sandbox not set up")
-}

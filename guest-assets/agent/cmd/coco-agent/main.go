@@ -198,12 +198,6 @@ func run(start uint64) error {
 	if err != nil {
 		return err
 	}
-	go func() {
-		if err := a.WarmUp(ctx); err != nil {
-			log.L.WithError(err).Debug("warm-up")
-		}
-		log.L.Debugf("warm-up done %.3fs after kernel start", float64(boot.Boottime())/1e9)
-	}()
 	agentL, err := listen(ctx, api.AgentPort, vsockReady)
 	if err != nil {
 		return err
