@@ -18,6 +18,7 @@ import (
 
 	"github.com/coco-runtime/coco/guest-assets/initrd"
 	"github.com/coco-runtime/coco/integration/harness"
+	"github.com/coco-runtime/coco/sandbox"
 )
 
 // Handlers whose config file is broken on purpose, one per failure scenario.
@@ -250,6 +251,69 @@ func TestQEMUKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 		removed = true
+		assertNoLeftovers(t, pod.ID, ctr)
+	})
+}
+
+// TestHungGuest: the VM stops answering (QEMU frozen with SIGSTOP). A guest
+// call that runs out of time makes the shim probe the agent; no answer within
+// sandbox.GuestProbeTimeout stops the VM, so the pod can still be stopped and
+// removed, and nothing is left behind.
+func TestHungGuest(t *testing.T) {
+	forEachHandler(t, func(t *testing.T, h handlerCase) {
+		if !h.coco {
+			t.Skip("no VM under runc")
+		}
+		ctx := testCtx(t, 4*time.Minute)
+		cri := shared.ctrd.CRI
+		pod, err := cri.RunPod(ctx, h.name, harness.PodConfig(harness.PodOptions{Name: "hung-" + h.name, LogDir: t.TempDir()}))
+		if err != nil {
+			t.Fatalf("RunPodSandbox: %v", err)
+		}
+		var qemu []int
+		defer func() {
+			for _, pid := range qemu {
+				syscall.Kill(pid, syscall.SIGCONT)
+			}
+		}()
+		removed := false
+		defer func() {
+			if !removed {
+				cri.RemovePod(context.Background(), pod.ID)
+			}
+		}()
+		ctr, err := cri.StartContainer(ctx, pod, harness.ContainerConfig("frozen", "frozen.log", "sleep", "1000"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range harness.ProcessesMentioning(pod.ID) {
+			if strings.Contains(harness.Cmdline(pid), "qemu-system") {
+				qemu = append(qemu, pid)
+			}
+		}
+		if len(qemu) != 1 {
+			t.Fatalf("want exactly one QEMU naming pod %s in its argv, found %v", pod.ID, qemu)
+		}
+		if err := syscall.Kill(qemu[0], syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		// Removal fails while the guest is given its chance to answer; once
+		// the shim has stopped the VM, a retry (as the kubelet's) succeeds.
+		start := time.Now()
+		limit := sandbox.GuestKillTimeout + sandbox.GuestProbeTimeout + time.Minute
+		for {
+			err = cri.RemovePod(ctx, pod.ID)
+			if err == nil {
+				break
+			}
+			if time.Since(start) > limit {
+				t.Fatalf("removing a pod whose VM hung, still failing after %s: %v", limit, err)
+			}
+			t.Logf("removal after %s: %v", time.Since(start).Round(time.Second), err)
+			time.Sleep(2 * time.Second)
+		}
+		removed = true
+		t.Logf("removed %s after the VM froze", time.Since(start).Round(time.Second))
 		assertNoLeftovers(t, pod.ID, ctr)
 	})
 }

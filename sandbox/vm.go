@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -39,6 +40,7 @@ type agentClient interface {
 const orphanExitStatus = 255
 
 type vmSandbox struct {
+	probing  atomic.Bool // a Health probe is under way (probe)
 	opts     Options
 	vmConfig hypervisor.Config
 	vm       hypervisor.VM
@@ -444,6 +446,41 @@ func (s *vmSandbox) Stop(ctx context.Context) error {
 		s.stopErr = s.teardown(ctx)
 	})
 	return s.stopErr
+}
+
+// stopHungVM ends a VM whose guest stopped answering: QEMU is asked to quit
+// and killed if it does not within a few seconds (a frozen guest ignores the
+// power button; a stopped QEMU ignores QMP). The pod sees the VM exit as it
+// sees a VMM that died.
+func (s *vmSandbox) stopHungVM(ctx context.Context, why string) {
+	log.G(ctx).WithField("sandbox", s.opts.ID).Warnf("stopping the VM: %s", why)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.vm.Stop(sctx); err != nil {
+		log.G(ctx).WithError(err).Warn("stopping a hung VM")
+	}
+}
+
+// GuestProbeTimeout is how long a guest has to answer Health after a call
+// ran out of time, before its VM is taken for hung and stopped.
+const GuestProbeTimeout = 10 * time.Second
+
+// probe asks the agent for Health (one probe at a time); a guest that does
+// not answer within GuestProbeTimeout is hung, and its VM is stopped.
+func (s *vmSandbox) probe(ctx context.Context) {
+	if !s.probing.CompareAndSwap(false, true) {
+		return
+	}
+	defer s.probing.Store(false)
+	c, err := s.client()
+	if err != nil {
+		return
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), GuestProbeTimeout)
+	defer cancel()
+	if _, err := c.Agent().Health(pctx, &api.HealthRequest{}); err != nil && pctx.Err() != nil {
+		s.stopHungVM(ctx, fmt.Sprintf("the guest agent did not answer Health within %s", GuestProbeTimeout))
+	}
 }
 
 // teardown stops the VM and removes everything the sandbox made on the host.
