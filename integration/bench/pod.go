@@ -38,14 +38,17 @@ type PodSample struct {
 	Handler string `json:"handler"`
 	PodID   string `json:"pod_id"`
 
-	RunPodMs   float64 `json:"run_pod_ms"`    // RunPodSandbox, CRI wall time
-	RunPodAt   int64   `json:"run_pod_at_ns"` // RunPodSandbox sent (Unix ns; phases.json uses the same clock)
-	CreateMs   float64 `json:"create_ms"`     // CreateContainer
-	StartMs    float64 `json:"start_ms"`      // StartContainer
-	FirstOutMs float64 `json:"first_out_ms"`  // StartContainer returned → first line in the CRI log
-	ToOutputMs float64 `json:"to_output_ms"`  // RunPodSandbox called → first output
-	ExecSyncMs float64 `json:"exec_sync_ms"`  // median ExecSync `true`
-	AgentRTTMs float64 `json:"agent_rtt_ms"`  // median agent Health, host → guest → host (coco only)
+	RunPodMs float64 `json:"run_pod_ms"`    // RunPodSandbox, CRI wall time
+	RunPodAt int64   `json:"run_pod_at_ns"` // RunPodSandbox sent (Unix ns; phases.json uses the same clock)
+	// RunPodEndAt is when RunPodSandbox returned, on the same wall clock:
+	// host rows that end there must not mix it with the monotonic RunPodMs.
+	RunPodEndAt int64   `json:"run_pod_end_at_ns"`
+	CreateMs    float64 `json:"create_ms"`    // CreateContainer
+	StartMs     float64 `json:"start_ms"`     // StartContainer
+	FirstOutMs  float64 `json:"first_out_ms"` // StartContainer returned → first line in the CRI log
+	ToOutputMs  float64 `json:"to_output_ms"` // RunPodSandbox called → first output
+	ExecSyncMs  float64 `json:"exec_sync_ms"` // median ExecSync `true`
+	AgentRTTMs  float64 `json:"agent_rtt_ms"` // median agent Health, host → guest → host (coco only)
 	// GuestZeroAt is the guest clock's zero on the host clock (Unix ns),
 	// from the quickest of the bench's own Health calls: good to half of
 	// that round trip, where the shim's estimate rests on the first, cold
@@ -94,6 +97,7 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 		return s, fmt.Errorf("RunPodSandbox (%s): %w", handler, err)
 	}
 	s.RunPodMs = msSince(t0)
+	s.RunPodEndAt = time.Now().UnixNano()
 	s.PodID = pod.ID
 	defer func() {
 		t := time.Now()

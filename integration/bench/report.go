@@ -88,7 +88,13 @@ func AddCoco(s *Series, p PodSample) {
 		health = announced
 	}
 	dialLag := up - (zero + health)
-	after := p.RunPodMs - setupDone - pause
+	// Wall clock against wall clock: the host's wall clock can drift from
+	// the monotonic one that times RunPodMs by more than this row is long.
+	end := p.RunPodMs
+	if p.RunPodEndAt != 0 {
+		end = at(p.RunPodEndAt)
+	}
+	after := end - setupDone - pause
 	s.Add(PhBeforeVM, before)
 	if ph.BootstrapAtNs != 0 && ph.ShimStartAtNs != 0 {
 		s.Add(PhToShim, at(ph.BootstrapAtNs))
