@@ -222,16 +222,7 @@ func TestQEMUKilled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var qemu []int
-		for _, pid := range harness.ProcessesMentioning(pod.ID) {
-			if strings.Contains(harness.Cmdline(pid), "qemu-system") {
-				qemu = append(qemu, pid)
-			}
-		}
-		if len(qemu) != 1 {
-			t.Fatalf("want exactly one QEMU naming pod %s in its argv, found %v", pod.ID, qemu)
-		}
-		if err := syscall.Kill(qemu[0], syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(podQEMU(t, pod.ID), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		st, err := cri.WaitExited(ctx, ctr, time.Minute)
@@ -270,12 +261,6 @@ func TestHungGuest(t *testing.T) {
 		if err != nil {
 			t.Fatalf("RunPodSandbox: %v", err)
 		}
-		var qemu []int
-		defer func() {
-			for _, pid := range qemu {
-				syscall.Kill(pid, syscall.SIGCONT)
-			}
-		}()
 		removed := false
 		defer func() {
 			if !removed {
@@ -286,17 +271,11 @@ func TestHungGuest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, pid := range harness.ProcessesMentioning(pod.ID) {
-			if strings.Contains(harness.Cmdline(pid), "qemu-system") {
-				qemu = append(qemu, pid)
-			}
-		}
-		if len(qemu) != 1 {
-			t.Fatalf("want exactly one QEMU naming pod %s in its argv, found %v", pod.ID, qemu)
-		}
-		if err := syscall.Kill(qemu[0], syscall.SIGSTOP); err != nil {
+		qemu := podQEMU(t, pod.ID)
+		if err := syscall.Kill(qemu, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+		defer syscall.Kill(qemu, syscall.SIGCONT) // if the shim left it frozen
 		// Removal fails while the guest is given its chance to answer; once
 		// the shim has stopped the VM, a retry (as the kubelet's) succeeds.
 		start := time.Now()
@@ -316,6 +295,21 @@ func TestHungGuest(t *testing.T) {
 		t.Logf("removed %s after the VM froze", time.Since(start).Round(time.Second))
 		assertNoLeftovers(t, pod.ID, ctr)
 	})
+}
+
+// podQEMU is the pid of the one QEMU process that names the pod in its argv.
+func podQEMU(t *testing.T, podID string) int {
+	t.Helper()
+	var qemu []int
+	for _, pid := range harness.ProcessesMentioning(podID) {
+		if strings.Contains(harness.Cmdline(pid), "qemu-system") {
+			qemu = append(qemu, pid)
+		}
+	}
+	if len(qemu) != 1 {
+		t.Fatalf("want exactly one QEMU naming pod %s in its argv, found %v", podID, qemu)
+	}
+	return qemu[0]
 }
 
 // eventLog collects `ctr events` output: containerd's event stream, where
