@@ -208,20 +208,7 @@ func TestQEMUKilled(t *testing.T) {
 		ctx := testCtx(t, 4*time.Minute)
 		cri := shared.ctrd.CRI
 		events := watchEvents(t)
-		pod, err := cri.RunPod(ctx, h.name, harness.PodConfig(harness.PodOptions{Name: "qkill-" + h.name, LogDir: t.TempDir()}))
-		if err != nil {
-			t.Fatalf("RunPodSandbox: %v", err)
-		}
-		removed := false
-		defer func() {
-			if !removed {
-				cri.RemovePod(context.Background(), pod.ID)
-			}
-		}()
-		ctr, err := cri.StartContainer(ctx, pod, harness.ContainerConfig("victim", "victim.log", "sleep", "1000"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		pod, ctr, removed := sleepingPod(t, ctx, h.name, "qkill-"+h.name)
 		if err := syscall.Kill(podQEMU(t, pod.ID), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -241,7 +228,7 @@ func TestQEMUKilled(t *testing.T) {
 		if err := cri.RemovePod(ctx, pod.ID); err != nil {
 			t.Fatal(err)
 		}
-		removed = true
+		*removed = true
 		assertNoLeftovers(t, pod.ID, ctr)
 	})
 }
@@ -257,20 +244,7 @@ func TestHungGuest(t *testing.T) {
 		}
 		ctx := testCtx(t, 4*time.Minute)
 		cri := shared.ctrd.CRI
-		pod, err := cri.RunPod(ctx, h.name, harness.PodConfig(harness.PodOptions{Name: "hung-" + h.name, LogDir: t.TempDir()}))
-		if err != nil {
-			t.Fatalf("RunPodSandbox: %v", err)
-		}
-		removed := false
-		defer func() {
-			if !removed {
-				cri.RemovePod(context.Background(), pod.ID)
-			}
-		}()
-		ctr, err := cri.StartContainer(ctx, pod, harness.ContainerConfig("frozen", "frozen.log", "sleep", "1000"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		pod, ctr, removed := sleepingPod(t, ctx, h.name, "hung-"+h.name)
 		qemu := podQEMU(t, pod.ID)
 		if err := syscall.Kill(qemu, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
@@ -281,7 +255,7 @@ func TestHungGuest(t *testing.T) {
 		start := time.Now()
 		limit := sandbox.GuestKillTimeout + sandbox.GuestProbeTimeout + time.Minute
 		for {
-			err = cri.RemovePod(ctx, pod.ID)
+			err := cri.RemovePod(ctx, pod.ID)
 			if err == nil {
 				break
 			}
@@ -291,10 +265,32 @@ func TestHungGuest(t *testing.T) {
 			t.Logf("removal after %s: %v", time.Since(start).Round(time.Second), err)
 			time.Sleep(2 * time.Second)
 		}
-		removed = true
+		*removed = true
 		t.Logf("removed %s after the VM froze", time.Since(start).Round(time.Second))
 		assertNoLeftovers(t, pod.ID, ctr)
 	})
+}
+
+// sleepingPod runs a pod of handler with one container that sleeps. The
+// pod is removed at the end of the test unless the test sets *removed.
+func sleepingPod(t *testing.T, ctx context.Context, handler, name string) (pod *harness.Pod, ctr string, removed *bool) {
+	t.Helper()
+	cri := shared.ctrd.CRI
+	pod, err := cri.RunPod(ctx, handler, harness.PodConfig(harness.PodOptions{Name: name, LogDir: t.TempDir()}))
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	removed = new(bool)
+	t.Cleanup(func() {
+		if !*removed {
+			cri.RemovePod(context.Background(), pod.ID)
+		}
+	})
+	ctr, err = cri.StartContainer(ctx, pod, harness.ContainerConfig("sleeper", "sleeper.log", "sleep", "1000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod, ctr, removed
 }
 
 // podQEMU is the pid of the one QEMU process that names the pod in its argv.
