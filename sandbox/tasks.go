@@ -54,7 +54,11 @@ func (g *guestTasks) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*tas
 func (g *guestTasks) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
 	kctx, cancel := context.WithTimeout(ctx, GuestKillTimeout)
 	defer cancel()
-	resp, err := call(g, kctx, r, taskAPI.TTRPCTaskService.Kill)
+	// call sees the caller's ctx: a probe follows only when the caller gave
+	// up first; the Kill's own bound stops the VM here, once.
+	resp, err := call(g, ctx, r, func(t taskAPI.TTRPCTaskService, _ context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
+		return t.Kill(kctx, r)
+	})
 	if err != nil && ctx.Err() == nil && errors.Is(kctx.Err(), context.DeadlineExceeded) {
 		// The VM's end reaches the pod as for a VMM that died: its
 		// processes exit, and the next Kill finds them gone.
