@@ -25,9 +25,7 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 # Re-use the Debian mirror this machine is already configured with.
-mirror="$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-	grep -v security | head -1 | sed -E 's/^URIs: *//; s/^deb (\[[^]]*\] )?//; s/ .*//' || true)"
-[ -n "$mirror" ] || { echo "install-deps: no Debian mirror found in /etc/apt" >&2; exit 1; }
+mirror="$("$(dirname "$0")/debian-mirror.sh")" || { echo "install-deps: cannot add the newer suites" >&2; exit 1; }
 printf 'deb %s bookworm-backports main\ndeb %s sid main\n' "$mirror" "$mirror" >/etc/apt/sources.list.d/coco-shim.list
 cat >/etc/apt/preferences.d/coco-shim <<'PREF'
 Package: *

@@ -31,9 +31,7 @@ if [ ! -x "$cached" ]; then
 		# machine is already configured with; the system's lists stay as they are.
 		apt_dir=$(mktemp -d)
 		trap 'rm -rf "$apt_dir"' EXIT
-		mirror="$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-			grep -v security | head -1 | sed -E 's/^URIs: *//; s/^deb (\[[^]]*\] )?//; s/ .*//' || true)"
-		[ -n "$mirror" ] || { echo "build-crun: no Debian mirror found in /etc/apt" >&2; exit 1; }
+		mirror="$("$(dirname "$0")/../../scripts/debian-mirror.sh")" || { echo "build-crun: cannot fetch the source" >&2; exit 1; }
 		mkdir -p "$apt_dir/lists/partial" "$apt_dir/parts" "$apt_dir/dl"
 		echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" >"$apt_dir/parts/crun-src.list"
 		aptopts=(-q -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$apt_dir/parts"
