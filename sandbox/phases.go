@@ -33,13 +33,15 @@ type Phases struct {
 
 	// Host wall-clock instants (Unix ns) that place the steps on one time
 	// line with the caller's (containerd's, the bench's) clock.
-	BootstrapAtNs int64 `json:"shim_bootstrap_at_ns"` // the shim's `start` command began (0: unknown)
-	ShimStartAtNs int64 `json:"shim_start_at_ns"`     // the long-running shim's Go initialisation reached the sandbox package
-	StartAtNs     int64 `json:"start_at_ns"`          // Start called
-	VMExecAtNs    int64 `json:"vm_exec_at_ns"`        // VMM about to be launched
-	GuestZeroAtNs int64 `json:"guest_zero_at_ns"`     // guest clock zero (kernel start), ± half a Health round trip
-	AgentUpAtNs   int64 `json:"agent_up_at_ns"`       // agent answered Health on the host
-	SetupDoneAtNs int64 `json:"setup_done_at_ns"`     // SetupSandbox done
+	BootstrapAtNs  int64 `json:"shim_bootstrap_at_ns"` // the shim's `start` command began (0: unknown)
+	ShimStartAtNs  int64 `json:"shim_start_at_ns"`     // the long-running shim's Go initialisation reached the sandbox package
+	StartAtNs      int64 `json:"start_at_ns"`          // Start called
+	VMExecAtNs     int64 `json:"vm_exec_at_ns"`        // VMM about to be launched
+	GuestZeroAtNs  int64 `json:"guest_zero_at_ns"`     // guest clock zero (kernel start), ± half a Health round trip
+	AgentConnAtNs  int64 `json:"agent_conn_at_ns"`     // the agent's connection in hand (accepted or dialled)
+	HealthSentAtNs int64 `json:"health_sent_at_ns"`    // the first Health sent to the agent
+	AgentUpAtNs    int64 `json:"agent_up_at_ns"`       // agent answered Health on the host
+	SetupDoneAtNs  int64 `json:"setup_done_at_ns"`     // SetupSandbox done
 
 	Containers []ContainerPhases `json:"containers,omitempty"`
 }

@@ -32,6 +32,9 @@ type agentClient interface {
 	Health() *api.HealthResponse
 	// GuestClockZero maps the guest clock onto the host's (zero if unknown).
 	GuestClockZero() time.Time
+	// HandshakeTimes are when the client had its connection and sent the
+	// Health that Health answers (host clock).
+	HandshakeTimes() (began, sent time.Time)
 	Close() error
 }
 
@@ -197,6 +200,9 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		}
 		if z := client.GuestClockZero(); !z.IsZero() {
 			p.GuestZeroAtNs = z.UnixNano()
+		}
+		if began, sent := client.HandshakeTimes(); !began.IsZero() {
+			p.AgentConnAtNs, p.HealthSentAtNs = began.UnixNano(), sent.UnixNano()
 		}
 		p.GuestAgentStartMs = float64(health.GetAgentStartNs()) / 1e6
 		p.GuestAgentReadyMs = float64(health.GetAgentReadyNs()) / 1e6

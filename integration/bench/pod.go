@@ -53,13 +53,18 @@ type PodSample struct {
 	// from the quickest of the bench's own Health calls: good to half of
 	// that round trip, where the shim's estimate rests on the first, cold
 	// one. 0 when the bench could not reach the agent.
-	GuestZeroAt int64    `json:"guest_zero_at_ns"`
-	StopPodMs   float64  `json:"stop_pod_ms"` // StopPodSandbox + RemovePodSandbox
-	ShimMem     Mem      `json:"shim_mem"`    // the pod's shim process
-	VMMMem      Mem      `json:"vmm_mem"`     // QEMU (coco only)
-	VsockMem    Mem      `json:"vsock_mem"`   // vhost-device-vsock (coco only)
-	QEMUArgv    []string `json:"-"`
-	ExecErrors  []string `json:"exec_errors,omitempty"`
+	GuestZeroAt int64 `json:"guest_zero_at_ns"`
+	// The agent's first exchange on its announced connection (guest clock,
+	// ms since kernel start), as its later Health reports it: the shim's
+	// first Health read, and its answer written. 0 when not reported.
+	GuestFirstRequestMs float64  `json:"guest_first_request_ms"`
+	GuestFirstReplyMs   float64  `json:"guest_first_reply_ms"`
+	StopPodMs           float64  `json:"stop_pod_ms"` // StopPodSandbox + RemovePodSandbox
+	ShimMem             Mem      `json:"shim_mem"`    // the pod's shim process
+	VMMMem              Mem      `json:"vmm_mem"`     // QEMU (coco only)
+	VsockMem            Mem      `json:"vsock_mem"`   // vhost-device-vsock (coco only)
+	QEMUArgv            []string `json:"-"`
+	ExecErrors          []string `json:"exec_errors,omitempty"`
 
 	// Phases is the shim's phases.json (coco only).
 	Phases *sandbox.Phases `json:"phases,omitempty"`
@@ -176,8 +181,10 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 	}
 	if st.VMStateDir != "" {
 		s.VsockMem = SumMem(FindProcs("vhost-device-vsock", st.VMStateDir, true))
-		if rtt, zero, err := agentRTT(ctx, filepath.Join(st.VMStateDir, "vsock.sock"), env.RoundTrips); err == nil {
-			s.AgentRTTMs, s.GuestZeroAt = rtt, zero
+		if r, err := agentRTT(ctx, filepath.Join(st.VMStateDir, "vsock.sock"), env.RoundTrips); err == nil {
+			s.AgentRTTMs, s.GuestZeroAt = r.median, r.zero
+			s.GuestFirstRequestMs = float64(r.last.GetFirstRequestNs()) / 1e6
+			s.GuestFirstReplyMs = float64(r.last.GetFirstReplyNs()) / 1e6
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return s, err
 		}
@@ -185,20 +192,28 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 	return s, nil
 }
 
+// rttResult is what agentRTT measured.
+type rttResult struct {
+	median float64             // ms
+	zero   int64               // the guest clock's zero on the host's (Unix ns)
+	last   *api.HealthResponse // the agent's last answer
+}
+
 // agentRTT opens its own connection to the guest agent (the hybrid vsock
 // socket of vhost-device-vsock) and times Health, the agent's no-op: one
 // ttrpc round trip through the vsock path and the agent's policy gate. It
 // returns the median round trip and, from the quickest one, where the
-// guest clock's zero falls on the host clock (Unix ns).
-func agentRTT(ctx context.Context, sock string, n int) (float64, int64, error) {
+// guest clock's zero falls on the host clock.
+func agentRTT(ctx context.Context, sock string, n int) (rttResult, error) {
+	var r rttResult
 	if _, err := os.Stat(sock); err != nil {
-		return 0, 0, err // kernel vhost-vsock: no socket to borrow
+		return r, err // kernel vhost-vsock: no socket to borrow
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := vsock.DialHybrid(dctx, sock, api.AgentPort)
 	if err != nil {
-		return 0, 0, fmt.Errorf("bench: dial agent: %w", err)
+		return r, fmt.Errorf("bench: dial agent: %w", err)
 	}
 	c := ttrpc.NewClient(conn)
 	defer c.Close()
@@ -206,22 +221,23 @@ func agentRTT(ctx context.Context, sock string, n int) (float64, int64, error) {
 	var (
 		rtts []float64
 		best = time.Duration(1<<63 - 1)
-		zero int64
 	)
 	for i := 0; i < max(n, 1)*4; i++ {
 		t := time.Now()
 		h, err := agent.Health(dctx, &api.HealthRequest{})
 		if err != nil {
-			return 0, 0, fmt.Errorf("bench: agent Health: %w", err)
+			return r, fmt.Errorf("bench: agent Health: %w", err)
 		}
 		rtt := time.Since(t)
 		rtts = append(rtts, float64(rtt.Microseconds())/1000)
 		if rtt < best && h.GetNowNs() > 0 {
 			best = rtt
-			zero = t.Add(rtt/2).UnixNano() - int64(h.GetNowNs())
+			r.zero = t.Add(rtt/2).UnixNano() - int64(h.GetNowNs())
 		}
+		r.last = h
 	}
-	return Summarize(rtts).Median, zero, nil
+	r.median = Summarize(rtts).Median
+	return r, nil
 }
 
 func waitForOutput(ctx context.Context, path, want string, limit time.Duration) error {

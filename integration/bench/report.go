@@ -34,9 +34,11 @@ const (
 	PhVMMToClock   = "  QEMU exec → guest clock starts [VMM setup + early kernel]"
 	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"
 	PhAgentReady   = "  agent start → serving [guest clock]"
-	PhAnnounce     = "  agent serving → connected to the host [guest clock]"
-	PhFirstHealth  = "  connected → first Health answered [guest clock]"
-	PhDialLag      = "  first Health answer → shim [host: vsock, shim]"
+	PhConnect      = "  agent serving → shim has its connection [guest + vsock]"
+	PhHealthSent   = "  shim has the connection → sends Health [host: shim]"
+	PhHealthIn     = "  Health sent → read by the agent [guest: connect, vsock rx]"
+	PhFirstHealth  = "  first Health read → answer written [guest work]"
+	PhDialLag      = "  answer written → shim has it [host: vsock, shim]"
 	PhSetup        = "  SetupSandbox [guest work: init-data, policy, hostname]"
 	PhPause        = "  pause task prepare+create [guest work; podsandbox]"
 	PhAfterSetup   = "  shim + containerd after the guest setup [host]"
@@ -79,15 +81,19 @@ func AddCoco(s *Series, p PodSample) {
 	}
 	vmExec, zero, up, setupDone := at(ph.VMExecAtNs), at(zeroAt), at(ph.AgentUpAtNs), at(ph.SetupDoneAtNs)
 	before := vmExec
-	announced := ph.GuestAnnouncedMs
-	if announced == 0 { // the shim dialled: no guest part to split off
-		announced = ph.GuestAgentReadyMs
+	// The first exchange, in time order: the agent serves and connects to
+	// the host; the shim has the connection and sends Health; the agent
+	// reads it, answers, and the shim has the answer. The agent's later
+	// Health reports when it read and answered. Without that report (or
+	// the shim's instants), serving → answered all counts as the guest's.
+	ready := ph.GuestAgentReadyMs
+	conn, sent := at(ph.AgentConnAtNs), at(ph.HealthSentAtNs)
+	read, written := p.GuestFirstRequestMs, p.GuestFirstReplyMs
+	if read == 0 || written < read || ph.AgentConnAtNs == 0 || ph.HealthSentAtNs == 0 {
+		conn, sent = zero+ready, zero+ready
+		read, written = ready, max(ph.GuestHealthMs, ready)
 	}
-	health := ph.GuestHealthMs
-	if health < announced { // an agent that does not report its clock
-		health = announced
-	}
-	dialLag := up - (zero + health)
+	dialLag := up - (zero + written)
 	// Wall clock against wall clock: the host's wall clock can drift from
 	// the monotonic one that times RunPodMs by more than this row is long.
 	end := p.RunPodMs
@@ -104,13 +110,15 @@ func AddCoco(s *Series, p PodSample) {
 	s.Add(PhVMMToClock, zero-vmExec)
 	s.Add(PhKernelBoot, ph.GuestAgentStartMs)
 	s.Add(PhAgentReady, ph.GuestAgentReadyMs-ph.GuestAgentStartMs)
-	s.Add(PhAnnounce, announced-ph.GuestAgentReadyMs)
-	s.Add(PhFirstHealth, health-announced)
+	s.Add(PhConnect, conn-(zero+ready))
+	s.Add(PhHealthSent, sent-conn)
+	s.Add(PhHealthIn, zero+read-sent)
+	s.Add(PhFirstHealth, written-read)
 	s.Add(PhDialLag, dialLag)
 	s.Add(PhSetup, ph.SetupMs)
 	s.Add(PhPause, pause)
 	s.Add(PhAfterSetup, after)
-	s.Add(PodHostShare, before+dialLag+after)
+	s.Add(PodHostShare, before+(sent-conn)+dialLag+after)
 	s.Add(CtrCreate, p.CreateMs)
 	s.Add(CtrStart, p.StartMs)
 	// containerd's CRI creates the task (the shim's CreateTask, timed in

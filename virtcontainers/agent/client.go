@@ -44,6 +44,9 @@ type Client struct {
 	task   taskAPI.TTRPCTaskService
 	agent  api.AgentClient
 	health *api.HealthResponse
+	// began and sent time the handshake on the host clock: the connection
+	// in hand, the Health request sent.
+	began, sent time.Time
 	// guestZero is the host time of the guest clock's zero (the kernel's
 	// start), estimated from Health: the guest read its clock halfway
 	// through the round trip, give or take half of it.
@@ -87,6 +90,7 @@ func dialOnce(ctx context.Context, d Dialer) (*Client, error) {
 // to AgentPort), and checks it with one Health call; conn is closed on
 // error. d dials the stdio stream connections.
 func NewClient(ctx context.Context, conn net.Conn, d Dialer) (*Client, error) {
+	began := time.Now()
 	tc := ttrpc.NewClient(conn, ttrpc.WithUnaryClientInterceptor(nativeErrors))
 	c := &Client{d: d, conn: conn, ttrpc: tc, task: taskAPI.NewTTRPCTaskClient(tc), agent: api.NewAgentClient(tc)}
 	hctx, cancel := context.WithTimeout(ctx, healthAttempt)
@@ -98,7 +102,7 @@ func NewClient(ctx context.Context, conn net.Conn, d Dialer) (*Client, error) {
 		return nil, fmt.Errorf("health: %w", err)
 	}
 	answered := time.Now()
-	c.health = h
+	c.health, c.began, c.sent = h, began, sent
 	if h.GetNowNs() > 0 {
 		c.guestZero = sent.Add(answered.Sub(sent) / 2).Add(-time.Duration(h.GetNowNs()))
 	}
@@ -120,6 +124,10 @@ func nativeErrors(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response,
 
 // Health is the agent's answer to the Health call Dial made.
 func (c *Client) Health() *api.HealthResponse { return c.health }
+
+// HandshakeTimes are when the client had its connection and when it sent
+// the Health request that Health answers, on the host clock.
+func (c *Client) HandshakeTimes() (began, sent time.Time) { return c.began, c.sent }
 
 // GuestClockZero is when, on the host's clock, the guest's clock read zero
 // (the guest kernel's start), to within half a Health round trip; zero

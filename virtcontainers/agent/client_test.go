@@ -76,6 +76,10 @@ func TestDialRetriesUntilHealthy(t *testing.T) {
 	if z := time.Since(c.GuestClockZero()); z < time.Hour || z > time.Hour+5*time.Second {
 		t.Errorf("guest clock zero %s ago, want an hour (the guest's clock read 1h during Health)", z)
 	}
+	// The guest's clock reading falls within the round trip the call began.
+	if began, sent := c.HandshakeTimes(); began.IsZero() || sent.Before(began) || sent.After(c.GuestClockZero().Add(time.Hour)) {
+		t.Errorf("handshake began %s, Health sent %s, guest read its clock %s: want that order", began, sent, c.GuestClockZero().Add(time.Hour))
+	}
 	if err := c.Close(); err != nil {
 		t.Errorf("close: %v", err)
 	}

@@ -33,8 +33,7 @@ type PolicyCompiler func(text string) (policy.Policy, error)
 type agentService struct {
 	version    string
 	startNs    uint64
-	readyNs    func() uint64
-	announced  func() uint64
+	clock      *bootClock
 	now        func() uint64
 	gate       *policy.Gate
 	queue      *events.Queue
@@ -52,12 +51,14 @@ const eventsMethod = "/coco.agent.v1.Agent/Events"
 
 func (s *agentService) Health(ctx context.Context, _ *api.HealthRequest) (*api.HealthResponse, error) {
 	return &api.HealthResponse{
-		Version:      s.version,
-		AgentStartNs: s.startNs,
-		AgentReadyNs: s.readyNs(),
-		SandboxReady: s.gate.Ready(),
-		NowNs:        s.nowNs(),
-		AnnouncedNs:  s.announced(),
+		Version:        s.version,
+		AgentStartNs:   s.startNs,
+		AgentReadyNs:   s.clock.ready.Load(),
+		SandboxReady:   s.gate.Ready(),
+		NowNs:          s.nowNs(),
+		AnnouncedNs:    s.clock.announced.Load(),
+		FirstRequestNs: s.clock.firstRequest.Load(),
+		FirstReplyNs:   s.clock.firstReply.Load(),
 	}, nil
 }
 

@@ -75,15 +75,24 @@ type Agent struct {
 	queue   *events.Queue
 	streams *stdio.Streams
 	sd      shutdown.Service
-	readyNs atomic.Uint64
-	// announcedNs is when the connection to the host's ReadyPort was up.
-	announcedNs atomic.Uint64
-	now         func() uint64
+	clock   *bootClock
+	now     func() uint64
+}
+
+// bootClock holds the guest clock readings Health reports (0: not yet).
+type bootClock struct {
+	ready     atomic.Uint64 // the ttrpc server began serving
+	announced atomic.Uint64 // the connection to the host's ReadyPort was up
+	// The first request on that connection had been read, and its answer
+	// written: what lies between is guest work, what lies around is the
+	// host's and the vsock path's.
+	firstRequest atomic.Uint64
+	firstReply   atomic.Uint64
 }
 
 // New builds the agent's services. ctx lives as long as the agent.
 func New(ctx context.Context, cfg Config) (*Agent, error) {
-	a := &Agent{queue: events.New(0), now: cfg.Now}
+	a := &Agent{queue: events.New(0), clock: &bootClock{}, now: cfg.Now}
 	ctx, a.sd = shutdown.WithShutdown(ctx)
 	inner, err := task.NewTaskService(ctx, a.queue, a.sd)
 	if err != nil {
@@ -122,8 +131,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	api.RegisterAgentService(a.srv, &agentService{
 		version:    cfg.Version,
 		startNs:    cfg.StartNs,
-		readyNs:    a.readyNs.Load,
-		announced:  a.announcedNs.Load,
+		clock:      a.clock,
 		now:        cfg.Now,
 		gate:       gate,
 		queue:      a.queue,
@@ -186,7 +194,7 @@ func namespaceInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info
 func (a *Agent) Serve(ctx context.Context, agent, streams net.Listener) error {
 	go a.streams.Serve(streams)
 	if a.now != nil {
-		a.readyNs.Store(a.now())
+		a.clock.ready.Store(a.now())
 	}
 	return a.srv.Serve(ctx, agent)
 }
@@ -196,10 +204,35 @@ func (a *Agent) Serve(ctx context.Context, agent, streams net.Listener) error {
 // the connection or the server closes.
 func (a *Agent) ServeConn(ctx context.Context, conn net.Conn) {
 	if a.now != nil {
-		a.announcedNs.Store(a.now())
+		a.clock.announced.Store(a.now())
+		conn = &firstExchange{Conn: conn, now: a.now, clock: a.clock}
 	}
 	l := &connListener{conn: conn, addr: conn.LocalAddr(), closed: make(chan struct{})}
 	go a.srv.Serve(ctx, l)
+}
+
+// firstExchange records when the first read and the first write on the
+// connection completed: the host's first request and the agent's answer.
+type firstExchange struct {
+	net.Conn
+	now   func() uint64
+	clock *bootClock
+}
+
+func (c *firstExchange) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.clock.firstRequest.Load() == 0 {
+		c.clock.firstRequest.CompareAndSwap(0, c.now())
+	}
+	return n, err
+}
+
+func (c *firstExchange) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 && c.clock.firstReply.Load() == 0 {
+		c.clock.firstReply.CompareAndSwap(0, c.now())
+	}
+	return n, err
 }
 
 // connListener hands out one connection, then blocks until closed (the

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -370,7 +371,11 @@ func BenchmarkHealthRoundTrip(b *testing.B) {
 // gate included, on a connection it opened itself, and the host makes its
 // client of that connection without dialling.
 func TestServeConn(t *testing.T) {
-	h := start(t)
+	var tick atomic.Uint64 // a guest clock that moves on each reading
+	h := startWith(t, func(c *Config) { c.Now = func() uint64 { return tick.Add(1) } })
+	if hr := h.client.Health(); hr.GetAnnouncedNs() != 0 || hr.GetFirstRequestNs() != 0 || hr.GetFirstReplyNs() != 0 {
+		t.Errorf("health before any announcement = %+v, want no announcement or first exchange", hr)
+	}
 	hostSide, guestSide := net.Pipe()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -380,8 +385,23 @@ func TestServeConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if hr := c.Health(); hr.GetVersion() != "test" || hr.GetNowNs() != 42 {
-		t.Errorf("health over the agent's own connection = %+v", hr)
+	first := c.Health()
+	if first.GetVersion() != "test" || first.GetNowNs() == 0 {
+		t.Errorf("health over the agent's own connection = %+v", first)
+	}
+	// Later Health calls report when the first request was read and its
+	// answer written, around the clock reading of that answer. The write
+	// may return after the host already has the answer: ask until it did.
+	var hr *api.HealthResponse
+	for hr.GetFirstReplyNs() == 0 && ctx.Err() == nil {
+		if hr, err = c.Agent().Health(ctx, &api.HealthRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	announced, req, reply := hr.GetAnnouncedNs(), hr.GetFirstRequestNs(), hr.GetFirstReplyNs()
+	if !(announced > 0 && announced < req && req < first.GetNowNs() && first.GetNowNs() < reply && reply < hr.GetNowNs()) {
+		t.Errorf("announced %d, first request %d, first answer made %d, written %d, now %d: want strictly increasing",
+			announced, req, first.GetNowNs(), reply, hr.GetNowNs())
 	}
 	nctx := namespaces.WithNamespace(ctx, "k8s.io")
 	_, err = c.Task().Create(nctx, &task.CreateTaskRequest{ID: "c1", Bundle: "/b"})

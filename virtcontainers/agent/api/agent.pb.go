@@ -87,8 +87,13 @@ type HealthResponse struct {
 	SandboxReady  bool   `protobuf:"varint,5,opt,name=sandbox_ready,json=sandboxReady,proto3" json:"sandbox_ready,omitempty"`
 	NowNs         uint64 `protobuf:"varint,6,opt,name=now_ns,json=nowNs,proto3" json:"now_ns,omitempty"`                   // when this answer was made: maps the guest clock onto the host's
 	AnnouncedNs   uint64 `protobuf:"varint,7,opt,name=announced_ns,json=announcedNs,proto3" json:"announced_ns,omitempty"` // when the agent's connection to the host's ReadyPort was up (0: none)
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The first request on that connection (the host's first Health): when
+	// the agent had read it and when it had written the answer (0: not yet).
+	// They split the first exchange into host and guest time.
+	FirstRequestNs uint64 `protobuf:"varint,8,opt,name=first_request_ns,json=firstRequestNs,proto3" json:"first_request_ns,omitempty"`
+	FirstReplyNs   uint64 `protobuf:"varint,9,opt,name=first_reply_ns,json=firstReplyNs,proto3" json:"first_reply_ns,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HealthResponse) Reset() {
@@ -166,6 +171,20 @@ func (x *HealthResponse) GetNowNs() uint64 {
 func (x *HealthResponse) GetAnnouncedNs() uint64 {
 	if x != nil {
 		return x.AnnouncedNs
+	}
+	return 0
+}
+
+func (x *HealthResponse) GetFirstRequestNs() uint64 {
+	if x != nil {
+		return x.FirstRequestNs
+	}
+	return 0
+}
+
+func (x *HealthResponse) GetFirstReplyNs() uint64 {
+	if x != nil {
+		return x.FirstReplyNs
 	}
 	return 0
 }
@@ -962,7 +981,7 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\rcoco.agent.v1\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
-	"\rHealthRequest\"\xfd\x01\n" +
+	"\rHealthRequest\"\xcd\x02\n" +
 	"\x0eHealthResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12&\n" +
 	"\x0fkernel_start_ns\x18\x02 \x01(\x04R\rkernelStartNs\x12$\n" +
@@ -970,7 +989,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eagent_ready_ns\x18\x04 \x01(\x04R\fagentReadyNs\x12#\n" +
 	"\rsandbox_ready\x18\x05 \x01(\bR\fsandboxReady\x12\x15\n" +
 	"\x06now_ns\x18\x06 \x01(\x04R\x05nowNs\x12!\n" +
-	"\fannounced_ns\x18\a \x01(\x04R\vannouncedNs\"\xe5\x02\n" +
+	"\fannounced_ns\x18\a \x01(\x04R\vannouncedNs\x12(\n" +
+	"\x10first_request_ns\x18\b \x01(\x04R\x0efirstRequestNs\x12$\n" +
+	"\x0efirst_reply_ns\x18\t \x01(\x04R\ffirstReplyNs\"\xe5\x02\n" +
 	"\x13SetupSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
