@@ -3,6 +3,8 @@ package initdata
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,5 +258,74 @@ func TestLoadInGuestComparesReport(t *testing.T) {
 	opts.Report = func([]byte) ([]byte, string, error) { return nil, "arm_cca_guest", nil }
 	if res, err := LoadInGuest(opts); err != nil || !strings.Contains(res.Note, "only the verifier") {
 		t.Fatalf("unknown provider: %+v %v", res, err)
+	}
+}
+
+// A TEE guest (Strict) takes nothing on the host's word: each way a hostile
+// host could separate the init-data from what the hardware recorded at
+// launch is refused, naming the field and both values.
+func TestLoadInGuestStrictRefusesHostileHost(t *testing.T) {
+	raw := doc("sha256")
+	digest := mustParse(t, raw).Digest()
+	snp := func(hostData []byte) func([]byte) ([]byte, string, error) {
+		return func([]byte) ([]byte, string, error) {
+			r := make([]byte, 0x4A0)
+			copy(r[0xC0:], hostData)
+			return r, "sev_guest", nil
+		}
+	}
+	noReport := func([]byte) ([]byte, string, error) {
+		return nil, "", fmt.Errorf("no configfs-tsm, no /dev/sev-guest: %w", errdefs.ErrNotFound)
+	}
+	other := bytes.Repeat([]byte{0xAB}, 32)
+	for _, tc := range []struct {
+		name     string
+		attached bool
+		report   func([]byte) ([]byte, string, error)
+		want     []string // all in the error; none = accepted
+	}{
+		{name: "bound init-data", attached: true, report: snp(Fit(digest, 32))},
+		{name: "no init-data, zero HOST_DATA", report: snp(make([]byte, 32))},
+		{name: "init-data stripped while HOST_DATA is set", report: snp(Fit(digest, 32)),
+			want: []string{"SNP HOST_DATA", hex.EncodeToString(digest), "no init-data disk is attached"}},
+		{name: "host-made init-data, zero HOST_DATA", attached: true, report: snp(make([]byte, 32)),
+			want: []string{"does not match SNP HOST_DATA", strings.Repeat("00", 32), hex.EncodeToString(digest)}},
+		{name: "mismatched digest", attached: true, report: snp(other),
+			want: []string{"does not match SNP HOST_DATA", hex.EncodeToString(other), hex.EncodeToString(digest)}},
+		{name: "no report source", attached: true, report: noReport,
+			want: []string{"cannot read its own attestation report", "refuses to run containers"}},
+		{name: "no report source, no init-data", report: noReport,
+			want: []string{"cannot read its own attestation report"}},
+		{name: "unknown report provider", attached: true,
+			report: func([]byte) ([]byte, string, error) { return make([]byte, 64), "fake_guest", nil },
+			want:   []string{`"fake_guest"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.attached {
+				if err := WriteBlockImage(filepath.Join(dir, "vda"), raw); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out := filepath.Join(dir, "out")
+			res, err := LoadInGuest(GuestOptions{Devices: []string{filepath.Join(dir, "vd*")}, Dir: out, Report: tc.report, Strict: true})
+			if len(tc.want) == 0 {
+				if err != nil || res.TEE != "snp" {
+					t.Fatalf("refused: %+v %v", res, err)
+				}
+				return
+			}
+			if !errdefs.IsFailedPrecondition(err) {
+				t.Fatalf("err = %v, want a failed precondition", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatal("init-data published despite the refusal")
+			}
+		})
 	}
 }

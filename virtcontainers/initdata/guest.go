@@ -2,6 +2,7 @@ package initdata
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -156,6 +157,12 @@ type GuestOptions struct {
 	// Report, when set, replaces ReadTSMReport (guests with another report
 	// interface, e.g. /dev/sev-guest through go-sev-guest; tests).
 	Report func(reportData []byte) (evidence []byte, provider string, err error)
+	// Strict is set in a TEE guest (its measured boot says so). The guest
+	// then must read its report, and the report's binding field must match
+	// the init-data exactly: no report, a field set while no init-data is
+	// attached, or a mismatch are errdefs.ErrFailedPrecondition. Without
+	// Strict (a plain VM) a missing report is only noted.
+	Strict bool
 }
 
 // GuestResult is what the guest learned from its init-data.
@@ -173,14 +180,13 @@ type GuestResult struct {
 
 // LoadInGuest is the agent's init-data step, run once before any policy is
 // applied: find the image, validate it (version, algorithm, limits), compare
-// its digest with the TEE report when the guest has one, and only then
-// publish the files. A mismatch with the report is
-// errdefs.ErrFailedPrecondition: the host changed the init-data after
-// launch, and the sandbox must not start. A pod without init-data is not an
-// error (InitData is nil). The guest must have devtmpfs on /dev and, for the
-// report comparison, configfs mounted on /sys/kernel/config (kernel 6.7+
-// with the sev-guest or tdx-guest driver); without configfs-tsm the result
-// carries a note and only the verifier checks the digest.
+// its digest with the TEE report, and only then publish the files. A
+// mismatch with the report is errdefs.ErrFailedPrecondition: the host
+// changed the init-data after launch, and the sandbox must not start. A pod
+// without init-data is not an error (InitData is nil) unless Strict finds
+// the report's binding field set. The guest must have devtmpfs on /dev and
+// a report source (configfs-tsm on Linux 6.7+, or opts.Report); without one
+// a plain VM's result carries a note and only the verifier checks the digest.
 func LoadInGuest(opts GuestOptions) (*GuestResult, error) {
 	if len(opts.Devices) == 0 {
 		opts.Devices = GuestDevicePatterns()
@@ -191,38 +197,87 @@ func LoadInGuest(opts GuestOptions) (*GuestResult, error) {
 	if opts.TSMRoot == "" {
 		opts.TSMRoot = TSMReportDir
 	}
-	raw, dev, err := Scan(opts.Devices)
-	if errdefs.IsNotFound(err) {
-		return &GuestResult{Note: "no init-data image attached"}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	id, err := Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("init-data on %s: %w", dev, err)
-	}
-	res := &GuestResult{InitData: id, Device: dev}
 	report := opts.Report
 	if report == nil {
 		report = func(d []byte) ([]byte, string, error) { return ReadTSMReport(opts.TSMRoot, d) }
 	}
-	var kind tee.Kind
-	blob, provider, err := report(nil)
-	if err == nil {
-		kind, err = verifyEvidence(provider, blob, id)
+	raw, dev, err := Scan(opts.Devices)
+	absent := errdefs.IsNotFound(err)
+	if err != nil && !absent {
+		return nil, err
 	}
+	var id *InitData
+	if !absent {
+		if id, err = Parse(raw); err != nil {
+			return nil, fmt.Errorf("init-data on %s: %w", dev, err)
+		}
+	}
+	res := &GuestResult{InitData: id, Device: dev}
 	switch {
-	case err == nil:
-		res.TEE = kind
-	case errdefs.IsNotFound(err) || errdefs.IsNotImplemented(err):
-		res.TEE = kind
-		res.Note = fmt.Sprintf("init-data %s digest not compared in the guest (%v); only the verifier can check it", id.Algorithm, err)
-	default:
-		return nil, fmt.Errorf("init-data on %s: %w", dev, err)
+	case opts.Strict:
+		if res.TEE, err = verifyStrict(report, id); err != nil {
+			return nil, err
+		}
+	case id != nil:
+		blob, provider, err := report(nil)
+		if err == nil {
+			res.TEE, err = verifyEvidence(provider, blob, id)
+		}
+		switch {
+		case err == nil:
+		case errdefs.IsNotFound(err) || errdefs.IsNotImplemented(err):
+			res.Note = fmt.Sprintf("init-data %s digest not compared in the guest (%v); only the verifier can check it", id.Algorithm, err)
+		default:
+			return nil, fmt.Errorf("init-data on %s: %w", dev, err)
+		}
+	}
+	if id == nil {
+		res.Note = "no init-data image attached"
+		return res, nil
 	}
 	if res.Policy, err = WriteFiles(opts.Dir, raw, id); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// verifyStrict is the TEE guest's binding check: the report must exist and
+// its binding field must be digest(id) fitted to the field, or all zero when
+// no init-data is attached (the owner sent none). Every refusal is
+// errdefs.ErrFailedPrecondition and names the field and both values.
+func verifyStrict(report func([]byte) ([]byte, string, error), id *InitData) (tee.Kind, error) {
+	blob, provider, err := report(nil)
+	if err != nil {
+		return "", fmt.Errorf("this TEE guest cannot read its own attestation report (%v), so it cannot check that its init-data and policy are the owner's; "+
+			"it refuses to run containers (a TEE guest needs /dev/sev-guest, /dev/tdx_guest or configfs-tsm in its kernel): %w", err, errdefs.ErrFailedPrecondition)
+	}
+	kind, err := ProviderKind(provider)
+	if err != nil {
+		return "", fmt.Errorf("TEE report: %v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	field, err := ReportField(kind, blob)
+	if err != nil {
+		return kind, fmt.Errorf("TEE report: %v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	if id == nil {
+		if !allZero(field) {
+			return kind, fmt.Errorf("%s in the TEE report is %s, but no init-data disk is attached: the host withheld the init-data the owner launched with; "+
+				"attach it (pod annotation io.katacontainers.config.hypervisor.cc_init_data) or launch with an all-zero %s: %w",
+				FieldName(kind), hex.EncodeToString(field), FieldName(kind), errdefs.ErrFailedPrecondition)
+		}
+		return kind, nil
+	}
+	if err := VerifyAgainstReport(kind, id.Digest(), field); err != nil {
+		return kind, fmt.Errorf("init-data: %w", err)
+	}
+	return kind, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
