@@ -5,7 +5,8 @@ GUEST_OUT     ?= build/guest
 COCO_CACHE    ?= /var/cache/coco
 KERNEL_PIN    := guest-assets/kernel/kernel.pin
 # Modules the guest loads (their dependencies are added, built-ins dropped).
-GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon
+# sev-guest (/dev/sev-guest, SNP reports) is loaded only by a TEE guest.
+GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon,sev-guest
 # 1 keeps the modules' signatures, for guest kernels that enforce them
 # (Secure Boot lockdown); stripped by default: see moddep.Install.
 KEEP_MODULE_SIGNATURES ?=
@@ -45,12 +46,13 @@ coco-pause:
 	@mkdir -p $(GUEST_OUT)
 	$(PAUSE_CC) -static -Os -s -Wall -Wextra -Werror -Wl,--build-id=none -o $(GUEST_OUT)/coco-pause guest-assets/pause/pause.c
 
-# initrd.img carries everything (TEE classes: all of it is measured);
+# initrd.img carries everything and is marked TEE (TEE classes: all of it is
+# measured, and its agent fails closed: guest-assets/agent/trust);
 # initrd-dev.img + tools.erofs are the same files with crun and coco-policy
 # on a disk instead (coco-dev: the kernel unpacks 12 MB, not 34 MB).
 initrd:
 	$(GO) run ./guest-assets/cmd/mkinitrd -assets $(GUEST_OUT) -init $(GUEST_OUT)/coco-agent \
-		-compression $(INITRD_COMPRESSION) -o $(GUEST_OUT)/initrd.img
+		-compression $(INITRD_COMPRESSION) -tee -o $(GUEST_OUT)/initrd.img
 	$(GO) run ./guest-assets/cmd/mkinitrd -assets $(GUEST_OUT) -init $(GUEST_OUT)/coco-agent \
 		-compression $(INITRD_COMPRESSION) -tools-out $(GUEST_OUT)/tools.erofs -o $(GUEST_OUT)/initrd-dev.img
 

@@ -3,10 +3,12 @@
 //
 //	mkinitrd -assets build/guest -init build/guest/coco-agent -o build/guest/initrd.img
 //	         [-crun build/guest/crun] [-pause build/guest/coco-pause] [-policy build/guest/coco-policy] [-compression none|gzip] [-add /guest/path=host/path ...]
-//	         [-tools-out build/guest/tools.erofs]
+//	         [-tools-out build/guest/tools.erofs] [-tee]
 //
 // With -tools-out, crun and coco-policy go into that EROFS image (the
-// tools disk of runtime classes without a TEE) instead of the initrd.
+// tools disk of runtime classes without a TEE) instead of the initrd. With
+// -tee the initrd is a TEE guest's: its agent fails closed (see
+// guest-assets/agent/trust); -tee and -tools-out exclude each other.
 package main
 
 import (
@@ -52,7 +54,12 @@ func main() {
 	flag.Var(extra, "add", "extra file, /guest/path=host/path (repeatable)")
 	toolsOut := flag.String("tools-out", "", "write crun and coco-policy to this read-only EROFS `image` (hypervisor.tools_image) and leave them out of the initrd")
 	mkfs := flag.String("mkfs", "mkfs.erofs", "mkfs.erofs binary for -tools-out")
+	teeGuest := flag.Bool("tee", false, "mark the initrd as a TEE guest's ("+layout.TEEMarkerPath+"): its agent refuses what it cannot verify")
 	flag.Parse()
+	if *teeGuest && *toolsOut != "" {
+		fmt.Fprintln(os.Stderr, "mkinitrd: -tee and -tools-out exclude each other: a TEE guest ignores the tools disk and must carry crun and coco-policy")
+		os.Exit(2)
+	}
 	if *pause == "" {
 		*pause = filepath.Join(*assets, "coco-pause")
 	}
@@ -62,7 +69,7 @@ func main() {
 	if *crun == "" {
 		*crun = filepath.Join(*assets, "crun")
 	}
-	in := layout.Inputs{Init: *initPath, Crun: *crun, Pause: *pause, Policy: *policyEngine, Assets: *assets, Extra: extra}
+	in := layout.Inputs{Init: *initPath, Crun: *crun, Pause: *pause, Policy: *policyEngine, Assets: *assets, Extra: extra, TEE: *teeGuest}
 	if *toolsOut != "" {
 		if err := writeTools(in, *mkfs, *toolsOut); err != nil {
 			fmt.Fprintln(os.Stderr, "mkinitrd:", err)

@@ -7,6 +7,7 @@
 //	/lib/modules/<release>/kernel/...  the modules of the manifest, uncompressed
 //	/etc/coco/modules                  load order for guest-assets/kmod
 //	/etc/coco/kernel.release           the release the modules belong to
+//	/etc/coco/tee                      only in a TEE initrd: the guest is confidential
 //	/dev/console                       so the kernel can hand PID 1 a console
 //	/proc /sys /dev /run /tmp /etc     mount points and scratch
 package layout
@@ -34,6 +35,9 @@ const (
 	PolicyPath        = policyproc.GuestPath // /usr/bin/coco-policy
 	ModulesManifest   = kmod.DefaultManifest // /etc/coco/modules
 	KernelReleasePath = "/etc/coco/kernel.release"
+	// TEEMarkerPath makes the agent a TEE guest (guest-assets/agent/trust);
+	// the initrd is measured, so a verifier sees whether it is there.
+	TEEMarkerPath = "/etc/coco/tee"
 )
 
 // Inputs are the host files the initrd is made of.
@@ -55,6 +59,9 @@ type Inputs struct {
 	// Extra maps further guest paths to host files (mode 0755 if the host
 	// file is executable, else 0644), for what the agent asks to carry.
 	Extra map[string]string
+	// TEE marks the initrd as a TEE guest's (TEEMarkerPath): its agent
+	// fails closed whatever the host says.
+	TEE bool
 }
 
 // Entries returns the initrd's entries for in. Missing inputs are errors
@@ -89,6 +96,9 @@ func Entries(in Inputs) ([]initrd.Entry, error) {
 		initrd.CharDevice("/dev/console", 0o600, 5, 1),
 		{Path: ModulesManifest, Mode: 0o644, Data: manifest},
 		{Path: KernelReleasePath, Mode: 0o644, Data: []byte(release + "\n")},
+	}
+	if in.TEE {
+		entries = append(entries, initrd.Entry{Path: TEEMarkerPath, Mode: 0o644, Data: []byte(teeMarkerText)})
 	}
 	add := func(guest, host string, perm fs.FileMode) error {
 		e, err := initrd.File(guest, host, perm)
@@ -142,6 +152,9 @@ func Entries(in Inputs) ([]initrd.Entry, error) {
 	}
 	return entries, nil
 }
+
+const teeMarkerText = "This initrd boots a confidential (TEE) guest: coco-agent takes the TEE policy,\n" +
+	"ignores any tools disk and refuses containers unless its attestation report binds its init-data.\n"
 
 // checkManifest makes sure every module the manifest names is in the
 // modules directory, so a stale manifest fails here and not in the guest.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coco-runtime/coco/guest-assets/agent/trust"
 	"github.com/coco-runtime/coco/guest-assets/initrd"
 )
 
@@ -84,6 +85,34 @@ func TestLayout(t *testing.T) {
 	}
 	if m := got["/usr/bin/extra"].Mode.Perm(); m != 0o755 {
 		t.Errorf("extra mode %v, want 0755", m)
+	}
+	if _, ok := got[TEEMarkerPath]; ok {
+		t.Errorf("%s in an initrd not marked TEE", TEEMarkerPath)
+	}
+}
+
+// Only a TEE initrd carries the marker that puts its agent in TEE mode.
+func TestLayoutTEEMarker(t *testing.T) {
+	in, _ := fakeAssets(t)
+	in.TEE = true
+	entries, err := Entries(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Path == TEEMarkerPath {
+			if len(e.Data) == 0 || e.Mode.Perm() != 0o644 {
+				t.Fatalf("marker %+v", e)
+			}
+			return
+		}
+	}
+	t.Fatalf("%s missing from a TEE initrd", TEEMarkerPath)
+}
+
+func TestTEEMarkerIsWhereTheAgentLooks(t *testing.T) {
+	if TEEMarkerPath != trust.MarkerPath {
+		t.Fatalf("layout writes %s, the agent looks for %s", TEEMarkerPath, trust.MarkerPath)
 	}
 }
 
