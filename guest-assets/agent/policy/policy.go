@@ -52,6 +52,7 @@ type Gate struct {
 	ready    atomic.Bool
 	readyCh  chan struct{}
 	validate Validator
+	owner    func(ctx context.Context) error // nil: nothing to wait for
 }
 
 // NewGate returns a gate with the given policy (nil = AllowAll) and extra
@@ -62,6 +63,13 @@ func NewGate(p Policy, v Validator) *Gate {
 	}
 	return &Gate{policy: p, validate: v, readyCh: make(chan struct{})}
 }
+
+// WaitOwner makes every request but Health wait for wait before anything
+// else is checked: the agent loads and verifies the owner's init-data (and
+// installs the owner's policy) there, so that SetupSandbox itself is judged
+// by the owner's policy. An error from wait refuses the request with it.
+// Call before serving.
+func (g *Gate) WaitOwner(wait func(ctx context.Context) error) { g.owner = wait }
 
 // SetPolicy replaces the policy for later requests.
 func (g *Gate) SetPolicy(p Policy) {
@@ -92,6 +100,11 @@ func (g *Gate) Ready() bool { return g.ready.Load() }
 
 // Check runs the gate for one request and returns an errdefs-classed error.
 func (g *Gate) Check(ctx context.Context, method string, req proto.Message) error {
+	if g.owner != nil && method != HealthMethod {
+		if err := g.owner(ctx); err != nil {
+			return fmt.Errorf("%s refused: %w", methodName(method), err)
+		}
+	}
 	if !g.ready.Load() && method != HealthMethod && method != SetupSandboxMethod {
 		return fmt.Errorf("%s refused: sandbox not set up (call SetupSandbox first): %w", methodName(method), errdefs.ErrFailedPrecondition)
 	}
