@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/sandbox/ratelog"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
@@ -232,22 +233,32 @@ func (s *vmSandbox) setupRequest() (*api.SetupSandboxRequest, error) {
 
 // pumpEvents forwards guest events in order. When the stream ends (the VM
 // is gone or stopping) every process still running gets its TaskExit.
+// Events are the guest's word: ids are checked here, the rest against the
+// task table in the shim, and warnings about refused events are rate-limited.
 func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClient) {
 	defer s.closeEvents()
+	drops := ratelog.New(10, time.Minute)
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
 			break
 		}
+		entry := log.G(ctx).WithField("topic", ratelog.Clip(ev.GetTopic()))
 		msg, err := typeurl.UnmarshalAny(ev.GetEvent())
 		if err != nil {
-			log.G(ctx).WithError(err).WithField("topic", ev.GetTopic()).Warn("dropping undecodable guest event")
+			drops.Warn(entry.WithField("error", ratelog.Clip(err.Error())), "dropping undecodable guest event")
+			continue
+		}
+		if err := checkEventIDs(msg); err != nil {
+			drops.Warn(entry.WithField("error", err.Error()), "dropping a guest event with a malformed id")
 			continue
 		}
 		if s.opts.SandboxAPI && containerOf(msg) == s.opts.ID {
 			continue // the guest's own pause container: containerd has no such task
 		}
-		s.live.observe(msg)
+		if !s.live.observe(msg) {
+			drops.Warn(entry, fmt.Sprintf("the guest reports more than %d live processes; not tracking more", maxLiveProcs))
+		}
 		s.events <- Event{Topic: ev.GetTopic(), Message: msg}
 	}
 	orphans := s.live.orphanExits(orphanExitStatus)

@@ -236,6 +236,16 @@ func (s *Sandbox) OOM(id string) {
 	s.emit(&eventstypes.TaskOOM{ContainerID: id})
 }
 
+// Inject queues an event exactly as given, as a hostile guest could send it:
+// any type, any topic, any ids.
+func (s *Sandbox) Inject(ev sandbox.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.stopped {
+		s.events <- ev
+	}
+}
+
 // Crash simulates the VM dying: every live process exits with 137, execs
 // before their init, then the event channel closes.
 func (s *Sandbox) Crash(reason string) {

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -20,6 +19,7 @@ import (
 	"github.com/coco-runtime/coco/configs"
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/sandbox"
+	"github.com/coco-runtime/coco/sandbox/ratelog"
 	"github.com/coco-runtime/coco/shim/events"
 	"github.com/coco-runtime/coco/shim/options"
 )
@@ -70,9 +70,12 @@ func (s State) String() string {
 	return [...]string{"empty", "created", "ready", "stopped"}[s]
 }
 
-// Observer sees each guest event, in order, before it is published; it may
-// rewrite the message (e.g. guest pids into the host's view).
-type Observer func(ev *sandbox.Event)
+// Observer sees each guest event, in order, before it is published. It
+// checks the event against the shim's own record of the pod's processes and
+// returns an error for one that names a process the shim does not know (the
+// event is then dropped); it may rewrite the message (e.g. guest pids into
+// the host's view).
+type Observer func(ev *sandbox.Event) error
 
 // Pod is the shim's single pod.
 type Pod struct {
@@ -97,7 +100,17 @@ type Pod struct {
 	exitOnce   sync.Once
 	exited     chan struct{} // closed once the VM is gone
 	forwarded  chan struct{} // closed once the last event is published
+
+	// dropLog bounds the warnings about events refused from the guest.
+	dropLog *ratelog.Limiter
 }
+
+// At most dropLogBurst warnings about refused guest events per
+// dropLogInterval; the rest are counted in the next warning.
+const (
+	dropLogBurst    = 10
+	dropLogInterval = time.Minute
+)
 
 // New returns an empty pod. ctx carries the containerd namespace.
 func New(ctx context.Context, ns string, deps Deps, pub events.Publisher) *Pod {
@@ -110,6 +123,7 @@ func New(ctx context.Context, ns string, deps Deps, pub events.Publisher) *Pod {
 		cancelPublish: cancel,
 		exited:        make(chan struct{}),
 		forwarded:     make(chan struct{}),
+		dropLog:       ratelog.New(dropLogBurst, dropLogInterval),
 	}
 }
 
@@ -378,7 +392,10 @@ func (p *Pod) Exit() (hypervisor.ExitStatus, bool) {
 func (p *Pod) Forwarded() <-chan struct{} { return p.forwarded }
 
 // forward is the only publisher of guest events: one goroutine, one event
-// at a time, in channel order.
+// at a time, in channel order. The guest is not trusted: an event is
+// published only under the topic its type implies, and only once the
+// observer (the task table) has found the process it names. Without an
+// observer nothing can be checked, so nothing is published.
 func (p *Pod) forward(ch <-chan sandbox.Event, observe Observer) {
 	defer close(p.forwarded)
 	ctx := log.WithLogger(p.ctx, log.G(p.ctx).WithField("pod", p.ID()))
@@ -386,12 +403,22 @@ func (p *Pod) forward(ch <-chan sandbox.Event, observe Observer) {
 		if ev.Message == nil {
 			continue
 		}
-		if observe != nil {
-			observe(&ev)
+		entry := log.G(ctx).WithFields(log.Fields{"type": fmt.Sprintf("%T", ev.Message), "guest_topic": ratelog.Clip(ev.Topic)})
+		topic, ok := guestTopic(ev.Message)
+		if !ok {
+			p.dropLog.Warn(entry, "dropping a guest event of a type the guest may not send")
+			continue
 		}
-		topic := ev.Topic
-		if topic == "" {
-			topic = runtime.GetTopic(ev.Message)
+		if ev.Topic != "" && ev.Topic != topic {
+			p.dropLog.Warn(entry.WithField("topic", topic), "guest event came with a topic that does not match its type; publishing it under its type's topic")
+		}
+		if observe == nil {
+			p.dropLog.Warn(entry, "dropping a guest event: no task table to check it against")
+			continue
+		}
+		if err := observe(&ev); err != nil {
+			p.dropLog.Warn(entry.WithField("error", ratelog.Clip(err.Error())), "dropping a guest event that names no process of this pod")
+			continue
 		}
 		if err := p.pub.Publish(ctx, topic, ev.Message); err != nil {
 			log.G(ctx).WithError(err).WithField("topic", topic).Error("event lost")

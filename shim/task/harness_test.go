@@ -105,10 +105,17 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessCtx(t, context.Background())
+}
+
+// newHarnessCtx is newHarness with a parent context (e.g. one carrying a
+// logger the test reads).
+func newHarnessCtx(t *testing.T, parent context.Context) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	h := &harness{
 		t:      t,
-		ctx:    namespaces.WithNamespace(context.Background(), testNS),
+		ctx:    namespaces.WithNamespace(parent, testNS),
 		dir:    dir,
 		runDir: filepath.Join(dir, "run"),
 		pub:    &recorder{},

@@ -497,41 +497,76 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	return &emptypb.Empty{}, nil
 }
 
-// observe updates the table from a guest event and rewrites it into the
-// host's view (host bundle and stdio, the VMM's pid) before it is published.
-func (s *Service) observe(ev *sandbox.Event) {
+// observe checks a guest event against the table, updates the table from it
+// and rewrites it into the host's view (host bundle and stdio, the VMM's pid)
+// before it is published. An event that names a container or exec this shim
+// does not have (or a second exit) is an error: the pod drops it.
+func (s *Service) observe(ev *sandbox.Event) error {
 	pid := s.pod.VMMPid()
 	switch m := ev.Message.(type) {
 	case *eventstypes.TaskCreate:
-		if c, p, err := s.table.snapshot(m.ContainerID, ""); err == nil {
-			m.Bundle, m.Rootfs = c.bundle, c.rootfs
-			m.IO = &eventstypes.TaskIO{Stdin: p.stdin, Stdout: p.stdout, Stderr: p.stderr, Terminal: p.terminal}
+		c, p, err := s.table.snapshot(m.ContainerID, "")
+		if err != nil {
+			return err
 		}
+		m.Bundle, m.Rootfs = c.bundle, c.rootfs
+		m.IO = &eventstypes.TaskIO{Stdin: p.stdin, Stdout: p.stdout, Stderr: p.stderr, Terminal: p.terminal}
+		m.Checkpoint = ""
 		m.Pid = pid
 	case *eventstypes.TaskStart:
+		if err := s.table.known(m.ContainerID, ""); err != nil {
+			return err
+		}
 		s.table.setStatus(m.ContainerID, "", toRunning)
 		m.Pid = pid
+	case *eventstypes.TaskExecAdded:
+		return s.table.known(m.ContainerID, m.ExecID)
 	case *eventstypes.TaskExecStarted:
+		if err := s.table.known(m.ContainerID, m.ExecID); err != nil {
+			return err
+		}
 		s.table.setStatus(m.ContainerID, m.ExecID, toRunning)
 		m.Pid = pid
 	case *eventstypes.TaskExit:
-		execID := m.ID
-		if execID == m.ContainerID {
-			execID = ""
-		}
 		at := time.Now()
 		if m.ExitedAt != nil {
 			at = m.ExitedAt.AsTime()
 		}
-		s.table.exit(m.ContainerID, execID, m.ExitStatus, at)
+		if err := s.table.exit(m.ContainerID, execOf(m.ContainerID, m.ID), m.ExitStatus, at); err != nil {
+			return err
+		}
 		m.Pid = pid
+	case *eventstypes.TaskOOM:
+		return s.table.known(m.ContainerID, "")
 	case *eventstypes.TaskPaused:
+		if err := s.table.known(m.ContainerID, ""); err != nil {
+			return err
+		}
 		s.table.setStatus(m.ContainerID, "", func(st status) (status, bool) { return paused, st == running })
 	case *eventstypes.TaskResumed:
+		if err := s.table.known(m.ContainerID, ""); err != nil {
+			return err
+		}
 		s.table.setStatus(m.ContainerID, "", func(st status) (status, bool) { return running, st == paused })
 	case *eventstypes.TaskDelete:
+		if err := s.table.deleteEvent(m.ContainerID, execOf(m.ContainerID, m.ID)); err != nil {
+			return err
+		}
 		m.Pid = pid
+	default:
+		return fmt.Errorf("%T is not a task event: %w", ev.Message, errdefs.ErrInvalidArgument)
 	}
+	return nil
+}
+
+// execOf maps an event's process id to the table's exec id: the init
+// process is named by the container id (runc's TaskExit) or by nothing
+// (runc's TaskDelete).
+func execOf(containerID, id string) string {
+	if id == containerID {
+		return ""
+	}
+	return id
 }
 
 // reconcile marks every process stopped once the VM is gone and every event

@@ -68,6 +68,9 @@ type container struct {
 	isSandbox bool
 	init      *proc
 	execs     map[string]*proc
+	// deleteSeen is set once the guest's TaskDelete for the container has
+	// been checked, so that remove knows whether one may still trail it.
+	deleteSeen bool
 }
 
 // table is the host-side record of every task and exec. It answers
@@ -76,7 +79,16 @@ type container struct {
 type table struct {
 	mu         sync.Mutex
 	containers map[string]*container
+	// deleted names the last few containers removed before their guest
+	// TaskDelete was seen: the guest publishes it while it answers Delete,
+	// and the event may reach the host after the record is gone. Each
+	// name admits one TaskDelete.
+	deleted []string
 }
+
+// maxDeleted bounds table.deleted: containerd deletes containers one at a
+// time, so only the last few can have a TaskDelete in flight.
+const maxDeleted = 32
 
 func newTable() *table {
 	return &table{containers: make(map[string]*container)}
@@ -99,6 +111,7 @@ func (t *table) reserve(c *container) error {
 	c.init = newProc("")
 	c.execs = make(map[string]*proc)
 	t.containers[c.id] = c
+	t.forgetDeletedLocked(c.id)
 	return nil
 }
 
@@ -208,16 +221,57 @@ func (t *table) checkStatus(id, execID, verb string, want ...status) error {
 	return fmt.Errorf("%s is %s, cannot %s it: %w", name(id, execID), p.status, verb, errdefs.ErrFailedPrecondition)
 }
 
-// exit records a process's exit once; later reports are ignored.
-func (t *table) exit(id, execID string, code uint32, at time.Time) {
+// exit records a process's exit. An exit for a process the table does not
+// know, or a second exit for one, is an error: a guest that reports it is
+// lying, and containerd must not hear it.
+func (t *table) exit(id, execID string, code uint32, at time.Time) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	_, p, err := t.getLocked(id, execID)
-	if err != nil || p.status == stopped {
-		return
+	if err != nil {
+		return err
+	}
+	if p.status == stopped {
+		return fmt.Errorf("%s has already exited: %w", name(id, execID), errdefs.ErrFailedPrecondition)
 	}
 	p.status, p.exitStatus, p.exitedAt = stopped, code, at
 	close(p.exited)
+	return nil
+}
+
+// known fails with NotFound unless the table has the process.
+func (t *table) known(id, execID string) error {
+	_, _, err := t.get(id, execID)
+	return err
+}
+
+// deleteEvent admits a guest TaskDelete: for a process the table has, or
+// once for a container removed before its TaskDelete arrived.
+func (t *table) deleteEvent(id, execID string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, _, err := t.getLocked(id, execID)
+	if err == nil {
+		if execID == "" {
+			c.deleteSeen = true
+		}
+		return nil
+	}
+	if execID == "" && t.forgetDeletedLocked(id) {
+		return nil
+	}
+	return err
+}
+
+// forgetDeletedLocked removes id from t.deleted and reports whether it was there.
+func (t *table) forgetDeletedLocked(id string) bool {
+	for i, d := range t.deleted {
+		if d == id {
+			t.deleted = append(t.deleted[:i], t.deleted[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // exitAll stops every process still alive (the VM is gone).
@@ -255,6 +309,12 @@ func (t *table) remove(id, execID string) []*hostio.Process {
 		ios = append(ios, p.io)
 	}
 	delete(t.containers, id)
+	if !c.deleteSeen {
+		if len(t.deleted) == maxDeleted {
+			t.deleted = t.deleted[1:]
+		}
+		t.deleted = append(t.deleted, id)
+	}
 	return ios
 }
 
