@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -92,6 +93,18 @@ func Split(mods []Module, names ...string) (first, rest []Module) {
 		}
 	}
 	return mods[:cut], mods[cut:]
+}
+
+// Take picks the named modules out of mods, keeping both lists in order.
+func Take(mods []Module, names ...string) (picked, rest []Module) {
+	for _, m := range mods {
+		if slices.Contains(names, m.Name()) {
+			picked = append(picked, m)
+		} else {
+			rest = append(rest, m)
+		}
+	}
+	return picked, rest
 }
 
 // LoadManifest loads every module listed in the manifest at path, in order.

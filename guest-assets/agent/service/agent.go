@@ -40,7 +40,8 @@ type agentService struct {
 	reader     events.Reader
 	guest      Guest
 	compile    PolicyCompiler
-	initData   func(ctx context.Context) (string, error)
+	owner      *owner // nil: the guest has no init-data
+	tee        bool
 	destroy    func(reason string)
 	containers *container.Manager
 	setupMu    sync.Mutex
@@ -75,29 +76,16 @@ func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequ
 	if s.setupFor != "" {
 		return nil, fmt.Errorf("sandbox %s is already set up: %w", s.setupFor, errdefs.ErrAlreadyExists)
 	}
-	// The policy comes first: if it does not compile nothing else changes.
-	// The pod owner's policy in init-data (which the verifier sees) wins
-	// over one the host proposes; the guest image's default applies when
-	// neither exists.
-	text := r.GetPolicy()
-	if s.initData != nil {
-		owner, err := s.initData(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("init-data: %w", err)
-		}
-		if owner != "" {
-			if text != "" {
-				log.G(ctx).Warn("ignoring the host's policy: init-data carries policy.rego")
-			}
-			text = owner
-		}
-	}
-	if text != "" {
-		p, err := s.compilePolicy(text)
-		if err != nil {
+	// Everything is checked before anything changes. The owner's policy
+	// from init-data is already in force (the gate waited for it), and it
+	// allowed this request.
+	for k, v := range r.GetSysctls() {
+		if err := checkSysctl(k, v); err != nil {
 			return nil, err
 		}
-		s.gate.SetPolicy(p)
+	}
+	if err := s.applyHostPolicy(ctx, r.GetPolicy()); err != nil {
+		return nil, err
 	}
 	if t := r.GetHostTime(); t != nil && t.IsValid() {
 		if err := s.guest.SetClock(t.AsTime()); err != nil {
@@ -128,11 +116,38 @@ func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequ
 	return &emptypb.Empty{}, nil
 }
 
-func (s *agentService) compilePolicy(text string) (policy.Policy, error) {
-	if s.compile == nil {
+// applyHostPolicy puts the policy the host sent with SetupSandbox in force.
+// The owner's init-data policy wins over it. In a TEE guest the host's
+// policy must also pass the policy in force as a SetPolicy request: the
+// default TEE policy refuses it, and an owner can allow an exact one.
+func (s *agentService) applyHostPolicy(ctx context.Context, text string) error {
+	if text == "" {
+		return nil
+	}
+	if s.tee {
+		if err := s.gate.Judge(ctx, setPolicyMethod, &api.SetPolicyRequest{Policy: text}); err != nil {
+			return fmt.Errorf("policy: a confidential guest takes its policy from the owner's init-data (policy.rego), not from the host "+
+				"(remove the pod's io.katacontainers.config.agent.policy annotation or the runtime class's agent.policy): %w", err)
+		}
+	} else if s.owner.ownerPolicy() {
+		log.G(ctx).Warn("ignoring the host's policy: init-data carries policy.rego")
+		return nil
+	}
+	p, err := compilePolicy(s.compile, text)
+	if err != nil {
+		return err
+	}
+	s.gate.SetPolicy(p)
+	return nil
+}
+
+const setPolicyMethod = "/coco.agent.v1.Agent/SetPolicy"
+
+func compilePolicy(compile PolicyCompiler, text string) (policy.Policy, error) {
+	if compile == nil {
 		return nil, fmt.Errorf("policy: this guest has no policy engine built in; send no policy text: %w", errdefs.ErrNotImplemented)
 	}
-	p, err := s.compile(text)
+	p, err := compile(text)
 	if errdefs.IsUnavailable(err) {
 		// The engine, not the policy, failed (coco-policy missing or dead).
 		return nil, fmt.Errorf("policy: %w", err)
@@ -171,8 +186,10 @@ func (s *agentService) Events(ctx context.Context, r *api.EventsRequest, srv api
 	return nil
 }
 
+// SetPolicy replaces the policy; the policy in force judged the request (the
+// default TEE policy refuses every one).
 func (s *agentService) SetPolicy(ctx context.Context, r *api.SetPolicyRequest) (*emptypb.Empty, error) {
-	p, err := s.compilePolicy(r.GetPolicy())
+	p, err := compilePolicy(s.compile, r.GetPolicy())
 	if err != nil {
 		return nil, err
 	}

@@ -62,11 +62,17 @@ type Config struct {
 	IODir string
 	// OnDestroy runs after DestroySandbox answered; it powers the VM off.
 	OnDestroy func(reason string)
-	// InitData loads the pod's init-data once, at SetupSandbox, and returns
-	// its policy.rego ("" when none). An error refuses the sandbox: it means
-	// the init-data is malformed or does not match the TEE's launch data.
-	// nil means the guest has no init-data support.
-	InitData func(ctx context.Context) (policy string, err error)
+	// TEE says the measured boot made this a TEE guest
+	// (guest-assets/agent/trust): a policy the host sends is refused unless
+	// the policy in force allows it as a SetPolicy request.
+	TEE bool
+	// Owner loads and verifies the pod owner's init-data and returns its
+	// policy.rego ("" when none). It runs once, from New, and every request
+	// but Health waits for it, so the owner's policy judges SetupSandbox.
+	// An error refuses every request but Health with it and powers the
+	// guest off after the first refusal: the init-data is malformed, or (in
+	// a TEE guest) not bound to the launch. nil: the guest has no init-data.
+	Owner func(ctx context.Context) (policy string, err error)
 }
 
 // Agent is the guest agent's servers.
@@ -127,6 +133,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if destroy == nil {
 		destroy = func(string) {}
 	}
+	var own *owner
+	if cfg.Owner != nil {
+		own = loadOwner(ctx, cfg.Owner, cfg.CompilePolicy, gate, destroy)
+		gate.WaitOwner(own.wait)
+	}
 	taskAPI.RegisterTTRPCTaskService(a.srv, ts)
 	api.RegisterAgentService(a.srv, &agentService{
 		version:    cfg.Version,
@@ -137,7 +148,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		queue:      a.queue,
 		guest:      cfg.Guest,
 		compile:    cfg.CompilePolicy,
-		initData:   cfg.InitData,
+		owner:      own,
+		tee:        cfg.TEE,
 		destroy:    destroy,
 		containers: containers,
 	})

@@ -43,24 +43,24 @@ type Mode struct {
 
 // Detect reads the mode: the marker in root (the initrd's "/"), the kernel
 // command line, and TEE devices under root.
-func Detect(root, cmdline string) (Mode, error) {
+func Detect(root, cmdline string) Mode {
 	_, err := os.Stat(root + MarkerPath)
 	switch {
 	case err == nil:
-		return Mode{TEE: true, Why: "the measured initrd carries " + MarkerPath}, nil
+		return Mode{TEE: true, Why: "the measured initrd carries " + MarkerPath}
 	case !errors.Is(err, fs.ErrNotExist):
 		// Unreadable is not absent: fail closed.
-		return Mode{TEE: true, Why: "cannot tell whether the initrd carries " + MarkerPath + ": " + err.Error()}, nil
+		return Mode{TEE: true, Why: "cannot tell whether the initrd carries " + MarkerPath + ": " + err.Error()}
 	}
 	for _, f := range strings.Fields(cmdline) {
 		if v, ok := strings.CutPrefix(f, CmdlineParam+"="); ok && v != "" && v != "none" {
-			return Mode{TEE: true, Why: "kernel parameter " + f}, nil
+			return Mode{TEE: true, Why: "kernel parameter " + f}
 		}
 	}
 	for _, d := range devices {
 		if _, err := os.Stat(root + d); err == nil {
-			return Mode{TEE: true, Why: "the guest has " + d}, nil
+			return Mode{TEE: true, Why: "the guest has " + d}
 		}
 	}
-	return Mode{}, nil
+	return Mode{}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/coco-runtime/coco/guest-assets/agent/policyproc"
 	"github.com/coco-runtime/coco/guest-assets/agent/service"
 	"github.com/coco-runtime/coco/guest-assets/agent/tools"
+	"github.com/coco-runtime/coco/guest-assets/agent/trust"
 	"github.com/coco-runtime/coco/guest-assets/kmod"
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
@@ -85,14 +86,17 @@ func run(start uint64) error {
 	level := "info"
 	var bootDisks []string // the disks the host says it attached (hypervisor.DisksParam)
 	disksListed := false
-	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil {
-		for _, f := range strings.Fields(string(cmdline)) {
-			if v, ok := strings.CutPrefix(f, "coco.log="); ok {
-				level = v
-			}
-			if v, ok := strings.CutPrefix(f, hypervisor.DisksParam+"="); ok {
-				bootDisks, disksListed = strings.Split(v, ","), true
-			}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return fmt.Errorf("read the kernel command line: %w", err)
+	}
+	mode := trust.Detect("", string(cmdline))
+	for _, f := range strings.Fields(string(cmdline)) {
+		if v, ok := strings.CutPrefix(f, "coco.log="); ok {
+			level = v
+		}
+		if v, ok := strings.CutPrefix(f, hypervisor.DisksParam+"="); ok {
+			bootDisks, disksListed = strings.Split(v, ","), true
 		}
 	}
 	if err := log.SetLevel(level); err != nil {
@@ -106,14 +110,16 @@ func run(start uint64) error {
 	// is mounted once its drivers are in; crun and coco-policy wait for it.
 	vsockReady, blockReady, driversReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	toolsDisk := tools.New()
-	teeDev := teeDevice()
+	if mode.TEE {
+		boot.Log("TEE guest (%s): default TEE policy, no tools disk, no containers unless the attestation report binds the init-data", mode.Why)
+	}
 	go func() {
-		if err := loadModules(vsockReady, blockReady); err != nil {
+		if err := loadModules(vsockReady, blockReady, mode.TEE); err != nil {
 			boot.PowerOff(fmt.Sprintf("fatal: load kernel modules: %v", err))
 		}
 		log.L.Debugf("kernel modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
 		close(driversReady)
-		mountTools(toolsDisk, teeDev)
+		mountTools(toolsDisk, mode)
 	}()
 	if err := boot.EnableControllers(cgroupRoot); err != nil {
 		log.L.WithError(err).Warn("cgroup controllers")
@@ -144,7 +150,8 @@ func run(start uint64) error {
 		Version: Version,
 		StartNs: start,
 		Now:     boot.Boottime,
-		Policy:  defaultPolicy(engine, teeDev),
+		Policy:  defaultPolicy(engine, mode),
+		TEE:     mode.TEE,
 		CompilePolicy: func(text string) (policy.Policy, error) {
 			p, err := engine.Compile(text)
 			if err != nil {
@@ -166,13 +173,14 @@ func run(start uint64) error {
 		},
 		IODir:     ioDir,
 		OnDestroy: func(reason string) { destroyed <- reason },
-		InitData: func(ctx context.Context) (string, error) {
-			// The init-data disk needs the virtio-blk driver. A VM without
-			// one (none listed by the host of a plain VM, or no virtio disk
-			// at all) is not scanned: reading the other disks' first blocks
-			// is ~30-80 ms of SetupSandbox under TCG, and whether the driver
-			// had come up by then would decide what the scan saw.
-			if !initDataDiskPossible(teeDev, bootDisks, disksListed) {
+		Owner: func(ctx context.Context) (string, error) {
+			// The init-data disk needs the virtio-blk driver. A plain VM
+			// without one (none listed by its host, or no virtio disk at
+			// all) is not scanned: reading the other disks' first blocks is
+			// ~30-80 ms of SetupSandbox under TCG, and whether the driver
+			// had come up by then would decide what the scan saw. A TEE
+			// guest always looks, and always checks its report.
+			if !mode.TEE && !initDataDiskPossible(bootDisks, disksListed) {
 				log.G(ctx).Info("no init-data disk attached")
 				return "", nil
 			}
@@ -181,9 +189,12 @@ func run(start uint64) error {
 			case <-ctx.Done():
 				return "", ctx.Err()
 			}
-			res, err := initdata.LoadInGuest(initdata.GuestOptions{})
+			res, err := initdata.LoadInGuest(initdata.GuestOptions{Strict: mode.TEE, Report: trust.Report})
 			if err != nil {
 				return "", err
+			}
+			if res.TEE != "" {
+				log.G(ctx).Infof("init-data binding checked against the %s attestation report", res.TEE)
 			}
 			if res.InitData != nil {
 				log.G(ctx).WithField("device", res.Device).Infof("init-data loaded into %s", initdata.GuestDir)
@@ -233,11 +244,12 @@ func run(start uint64) error {
 // the rest (filesystems, network, balloon) at the lowest CPU priority, so
 // that work fills the time the guest waits for the host rather than
 // delaying the agent's answers.
-func loadModules(vsockReady, blockReady chan<- struct{}) error {
+func loadModules(vsockReady, blockReady chan<- struct{}, tee bool) error {
 	mods, err := kmod.ReadManifest(kmod.DefaultManifest)
 	if err != nil {
 		return err
 	}
+	teeMods, mods := kmod.Take(mods, teeModules...)
 	vsockMods, rest := kmod.Split(mods, "vmw_vsock_virtio_transport", "virtio_pci")
 	blockMods, rest := kmod.Split(rest, "virtio_blk")
 	// nice is per thread; this one is discarded with the goroutine.
@@ -252,6 +264,9 @@ func loadModules(vsockReady, blockReady chan<- struct{}) error {
 	}
 	if err := kmod.Load(blockMods); err != nil {
 		return err
+	}
+	if tee {
+		loadReportDrivers(teeMods)
 	}
 	close(blockReady)
 	return kmod.Load(rest)
@@ -315,51 +330,51 @@ func announceReady(ctx context.Context) net.Conn {
 	return nil
 }
 
-// initDataDiskPossible says whether an init-data disk may be attached. A
-// plain VM's host lists its boot disks on the command line; a TEE guest
-// does not take the host's word and looks at the PCI bus instead.
-func initDataDiskPossible(teeDev string, bootDisks []string, listed bool) bool {
-	if teeDev == "" && listed {
+// initDataDiskPossible says whether a plain VM may have an init-data disk:
+// its host lists its boot disks on the command line.
+func initDataDiskPossible(bootDisks []string, listed bool) bool {
+	if listed {
 		return slices.Contains(bootDisks, api.InitDataDiskSerial)
 	}
 	present, known := boot.HasVirtioBlockPCI()
 	return present || !known
 }
 
-// teeDevice names the guest's TEE interface ("" in a plain VM).
-func teeDevice() string {
-	for _, dev := range []string{"/dev/sev-guest", "/dev/tdx_guest", "/dev/tdx-guest", "/sys/kernel/config/tsm/report"} {
-		if _, err := os.Stat(dev); err == nil {
-			return dev
+// teeModules are the report drivers only a TEE guest loads. Each fails
+// with ENODEV in a guest without its TEE, which is no error: the binding
+// check then finds no report source and says so.
+var teeModules = []string{"sev_guest"}
+
+func loadReportDrivers(mods []kmod.Module) {
+	for _, m := range mods {
+		if err := kmod.Load([]kmod.Module{m}); err != nil {
+			log.L.WithError(err).Infof("report driver %s not loaded", m.Name())
 		}
 	}
-	return ""
 }
 
 // defaultPolicy is the policy before any is loaded: allow-all in a plain VM
-// (coco-dev), but the default TEE policy — no exec, no container stdio, no
-// policy change — when the guest runs in a TEE, so that a confidential pod
-// without a policy of its own fails closed.
-func defaultPolicy(engine *policyproc.Proc, teeDev string) policy.Policy {
-	if teeDev == "" {
+// (coco-dev), but the default TEE policy in a TEE guest, so that a
+// confidential pod without a policy of its own fails closed.
+func defaultPolicy(engine *policyproc.Proc, mode trust.Mode) policy.Policy {
+	if !mode.TEE {
 		return policy.AllowAll{}
 	}
 	p, err := engine.Compile(policies.DefaultTEE)
 	if err != nil {
 		boot.PowerOff(fmt.Sprintf("fatal: built-in TEE policy: %v", err))
 	}
-	log.L.Infof("TEE guest (%s): default policy denies exec and container stdio", teeDev)
 	return p
 }
 
 // mountTools mounts the tools disk, except in a TEE guest: the host can
 // change the disk, and a TEE guest runs only what its measured initrd
-// carries (there runc and coco-policy must be in the initrd).
-func mountTools(d *tools.Disk, teeDev string) {
-	if teeDev != "" {
-		d.Skip("a TEE guest (" + teeDev + ") runs only what its measured initrd carries")
+// carries (there crun and coco-policy must be in the initrd).
+func mountTools(d *tools.Disk, mode trust.Mode) {
+	if mode.TEE {
+		d.Skip("a TEE guest runs only what its measured initrd carries")
 		if boot.DiskBySerial("/sys/block", "/dev", api.ToolsDiskSerial) != "" {
-			log.L.Warnf("ignoring the tools disk: a TEE guest (%s) runs only what its measured initrd carries", teeDev)
+			log.L.Warn("ignoring the tools disk: a TEE guest runs only what its measured initrd carries")
 		}
 		return
 	}

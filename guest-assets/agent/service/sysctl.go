@@ -1,0 +1,52 @@
+package service
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Sysctls a pod may set. The guest kernel is the pod's own, but a host
+// that could write any /proc/sys key would run code as guest root
+// (kernel.core_pattern, kernel.modprobe) or weaken it (vm.*, fs.protected_*,
+// kernel.kptr_restrict). So the list is what Kubernetes calls safe plus the
+// keys that are namespaced there (network and IPC): what a pod may ask for
+// on any node.
+var (
+	sysctlKeys = map[string]bool{
+		"kernel.shm_rmid_forced": true,
+		"kernel.shmmax":          true, "kernel.shmall": true, "kernel.shmmni": true,
+		"kernel.msgmax": true, "kernel.msgmnb": true, "kernel.msgmni": true,
+		"kernel.sem": true,
+	}
+	sysctlPrefixes = []string{"net.", "fs.mqueue."}
+	// Not namespaced though under net.: the BPF JIT is the kernel's.
+	sysctlDenyPrefixes = []string{"net.core.bpf_"}
+)
+
+const maxSysctlValue = 4096
+
+// checkSysctl refuses a key outside the allow-list, naming it.
+func checkSysctl(key, value string) error {
+	k := strings.ReplaceAll(key, "/", ".")
+	for _, part := range strings.Split(k, ".") {
+		if part == "" || strings.Trim(part, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != "" {
+			return invalid("sysctls["+key+"]", "not a sysctl name (parts of letters, digits, '_' and '-' joined by '.' or '/')")
+		}
+	}
+	if len(value) > maxSysctlValue || strings.ContainsAny(value, "\x00\n") {
+		return invalid("sysctls["+key+"]", "value must be one line of at most %d bytes", maxSysctlValue)
+	}
+	allowed := sysctlKeys[k]
+	for _, p := range sysctlPrefixes {
+		allowed = allowed || strings.HasPrefix(k, p)
+	}
+	for _, p := range sysctlDenyPrefixes {
+		allowed = allowed && !strings.HasPrefix(k, p)
+	}
+	if !allowed {
+		return invalid("sysctls["+key+"]", "%s", fmt.Sprintf("not an allowed sysctl: a pod may set net.*, fs.mqueue.* and the IPC keys "+
+			"kernel.shm_rmid_forced, kernel.shmmax, kernel.shmall, kernel.shmmni, kernel.msgmax, kernel.msgmnb, kernel.msgmni, kernel.sem; "+
+			"remove %s from the pod's securityContext.sysctls", key))
+	}
+	return nil
+}
