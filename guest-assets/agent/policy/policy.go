@@ -118,6 +118,14 @@ func (g *Gate) Check(ctx context.Context, method string, req proto.Message) erro
 			return fmt.Errorf("%s: %w", methodName(method), err)
 		}
 	}
+	return g.Judge(ctx, method, req)
+}
+
+// Judge asks only the policy in force about a request, whether or not the
+// sandbox is set up: the agent puts a change the host asks for inside
+// another request (a policy sent with SetupSandbox) to the rule that would
+// judge it on its own.
+func (g *Gate) Judge(ctx context.Context, method string, req proto.Message) error {
 	g.mu.RLock()
 	p := g.policy
 	g.mu.RUnlock()
