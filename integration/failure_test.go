@@ -32,6 +32,9 @@ const (
 	handlerNoTools = "coco-notools"
 	// Not broken: the coco-dev class proposing the default TEE policy.
 	handlerTEEPolicy = "coco-teepolicy"
+	// The TEE initrd (marked TEE, measured) in a VM without a TEE, with the
+	// host's tools disk attached: the guest must fail closed.
+	handlerTEEGuest = "coco-teeguest"
 )
 
 // silentMarker is what the silent guest prints on its console; the CRI error
@@ -55,6 +58,7 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 		handlerSilent:    fmt.Sprintf("[hypervisor]\ninitrd = %q\nboot_timeout = %q\n", silentInitrd, silentBootTimeout.String()),
 		handlerTEEPolicy: fmt.Sprintf("[agent]\npolicy = %q\n", filepath.Join(e.repo, "configs", "policies", "default-tee.rego")),
 		handlerNoTools:   "[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"\"\n",
+		handlerTEEGuest:  "[hypervisor]\ninitrd = \"initrd.img\"\ntools_image = \"tools.erofs\"\n",
 	}
 	var hs []harness.Handler
 	for name, body := range configs {
@@ -166,6 +170,20 @@ func TestGuestNeverAnswers(t *testing.T) {
 	}
 	if took < silentBootTimeout {
 		t.Errorf("RunPodSandbox failed after %s, before the %s deadline", took, silentBootTimeout)
+	}
+}
+
+// TestTEEGuestWithoutReportRefuses: the TEE initrd booted where the guest
+// has no attestation report (no TEE here, as a host hiding the TEE device
+// would arrange) fails closed: the agent is in TEE mode because its
+// measured initrd says so, and refuses the sandbox, saying why, in the CRI
+// error; the VM and everything of the pod are gone.
+func TestTEEGuestWithoutReportRefuses(t *testing.T) {
+	msg, _ := runFailingPod(t, handlerTEEGuest, 3*time.Minute)
+	for _, want := range []string{"TEE guest", "/etc/coco/tee", "cannot read its own attestation report", "refuses to run containers"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("CRI error does not say %q:\n%s", want, msg)
+		}
 	}
 }
 

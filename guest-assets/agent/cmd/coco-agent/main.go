@@ -190,6 +190,9 @@ func run(start uint64) error {
 				return "", ctx.Err()
 			}
 			res, err := initdata.LoadInGuest(initdata.GuestOptions{Strict: mode.TEE, Report: trust.Report})
+			if err != nil && mode.TEE {
+				return "", fmt.Errorf("TEE guest (%s): %w", mode.Why, err)
+			}
 			if err != nil {
 				return "", err
 			}
