@@ -1,12 +1,16 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
+	"strconv"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -20,7 +24,8 @@ const (
 
 // hostFiles returns the content of every regular file the spec bind-mounts
 // from the host. The guest cannot see host paths, so small files travel with
-// the request; directories do not (the agent gives them guest tmpfs).
+// the request; directories do not (the agent gives them guest tmpfs), and
+// sources that do not exist are left to the guest as before.
 func hostFiles(sp *specs.Spec) ([]*api.File, error) {
 	var files []*api.File
 	total := 0
@@ -28,23 +33,108 @@ func hostFiles(sp *specs.Spec) ([]*api.File, error) {
 		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
 			continue
 		}
-		fi, err := os.Stat(m.Source)
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		if fi.Size() > maxHostFile {
-			return nil, fmt.Errorf("bind mount %s: host file %s is %d bytes; files bind-mounted into a confidential pod are copied into the guest and may be at most %d bytes: %w",
-				m.Destination, m.Source, fi.Size(), maxHostFile, errdefs.ErrInvalidArgument)
-		}
-		b, err := os.ReadFile(m.Source)
+		content, mode, err := readHostFile(m.Source)
 		if err != nil {
 			return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
 		}
-		total += len(b)
-		if total > maxHostFiles {
-			return nil, fmt.Errorf("bind-mounted host files exceed %d bytes in total: %w", maxHostFiles, errdefs.ErrInvalidArgument)
+		if content == nil {
+			continue
 		}
-		files = append(files, &api.File{Destination: m.Destination, Content: b, Mode: uint32(fi.Mode().Perm())})
+		total += len(content)
+		if total > maxHostFiles {
+			return nil, fmt.Errorf("bind mount %s: bind-mounted host files exceed %d bytes in total; mount fewer or smaller files: %w",
+				m.Destination, maxHostFiles, errdefs.ErrInvalidArgument)
+		}
+		files = append(files, &api.File{Destination: m.Destination, Content: content, Mode: mode})
 	}
 	return files, nil
+}
+
+// readHostFile reads a bind mount's source if it is a regular file. It
+// returns nil content for a directory or a missing source (nothing to copy).
+//
+// The path is resolved once, without following a final symlink, and
+// everything after that acts on the one inode found: a file swapped for a
+// FIFO, a symlink or a bigger file between a check and a read is never read.
+// The first open is O_PATH, which opens no device (opening e.g. a watchdog
+// or tape node has effects) and cannot block; only a regular file is then
+// opened for reading, through /proc/self/fd (the same inode, not the path
+// again), non-blocking, and read through a limit so a file that grows
+// cannot make the shim read more than maxHostFile+1 bytes.
+func readHostFile(path string) ([]byte, uint32, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("host file %s: %w", path, &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, 0, fmt.Errorf("host file %s: %w", path, &os.PathError{Op: "fstat", Path: path, Err: err})
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		return nil, 0, nil
+	case unix.S_IFLNK:
+		fix := "point the mount at the link's target"
+		buf := make([]byte, unix.PathMax)
+		if n, err := unix.Readlinkat(fd, "", buf); err == nil {
+			fix += " " + string(buf[:n])
+		}
+		return nil, 0, fmt.Errorf("host file %s is %s; %s: %w", path, fileKind(st.Mode), fix, errdefs.ErrInvalidArgument)
+	default:
+		return nil, 0, fmt.Errorf("host file %s is %s; only regular files (or directories) can be bind-mounted into a confidential pod, so point the mount at a regular file: %w",
+			path, fileKind(st.Mode), errdefs.ErrInvalidArgument)
+	}
+	if st.Size > maxHostFile {
+		return nil, 0, tooBig(path, st.Size)
+	}
+	f, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(fd), os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("host file %s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := readLimited(f, path)
+	if err != nil {
+		return nil, 0, err
+	}
+	return b, st.Mode & 0o777, nil
+}
+
+// readLimited reads at most maxHostFile bytes, and one more to tell a file
+// that grew past the limit after its fstat from one that fits.
+func readLimited(r io.Reader, path string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxHostFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("host file %s: %w", path, err)
+	}
+	if len(b) > maxHostFile {
+		return nil, tooBig(path, int64(len(b)))
+	}
+	return b, nil
+}
+
+func tooBig(path string, size int64) error {
+	return fmt.Errorf("host file %s is at least %d bytes; files bind-mounted into a confidential pod are copied into the guest and may be at most %d bytes, so use a volume for bigger content: %w",
+		path, size, maxHostFile, errdefs.ErrInvalidArgument)
+}
+
+// fileKind names a file type for an error.
+func fileKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		return "a symbolic link (links are not followed: the target could change between the check and the read)"
+	case unix.S_IFIFO:
+		return "a named pipe (FIFO)"
+	case unix.S_IFSOCK:
+		return "a unix socket"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	}
+	return fmt.Sprintf("of file type %#o", mode&unix.S_IFMT)
 }
