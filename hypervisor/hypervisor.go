@@ -6,6 +6,7 @@ package hypervisor
 import (
 	"context"
 	"net"
+	"os"
 	"time"
 
 	"github.com/coco-runtime/coco/hypervisor/tee"
@@ -56,6 +57,14 @@ type GuestListener interface {
 	ListenGuest(port uint32) (net.Listener, error)
 }
 
+// NICAttacher is implemented by VMs that take network interfaces at boot.
+type NICAttacher interface {
+	// AttachNICs adds NICs to a VM that has not started (else
+	// errdefs.ErrFailedPrecondition); Start brings them up with the guest.
+	// The caller keeps its Tap files and may close them once Start returned.
+	AttachNICs(nics []NIC) error
+}
+
 // Quitter is implemented by VMs that can end at once, without the guest's
 // own shutdown: for a guest with nothing left to save (its agent answered
 // DestroySandbox; guest memory is all it had). Stop must still be called to
@@ -92,6 +101,16 @@ type Disk struct {
 	Path     string // host file
 	ReadOnly bool
 	Format   string // "raw" (default)
+}
+
+// NIC is a network interface of the VM backed by a tap device the host
+// opened (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), typically in the pod's network
+// namespace, which the VMM process need not be in.
+type NIC struct {
+	ID  string   // unique within the VM: [A-Za-z0-9_-]{1,16}
+	Tap *os.File // one open queue of the tap; the VMM gets a copy
+	MAC net.HardwareAddr
+	MTU int // 68-65535; 0 leaves the device's default
 }
 
 // Info describes a running VM.
@@ -137,6 +156,8 @@ type Config struct {
 	Vsock Vsock
 	// Disks are attached at boot (e.g. the init-data image).
 	Disks []Disk
+	// NICs are attached at boot (see NICAttacher).
+	NICs []NIC
 
 	// BootTimeout bounds Dial during boot.
 	BootTimeout time.Duration

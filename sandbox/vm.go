@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/sandbox/network"
 	"github.com/coco-runtime/coco/sandbox/ratelog"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -50,6 +51,7 @@ type vmSandbox struct {
 	vm       hypervisor.VM
 	dial     func(ctx context.Context, vm hypervisor.VM) (agentClient, error)
 	initData *initDataPlan
+	plumber  network.Plumber // nil: no pod network
 
 	mu      sync.Mutex
 	started bool
@@ -73,6 +75,9 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 	}
 	if opts.StateDir == "" {
 		return nil, fmt.Errorf("sandbox %s: no state directory: %w", opts.ID, errdefs.ErrInvalidArgument)
+	}
+	if err := checkHostNetwork(opts); err != nil {
+		return nil, err
 	}
 	vmCfg, err := opts.Config.VM(opts.ID, filepath.Join(opts.StateDir, "vm"))
 	if err != nil {
@@ -112,6 +117,7 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 		vm:       vm,
 		dial:     dialAgent,
 		initData: plan,
+		plumber:  network.Netlink{},
 		disks:    map[string]string{},
 		events:   make(chan Event, 128),
 		phases:   phaseLog{dir: opts.StateDir},
@@ -151,6 +157,11 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		return err
 	}
 	initDataTime := lap()
+	podNet, err := s.plumbNetwork(ctx)
+	if err != nil {
+		return err
+	}
+	defer podNet.Close() // the VMM holds its own copies of the taps
 	vmExecAt := mark
 	if err := s.vm.Start(ctx); err != nil {
 		return err
@@ -186,6 +197,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	if err != nil {
 		return err
 	}
+	setup.Network = podNet.Proto()
 	if _, err := client.Agent().SetupSandbox(ctx, setup); err != nil {
 		return fmt.Errorf("sandbox %s: guest setup: %w", s.opts.ID, err)
 	}
@@ -504,6 +516,9 @@ func (s *vmSandbox) probe(ctx context.Context) {
 func (s *vmSandbox) teardown(ctx context.Context) error {
 	var errs []error
 	if err := s.vm.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.unplumbNetwork(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	s.mu.Lock()

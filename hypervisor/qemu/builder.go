@@ -225,6 +225,9 @@ func (p *plan) argv() ([]string, error) {
 		c.device(p.diskDevice(d, ""))
 	}
 
+	// After the hot-plug bridge, which sits at a fixed slot of pcie.0.
+	p.nics(c)
+
 	switch p.mode {
 	case modeVhost:
 		d := newOpts(p.virtio("vhost-vsock")).set("id", vsockID).setUint("guest-cid", uint64(p.cid))

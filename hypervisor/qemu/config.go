@@ -175,6 +175,9 @@ func resolve(cfg hypervisor.Config, h host, strict bool) (*plan, error) {
 			return bad("disk %q: path %q: want an absolute path", d.ID, d.Path)
 		}
 	}
+	if err := validateNICs(cfg.NICs); err != nil {
+		return nil, err
+	}
 	if cfg.IGVM != "" {
 		return bad("hypervisor.igvm = %q: the qemu driver does not boot IGVM files; use hypervisor.firmware, or driver \"clh\"", cfg.IGVM)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,6 +78,14 @@ func tableConfigs() map[string]hypervisor.Config {
 	c.Disks = []hypervisor.Disk{initdataDisk, {ID: "data,1", Path: "/var/lib/x,y.img"}}
 	c.Disks[1].ID = "data1"
 	m["disks"] = c
+	c = baseConfig()
+	c.NICs = []hypervisor.NIC{
+		{ID: "eth0", MAC: net.HardwareAddr{0x0a, 0x58, 0x0a, 0xfb, 0x01, 0x05}, MTU: 1500},
+		{ID: "net1", MAC: net.HardwareAddr{0x0a, 0x58, 0x0a, 0xfb, 0x02, 0x06}},
+	}
+	m["nics"] = c
+	c.Vsock.Mode = "vhost"
+	m["nics-vhost"] = c
 
 	m["sev"] = firmware(baseConfig(), "/opt/coco/share/OVMF.amdsev.fd", tee.Config{Kind: tee.SEV, SEV: &tee.SEVOptions{Policy: 0x1, CBitPos: 47, ReducedPhysBits: 1, KernelHashes: true}})
 	c = firmware(baseConfig(), "/opt/coco/share/OVMF.amdsev.fd", tee.Config{Kind: tee.SEV}.WithDefaults())

@@ -32,7 +32,7 @@ const consoleTailLines = 20
 type KVMProber func(ctx context.Context, qemuPath string) error
 
 // VM is one QEMU virtual machine. It implements hypervisor.VM, Commander,
-// DiskHotplugger and Pauser.
+// DiskHotplugger, Pauser and NICAttacher.
 type VM struct {
 	plan    *plan
 	planned bool // made by Plan: can show its command, cannot start
@@ -62,6 +62,7 @@ var (
 	_ hypervisor.Commander      = (*VM)(nil)
 	_ hypervisor.DiskHotplugger = (*VM)(nil)
 	_ hypervisor.Pauser         = (*VM)(nil)
+	_ hypervisor.NICAttacher    = (*VM)(nil)
 )
 
 // New validates cfg and prepares a VM; nothing runs until Start. A missing
@@ -164,6 +165,13 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 			return err
 		}
 		v.daemon = d
+	}
+	// In the order nicFD numbers them.
+	for _, n := range p.cfg.NICs {
+		if n.Tap == nil {
+			return fmt.Errorf("%w: nic %q: no tap file", errdefs.ErrInvalidArgument, n.ID)
+		}
+		extra = append(extra, n.Tap)
 	}
 
 	args, err := p.argv()

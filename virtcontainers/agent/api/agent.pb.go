@@ -206,7 +206,11 @@ type SetupSandboxRequest struct {
 	// apply, and the agent starts a pause process for the pod's pid
 	// namespace when the first container joins it. False: a sandbox
 	// container (PrepareContainer sandbox_container) holds all three.
-	VmNamespaces  bool `protobuf:"varint,8,opt,name=vm_namespaces,json=vmNamespaces,proto3" json:"vm_namespaces,omitempty"`
+	VmNamespaces bool `protobuf:"varint,8,opt,name=vm_namespaces,json=vmNamespaces,proto3" json:"vm_namespaces,omitempty"`
+	// The pod's network as its CNI plugin left it in the pod's network
+	// namespace on the host. The VM has one NIC per interface, with the same
+	// MAC. Unset: the pod has loopback only.
+	Network       *PodNetwork `protobuf:"bytes,9,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -290,6 +294,285 @@ func (x *SetupSandboxRequest) GetVmNamespaces() bool {
 	return false
 }
 
+func (x *SetupSandboxRequest) GetNetwork() *PodNetwork {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// PodNetwork is what the host read in the pod's network namespace. The
+// guest checks it whole before it changes anything.
+type PodNetwork struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces []*NetworkInterface    `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	// Routes besides the connected subnets that addresses imply, the
+	// default route included.
+	Routes []*NetworkRoute `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	// Static neighbour (ARP / NDP) entries.
+	Neighbors     []*NetworkNeighbor `protobuf:"bytes,3,rep,name=neighbors,proto3" json:"neighbors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodNetwork) Reset() {
+	*x = PodNetwork{}
+	mi := &file_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodNetwork) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodNetwork) ProtoMessage() {}
+
+func (x *PodNetwork) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodNetwork.ProtoReflect.Descriptor instead.
+func (*PodNetwork) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PodNetwork) GetInterfaces() []*NetworkInterface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *PodNetwork) GetRoutes() []*NetworkRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *PodNetwork) GetNeighbors() []*NetworkNeighbor {
+	if x != nil {
+		return x.Neighbors
+	}
+	return nil
+}
+
+type NetworkInterface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name in the pod's namespace (eth0); the guest gives its NIC that name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The NIC's MAC, "0a:58:0a:fb:01:05"; the guest finds its NIC by it.
+	Mac string `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	Mtu uint32 `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// Addresses with their prefix length: "10.251.1.5/24", "fd00::5/64".
+	Addresses     []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkInterface) Reset() {
+	*x = NetworkInterface{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkInterface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkInterface) ProtoMessage() {}
+
+func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
+func (*NetworkInterface) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NetworkInterface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetworkInterface) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *NetworkInterface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *NetworkInterface) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type NetworkRoute struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Destination   string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"` // "0.0.0.0/0" for the default route
+	Gateway       string                 `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`         // "" for a route on the link
+	Interface     string                 `protobuf:"bytes,3,opt,name=interface,proto3" json:"interface,omitempty"`     // a NetworkInterface name
+	Source        string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`           // preferred source address; optional
+	Metric        uint32                 `protobuf:"varint,5,opt,name=metric,proto3" json:"metric,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkRoute) Reset() {
+	*x = NetworkRoute{}
+	mi := &file_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkRoute) ProtoMessage() {}
+
+func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
+func (*NetworkRoute) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NetworkRoute) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetMetric() uint32 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+type NetworkNeighbor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	Mac           string                 `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	Interface     string                 `protobuf:"bytes,3,opt,name=interface,proto3" json:"interface,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkNeighbor) Reset() {
+	*x = NetworkNeighbor{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkNeighbor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkNeighbor) ProtoMessage() {}
+
+func (x *NetworkNeighbor) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkNeighbor.ProtoReflect.Descriptor instead.
+func (*NetworkNeighbor) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NetworkNeighbor) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *NetworkNeighbor) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *NetworkNeighbor) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
 type PrepareContainerRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -308,7 +591,7 @@ type PrepareContainerRequest struct {
 
 func (x *PrepareContainerRequest) Reset() {
 	*x = PrepareContainerRequest{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +603,7 @@ func (x *PrepareContainerRequest) String() string {
 func (*PrepareContainerRequest) ProtoMessage() {}
 
 func (x *PrepareContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +616,7 @@ func (x *PrepareContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareContainerRequest.ProtoReflect.Descriptor instead.
 func (*PrepareContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PrepareContainerRequest) GetContainerId() string {
@@ -385,7 +668,7 @@ type Rootfs struct {
 
 func (x *Rootfs) Reset() {
 	*x = Rootfs{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +680,7 @@ func (x *Rootfs) String() string {
 func (*Rootfs) ProtoMessage() {}
 
 func (x *Rootfs) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +693,7 @@ func (x *Rootfs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rootfs.ProtoReflect.Descriptor instead.
 func (*Rootfs) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Rootfs) GetSource() isRootfs_Source {
@@ -483,7 +766,7 @@ type BlockDevice struct {
 
 func (x *BlockDevice) Reset() {
 	*x = BlockDevice{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +778,7 @@ func (x *BlockDevice) String() string {
 func (*BlockDevice) ProtoMessage() {}
 
 func (x *BlockDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +791,7 @@ func (x *BlockDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDevice.ProtoReflect.Descriptor instead.
 func (*BlockDevice) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BlockDevice) GetSerial() string {
@@ -534,7 +817,7 @@ type GuestPull struct {
 
 func (x *GuestPull) Reset() {
 	*x = GuestPull{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +829,7 @@ func (x *GuestPull) String() string {
 func (*GuestPull) ProtoMessage() {}
 
 func (x *GuestPull) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +842,7 @@ func (x *GuestPull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestPull.ProtoReflect.Descriptor instead.
 func (*GuestPull) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GuestPull) GetImage() string {
@@ -580,7 +863,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +875,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +888,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *File) GetDestination() string {
@@ -639,7 +922,7 @@ type PrepareContainerResponse struct {
 
 func (x *PrepareContainerResponse) Reset() {
 	*x = PrepareContainerResponse{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +934,7 @@ func (x *PrepareContainerResponse) String() string {
 func (*PrepareContainerResponse) ProtoMessage() {}
 
 func (x *PrepareContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +947,7 @@ func (x *PrepareContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareContainerResponse.ProtoReflect.Descriptor instead.
 func (*PrepareContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PrepareContainerResponse) GetBundle() string {
@@ -682,7 +965,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +977,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +990,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 type Event struct {
@@ -724,7 +1007,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +1019,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +1032,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Event) GetTopic() string {
@@ -789,7 +1072,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1084,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1097,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -832,7 +1115,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +1127,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1140,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 // ReadStreamRequest and WriteStreamRequest are not calls: they are what the
@@ -875,7 +1158,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1170,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1183,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -934,7 +1217,7 @@ type WriteStreamRequest struct {
 
 func (x *WriteStreamRequest) Reset() {
 	*x = WriteStreamRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1229,7 @@ func (x *WriteStreamRequest) String() string {
 func (*WriteStreamRequest) ProtoMessage() {}
 
 func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1242,7 @@ func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WriteStreamRequest) GetContainerId() string {
@@ -991,7 +1274,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x06now_ns\x18\x06 \x01(\x04R\x05nowNs\x12!\n" +
 	"\fannounced_ns\x18\a \x01(\x04R\vannouncedNs\x12(\n" +
 	"\x10first_request_ns\x18\b \x01(\x04R\x0efirstRequestNs\x12$\n" +
-	"\x0efirst_reply_ns\x18\t \x01(\x04R\ffirstReplyNs\"\xe5\x02\n" +
+	"\x0efirst_reply_ns\x18\t \x01(\x04R\ffirstReplyNs\"\x9a\x03\n" +
 	"\x13SetupSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -1000,10 +1283,33 @@ const file_agent_proto_rawDesc = "" +
 	"\asysctls\x18\x04 \x03(\v2/.coco.agent.v1.SetupSandboxRequest.SysctlsEntryR\asysctls\x12\x16\n" +
 	"\x06policy\x18\x05 \x01(\tR\x06policy\x127\n" +
 	"\thost_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bhostTime\x12#\n" +
-	"\rvm_namespaces\x18\b \x01(\bR\fvmNamespaces\x1a:\n" +
+	"\rvm_namespaces\x18\b \x01(\bR\fvmNamespaces\x123\n" +
+	"\anetwork\x18\t \x01(\v2\x19.coco.agent.v1.PodNetworkR\anetwork\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x06\x10\a\"\xd7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x06\x10\a\"\xc0\x01\n" +
+	"\n" +
+	"PodNetwork\x12?\n" +
+	"\n" +
+	"interfaces\x18\x01 \x03(\v2\x1f.coco.agent.v1.NetworkInterfaceR\n" +
+	"interfaces\x123\n" +
+	"\x06routes\x18\x02 \x03(\v2\x1b.coco.agent.v1.NetworkRouteR\x06routes\x12<\n" +
+	"\tneighbors\x18\x03 \x03(\v2\x1e.coco.agent.v1.NetworkNeighborR\tneighbors\"h\n" +
+	"\x10NetworkInterface\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
+	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x12\x1c\n" +
+	"\taddresses\x18\x04 \x03(\tR\taddresses\"\x98\x01\n" +
+	"\fNetworkRoute\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x1c\n" +
+	"\tinterface\x18\x03 \x01(\tR\tinterface\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x16\n" +
+	"\x06metric\x18\x05 \x01(\rR\x06metric\"Q\n" +
+	"\x0fNetworkNeighbor\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x1c\n" +
+	"\tinterface\x18\x03 \x01(\tR\tinterface\"\xd7\x01\n" +
 	"\x17PrepareContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12-\n" +
@@ -1063,55 +1369,63 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_agent_proto_goTypes = []any{
 	(*HealthRequest)(nil),            // 0: coco.agent.v1.HealthRequest
 	(*HealthResponse)(nil),           // 1: coco.agent.v1.HealthResponse
 	(*SetupSandboxRequest)(nil),      // 2: coco.agent.v1.SetupSandboxRequest
-	(*PrepareContainerRequest)(nil),  // 3: coco.agent.v1.PrepareContainerRequest
-	(*Rootfs)(nil),                   // 4: coco.agent.v1.Rootfs
-	(*BlockDevice)(nil),              // 5: coco.agent.v1.BlockDevice
-	(*GuestPull)(nil),                // 6: coco.agent.v1.GuestPull
-	(*File)(nil),                     // 7: coco.agent.v1.File
-	(*PrepareContainerResponse)(nil), // 8: coco.agent.v1.PrepareContainerResponse
-	(*EventsRequest)(nil),            // 9: coco.agent.v1.EventsRequest
-	(*Event)(nil),                    // 10: coco.agent.v1.Event
-	(*SetPolicyRequest)(nil),         // 11: coco.agent.v1.SetPolicyRequest
-	(*DestroySandboxRequest)(nil),    // 12: coco.agent.v1.DestroySandboxRequest
-	(*ReadStreamRequest)(nil),        // 13: coco.agent.v1.ReadStreamRequest
-	(*WriteStreamRequest)(nil),       // 14: coco.agent.v1.WriteStreamRequest
-	nil,                              // 15: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),            // 17: google.protobuf.Empty
-	(*anypb.Any)(nil),                // 18: google.protobuf.Any
+	(*PodNetwork)(nil),               // 3: coco.agent.v1.PodNetwork
+	(*NetworkInterface)(nil),         // 4: coco.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),             // 5: coco.agent.v1.NetworkRoute
+	(*NetworkNeighbor)(nil),          // 6: coco.agent.v1.NetworkNeighbor
+	(*PrepareContainerRequest)(nil),  // 7: coco.agent.v1.PrepareContainerRequest
+	(*Rootfs)(nil),                   // 8: coco.agent.v1.Rootfs
+	(*BlockDevice)(nil),              // 9: coco.agent.v1.BlockDevice
+	(*GuestPull)(nil),                // 10: coco.agent.v1.GuestPull
+	(*File)(nil),                     // 11: coco.agent.v1.File
+	(*PrepareContainerResponse)(nil), // 12: coco.agent.v1.PrepareContainerResponse
+	(*EventsRequest)(nil),            // 13: coco.agent.v1.EventsRequest
+	(*Event)(nil),                    // 14: coco.agent.v1.Event
+	(*SetPolicyRequest)(nil),         // 15: coco.agent.v1.SetPolicyRequest
+	(*DestroySandboxRequest)(nil),    // 16: coco.agent.v1.DestroySandboxRequest
+	(*ReadStreamRequest)(nil),        // 17: coco.agent.v1.ReadStreamRequest
+	(*WriteStreamRequest)(nil),       // 18: coco.agent.v1.WriteStreamRequest
+	nil,                              // 19: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	(*timestamppb.Timestamp)(nil),    // 20: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),            // 21: google.protobuf.Empty
+	(*anypb.Any)(nil),                // 22: google.protobuf.Any
 }
 var file_agent_proto_depIdxs = []int32{
-	15, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	16, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
-	4,  // 2: coco.agent.v1.PrepareContainerRequest.rootfs:type_name -> coco.agent.v1.Rootfs
-	7,  // 3: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
-	5,  // 4: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
-	6,  // 5: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
-	17, // 6: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
-	18, // 7: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
-	16, // 8: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	0,  // 9: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
-	2,  // 10: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
-	3,  // 11: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
-	9,  // 12: coco.agent.v1.Agent.Events:input_type -> coco.agent.v1.EventsRequest
-	11, // 13: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
-	12, // 14: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
-	1,  // 15: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
-	17, // 16: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
-	8,  // 17: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
-	10, // 18: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
-	17, // 19: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
-	17, // 20: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	19, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	20, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
+	3,  // 2: coco.agent.v1.SetupSandboxRequest.network:type_name -> coco.agent.v1.PodNetwork
+	4,  // 3: coco.agent.v1.PodNetwork.interfaces:type_name -> coco.agent.v1.NetworkInterface
+	5,  // 4: coco.agent.v1.PodNetwork.routes:type_name -> coco.agent.v1.NetworkRoute
+	6,  // 5: coco.agent.v1.PodNetwork.neighbors:type_name -> coco.agent.v1.NetworkNeighbor
+	8,  // 6: coco.agent.v1.PrepareContainerRequest.rootfs:type_name -> coco.agent.v1.Rootfs
+	11, // 7: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
+	9,  // 8: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
+	10, // 9: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
+	21, // 10: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
+	22, // 11: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
+	20, // 12: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	0,  // 13: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
+	2,  // 14: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
+	7,  // 15: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
+	13, // 16: coco.agent.v1.Agent.Events:input_type -> coco.agent.v1.EventsRequest
+	15, // 17: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
+	16, // 18: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
+	1,  // 19: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
+	21, // 20: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
+	12, // 21: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
+	14, // 22: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
+	21, // 23: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
+	21, // 24: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1119,7 +1433,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[4].OneofWrappers = []any{
+	file_agent_proto_msgTypes[8].OneofWrappers = []any{
 		(*Rootfs_Block)(nil),
 		(*Rootfs_GuestPull)(nil),
 		(*Rootfs_Agent)(nil),
@@ -1130,7 +1444,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

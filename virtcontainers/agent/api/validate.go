@@ -123,7 +123,7 @@ func (r *SetupSandboxRequest) Validate() error {
 	if len(r.GetPolicy()) > MaxPolicyBytes {
 		return invalid("policy", "%d bytes, at most %d", len(r.GetPolicy()), MaxPolicyBytes)
 	}
-	return nil
+	return r.GetNetwork().Validate()
 }
 
 // Validate checks a PrepareContainerRequest's fields; the spec's content is

@@ -1,0 +1,81 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/sandbox/network"
+)
+
+// hostNetwork reports whether the pod asks for the node's network
+// namespace: under containerd's sandbox API CRI gives every other pod a
+// namespace path; otherwise the sandbox spec lists no network namespace.
+// (A spec with a network namespace but no path, as `ctr run` makes, is a
+// pod without a network, not a host-network one.)
+func hostNetwork(opts Options) bool {
+	if opts.NetNSPath != "" {
+		return false
+	}
+	if opts.SandboxAPI {
+		return true
+	}
+	sp := opts.Spec
+	if sp == nil || sp.Linux == nil {
+		return false
+	}
+	for _, ns := range sp.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return false
+		}
+	}
+	return true
+}
+
+// checkHostNetwork refuses hostNetwork pods: a VM cannot share the node's
+// network stack, and a pod that expects the node's interfaces and ports
+// would silently get none.
+func checkHostNetwork(opts Options) error {
+	if hostNetwork(opts) {
+		return fmt.Errorf("sandbox %s: hostNetwork pods cannot run in a VM (the pod would not be on the node's network, and the node's network must not reach into a confidential guest); use a runc runtime class for it: %w", opts.ID, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// plumbNetwork wires the pod's network namespace to taps and attaches a
+// NIC per interface to the VM, which must not have started. The caller
+// closes the returned Pod's taps once the VMM holds its own copies; the
+// sandbox's teardown removes what is left in the namespace.
+func (s *vmSandbox) plumbNetwork(ctx context.Context) (*network.Pod, error) {
+	if s.opts.NetNSPath == "" || s.plumber == nil {
+		return nil, nil
+	}
+	pod, err := s.plumber.Setup(ctx, s.opts.NetNSPath)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", s.opts.ID, err)
+	}
+	if len(pod.Interfaces) == 0 {
+		return pod, nil
+	}
+	att, ok := s.vm.(hypervisor.NICAttacher)
+	if !ok {
+		pod.Close()
+		return nil, fmt.Errorf("sandbox %s: hypervisor %q cannot attach network interfaces: %w", s.opts.ID, s.vmConfig.Driver, errdefs.ErrNotImplemented)
+	}
+	if err := att.AttachNICs(pod.NICs()); err != nil {
+		pod.Close()
+		return nil, fmt.Errorf("sandbox %s: %w", s.opts.ID, err)
+	}
+	return pod, nil
+}
+
+// unplumbNetwork removes the taps and redirects from the pod's namespace.
+func (s *vmSandbox) unplumbNetwork(ctx context.Context) error {
+	if s.opts.NetNSPath == "" || s.plumber == nil {
+		return nil
+	}
+	return s.plumber.Teardown(ctx, s.opts.NetNSPath)
+}
