@@ -47,6 +47,7 @@ install: shim
 	install -m 0644 configs/policies/*.rego $(DESTDIR)$(SHARE)/policies/
 	@if [ -f build/guest/initrd.img ]; then $(MAKE) --no-print-directory install-guest-assets; \
 	else echo "guest assets not built: run 'make guest-assets' then 'make install' to install them"; fi
+	@$(MAKE) --no-print-directory install-firmware
 
 clean:
 	rm -rf $(BIN) build

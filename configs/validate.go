@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coco-runtime/coco/hypervisor/tee"
+	"github.com/coco-runtime/coco/virtcontainers/measure"
 )
 
 // Limits that catch typos (a memory size in bytes, a vCPU count of 1000)
@@ -135,6 +137,10 @@ func (c *Config) validateTEE(v *validator) {
 		}
 	}
 
+	if h.Driver == "qemu" {
+		c.validateMeasuredBoot(v, kind)
+	}
+
 	switch kind {
 	case tee.SEV, tee.SEVES:
 		o := t.SEV
@@ -174,6 +180,62 @@ func (c *Config) validateTEE(v *validator) {
 		}
 	}
 }
+
+// validateMeasuredBoot checks that a QEMU SEV, SEV-ES or SNP guest has its
+// kernel, initrd and command line covered by the launch measurement: QEMU
+// puts their hashes into the firmware's hashes page (kernel_hashes), and only
+// the AmdSev build of OVMF has that page and refuses a boot that does not
+// match it. TDX, SE and PEF firmware measure or seal the boot by other means
+// (see their class files).
+//
+// kernel_hashes = false is an error rather than a warning: the launch digest
+// would then cover the firmware alone, so the host could boot any kernel,
+// initrd or command line (init=/bin/sh, a TEE-less initrd) under a report a
+// verifier accepts. A firmware file that exists and is not the AmdSev build
+// is an error too (QEMU would refuse it later with a less helpful message);
+// a missing one is left to CheckAssets, since a node may be configured before
+// its assets are installed.
+func (c *Config) validateMeasuredBoot(v *validator, kind tee.Kind) {
+	h := &c.Hypervisor
+	var key string
+	var on bool
+	var mode measure.Mode
+	switch kind {
+	case tee.SEV, tee.SEVES:
+		key, on, mode = "tee.sev.kernel_hashes", c.TEE.SEV.KernelHashes, measure.ModeSEV
+	case tee.SNP:
+		key, on, mode = "tee.snp.kernel_hashes", c.TEE.SNP.KernelHashes, measure.ModeSNP
+	default:
+		return
+	}
+	if !on {
+		v.add(key, "false with TEE %q: the launch measurement would cover the firmware only, and the host could boot "+
+			"any kernel, initrd or command line unmeasured; set %s = true with the AmdSev OVMF build "+
+			"(hypervisor.firmware = %q)", kind, key, measure.AmdSevFirmware)
+		return
+	}
+	fw := h.Firmware
+	if fw == "" || !filepath.IsAbs(h.ShareDir) {
+		return // reported above
+	}
+	if !filepath.IsAbs(fw) {
+		fw = filepath.Join(h.ShareDir, fw)
+	}
+	err := measure.CheckFirmwareFile(fw, mode)
+	var nk *measure.NoKernelHashesError
+	switch {
+	case err == nil, errors.Is(err, fs.ErrNotExist):
+	case errors.As(err, &nk):
+		v.add("hypervisor.firmware", "%s is not the AmdSev build of OVMF: %s; it cannot check the kernel, initrd and command line "+
+			"that %s = true measures (and QEMU refuses it). %s", fw, nk.Reason, key, amdSevFix)
+	default:
+		v.add("hypervisor.firmware", "%v; TEE %q needs the AmdSev build of OVMF there. %s", err, kind, amdSevFix)
+	}
+}
+
+// amdSevFix says where the AmdSev firmware comes from.
+const amdSevFix = `Set firmware = "` + measure.AmdSevFirmware + `" and install it into share_dir: Debian package ovmf-amdsev ` +
+	`(/usr/share/ovmf/` + measure.AmdSevFirmware + `): "make firmware" extracts it, "make install" copies it`
 
 // validQGS accepts "vsock:CID:PORT" with 32-bit numbers or an absolute path.
 func validQGS(s string) bool {

@@ -15,9 +15,9 @@ func TestInvalidCombinations(t *testing.T) {
 	cases := []struct {
 		name, body, key, want string
 	}{
-		{"snp on microvm", "[hypervisor]\nmachine = \"microvm\"\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n",
+		{"snp on microvm", "[hypervisor]\nmachine = \"microvm\"\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n",
 			"hypervisor.machine", `allowed: "q35"`},
-		{"sev on pseries", "[hypervisor]\nmachine = \"pseries\"\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"sev\"\n",
+		{"sev on pseries", "[hypervisor]\nmachine = \"pseries\"\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"sev\"\n",
 			"hypervisor.machine", `allowed: "q35"`},
 		{"tdx on s390", "[hypervisor]\nmachine = \"s390-ccw-virtio\"\nfirmware = \"TDVF.fd\"\n[tee]\nkind = \"tdx\"\n",
 			"hypervisor.machine", `allowed: "q35"`},
@@ -29,8 +29,8 @@ func TestInvalidCombinations(t *testing.T) {
 		{"clh with sev", "[hypervisor]\ndriver = \"clh\"\n[tee]\nkind = \"sev\"\n", "tee.kind", `allowed: "none", "snp", "tdx"`},
 		{"clh with se", "[hypervisor]\ndriver = \"clh\"\n[tee]\nkind = \"se\"\n", "tee.kind", `driver "clh"`},
 		{"clh with tcg", "[hypervisor]\ndriver = \"clh\"\naccel = \"tcg\"\n", "hypervisor.accel", "needs KVM"},
-		{"tee with tools disk", "[hypervisor]\nfirmware = \"OVMF.fd\"\ntools_image = \"tools.erofs\"\n[tee]\nkind = \"snp\"\n", "hypervisor.tools_image", "measured initrd"},
-		{"tee with tcg", "[hypervisor]\naccel = \"tcg\"\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n", "hypervisor.accel", "a TEE needs KVM"},
+		{"tee with tools disk", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\ntools_image = \"tools.erofs\"\n[tee]\nkind = \"snp\"\n", "hypervisor.tools_image", "measured initrd"},
+		{"tee with tcg", "[hypervisor]\naccel = \"tcg\"\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n", "hypervisor.accel", "a TEE needs KVM"},
 		{"zero vcpus", "[hypervisor]\nvcpus = 0\n", "hypervisor.vcpus", "allowed 1-256"},
 		{"absurd vcpus", "[hypervisor]\nvcpus = 100000\n", "hypervisor.vcpus", "allowed 1-256"},
 		{"zero memory", "[hypervisor]\nmemory_mib = 0\n", "hypervisor.memory_mib", "allowed 128-1048576"},
@@ -52,15 +52,15 @@ func TestInvalidCombinations(t *testing.T) {
 		{"bad glob", "[runtime]\nannotations_allowed = [\"io.[x\"]\n", "runtime.annotations_allowed[0]", "path.Match"},
 		{"bad log level", "[runtime]\nlog_level = \"verbose\"\n", "runtime.log_level", `"debug"`},
 		{"bad fstype", "[rootfs]\nfstype = \"ext4\"\n", "rootfs.fstype", `allowed: "erofs"`},
-		{"sev policy with ES bit", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"sev\"\n[tee.sev]\npolicy = 0x5\n", "tee.sev.policy", "sev-es"},
-		{"sev-es policy without ES bit", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"sev-es\"\n", "tee.sev.policy", "0x5"},
-		{"sev cbitpos", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"sev\"\n[tee.sev]\ncbitpos = 0\n", "tee.sev.cbitpos", "allowed 32-63"},
-		{"snp reserved bit", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\npolicy = 0x10000\n", "tee.snp.policy", "0x30000"},
-		{"snp reduced phys bits", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nreduced_phys_bits = 0\n", "tee.snp.reduced_phys_bits", "allowed 1-63"},
-		{"snp id_block size", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nid_block = \"" + b64(95) + "\"\nid_auth = \"" + b64(4096) + "\"\n", "tee.snp.id_block", "exactly 96 bytes"},
-		{"snp id_block without id_auth", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nid_block = \"" + b64(96) + "\"\n", "tee.snp.id_auth", "needs its id_auth"},
-		{"snp id_auth too big", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nid_block = \"" + b64(96) + "\"\nid_auth = \"" + b64(4097) + "\"\n", "tee.snp.id_auth", "at most 4096"},
-		{"snp author key without id_auth", "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nauthor_key_enabled = true\n", "tee.snp.author_key_enabled", "id_auth"},
+		{"sev policy with ES bit", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"sev\"\n[tee.sev]\npolicy = 0x5\n", "tee.sev.policy", "sev-es"},
+		{"sev-es policy without ES bit", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"sev-es\"\n", "tee.sev.policy", "0x5"},
+		{"sev cbitpos", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"sev\"\n[tee.sev]\ncbitpos = 0\n", "tee.sev.cbitpos", "allowed 32-63"},
+		{"snp reserved bit", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\npolicy = 0x10000\n", "tee.snp.policy", "0x30000"},
+		{"snp reduced phys bits", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nreduced_phys_bits = 0\n", "tee.snp.reduced_phys_bits", "allowed 1-63"},
+		{"snp id_block size", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nid_block = \"" + b64(95) + "\"\nid_auth = \"" + b64(4096) + "\"\n", "tee.snp.id_block", "exactly 96 bytes"},
+		{"snp id_block without id_auth", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nid_block = \"" + b64(96) + "\"\n", "tee.snp.id_auth", "needs its id_auth"},
+		{"snp id_auth too big", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nid_block = \"" + b64(96) + "\"\nid_auth = \"" + b64(4097) + "\"\n", "tee.snp.id_auth", "at most 4096"},
+		{"snp author key without id_auth", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nauthor_key_enabled = true\n", "tee.snp.author_key_enabled", "id_auth"},
 		{"tdx bad qgs", "[hypervisor]\nfirmware = \"TDVF.fd\"\n[tee]\nkind = \"tdx\"\n[tee.tdx]\nquote_generation_socket = \"vsock:2\"\n", "tee.tdx.quote_generation_socket", `"vsock:CID:PORT"`},
 	}
 	for _, tc := range cases {
@@ -89,8 +89,8 @@ func TestInvalidCombinations(t *testing.T) {
 func TestValidCombinations(t *testing.T) {
 	b64 := func(n int) string { return base64.StdEncoding.EncodeToString(make([]byte, n)) }
 	cases := map[string]string{
-		"sev-es":         "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"sev-es\"\n[tee.sev]\npolicy = 0x5\n",
-		"snp id block":   "[hypervisor]\nfirmware = \"OVMF.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nid_block = \"" + b64(96) + "\"\nid_auth = \"" + b64(4096) + "\"\nauthor_key_enabled = true\n",
+		"sev-es":         "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"sev-es\"\n[tee.sev]\npolicy = 0x5\n",
+		"snp id block":   "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"snp\"\n[tee.snp]\nid_block = \"" + b64(96) + "\"\nid_auth = \"" + b64(4096) + "\"\nauthor_key_enabled = true\n",
 		"tdx vsock qgs":  "[hypervisor]\nfirmware = \"TDVF.fd\"\n[tee]\nkind = \"tdx\"\n[tee.tdx]\nquote_generation_socket = \"vsock:2:4050\"\n",
 		"tdx unix qgs":   "[hypervisor]\nfirmware = \"TDVF.fd\"\n[tee]\nkind = \"tdx\"\n[tee.tdx]\nquote_generation_socket = \"/var/run/tdx-qgs/qgs.socket\"\n",
 		"microvm tcg":    "[hypervisor]\nmachine = \"microvm\"\naccel = \"tcg\"\nvcpus = 2\nmemory_mib = 1024\n",

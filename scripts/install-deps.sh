@@ -11,6 +11,9 @@ APT_PACKAGES=(
 )
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-utils)
 SID_PACKAGES=(vhost-device-vsock)
+# Not a package here: the AmdSev OVMF of the SEV/SNP classes. sid's ovmf-amdsev Breaks bookworm's
+# ovmf, so `make firmware` (scripts/fetch-firmware.sh) extracts OVMF.amdsev.fd from it through the
+# sid source added below, and `make install` copies it into share_dir.
 
 stamp=/var/lib/coco-shim-deps.stamp
 want="$(printf '%s\n' "${APT_PACKAGES[@]}" "${BACKPORTS_PACKAGES[@]}" "${SID_PACKAGES[@]}" | sha256sum | cut -c1-16)"

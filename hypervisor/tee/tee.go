@@ -38,7 +38,9 @@ type SEVOptions struct {
 	Policy          uint32 // guest policy bits; SEV-ES sets bit 2 (0x4)
 	CBitPos         uint32
 	ReducedPhysBits uint32
-	KernelHashes    bool
+	// KernelHashes (kernel-hashes=on) puts the kernel, initrd and command
+	// line hashes into the launch measurement; Validate requires it.
+	KernelHashes bool
 }
 
 // SNPOptions configure sev-snp-guest.
@@ -214,7 +216,21 @@ func (o *SEVOptions) validate(k Kind) error {
 	if k == SEV && es {
 		return fmt.Errorf("tee.sev.policy = %#x: bit 2 (0x4) requests SEV-ES; use kind \"sev-es\" or clear the bit", o.Policy)
 	}
-	return checkCBit("tee.sev", o.CBitPos, o.ReducedPhysBits)
+	if err := checkCBit("tee.sev", o.CBitPos, o.ReducedPhysBits); err != nil {
+		return err
+	}
+	return checkKernelHashes("tee.sev", o.KernelHashes)
+}
+
+// checkKernelHashes refuses a QEMU SEV-family launch whose kernel, initrd
+// and command line the launch measurement would not cover: without
+// kernel-hashes the firmware loads whatever the host passes it.
+func checkKernelHashes(prefix string, on bool) error {
+	if !on {
+		return fmt.Errorf("%s.kernel_hashes = false: the launch measurement would not cover the kernel, initrd and command line, "+
+			"which the host could then replace; set it to true (with the AmdSev build of OVMF as firmware)", prefix)
+	}
+	return nil
 }
 
 func (o *SNPOptions) validate() error {
@@ -251,7 +267,7 @@ func (o *SNPOptions) validate() error {
 	if o.AuthorKeyEnabled && o.IDAuth == "" {
 		return fmt.Errorf("tee.snp.author_key_enabled: needs id_auth (the author key lives in it)")
 	}
-	return nil
+	return checkKernelHashes("tee.snp", o.KernelHashes)
 }
 
 // QuoteSocket is TDXOptions.QuoteGenerationSocket parsed: nil when unset,

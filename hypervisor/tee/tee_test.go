@@ -70,6 +70,8 @@ func TestValidateErrors(t *testing.T) {
 		{snp(func(o *SNPOptions) { o.IDAuth = b64(10) }), "set without id_block"},
 		{snp(func(o *SNPOptions) { o.IDBlock, o.IDAuth = b64(96), b64(4097) }), "at most 4096"},
 		{snp(func(o *SNPOptions) { o.AuthorKeyEnabled = true }), "needs id_auth"},
+		{snp(func(o *SNPOptions) { o.KernelHashes = false }), "tee.snp.kernel_hashes = false"},
+		{Config{Kind: SEVES, SEV: &SEVOptions{Policy: 0x5, CBitPos: 47, ReducedPhysBits: 1}}, "tee.sev.kernel_hashes = false"},
 		{Config{Kind: TDX, TDX: &TDXOptions{QuoteGenerationSocket: "vsock:2"}}, `want "vsock:CID:PORT"`},
 		{Config{Kind: TDX, TDX: &TDXOptions{QuoteGenerationSocket: "vsock:x:1"}}, `"x" is not a 32-bit number`},
 		{Config{Kind: TDX, TDX: &TDXOptions{QuoteGenerationSocket: "qgs.sock"}}, "absolute unix socket path"},

@@ -25,12 +25,15 @@ import (
 // the shape Trustee's reference value provider ingests (a "sample" message
 // whose payload is base64 of {name: [values]}).
 type Report struct {
-	RuntimeClass string       `json:"runtime_class"`
-	Config       string       `json:"config"`
-	TEE          string       `json:"tee"`
-	Launch       *Launch      `json:"launch,omitempty"`
-	Measurement  *Digest      `json:"measurement"`
-	InitData     *InitDataRef `json:"init_data,omitempty"`
+	RuntimeClass string  `json:"runtime_class"`
+	Config       string  `json:"config"`
+	TEE          string  `json:"tee"`
+	Launch       *Launch `json:"launch,omitempty"`
+	Measurement  *Digest `json:"measurement"`
+	// NotComputed is set instead of Measurement for the classes whose
+	// launch digest this tool cannot compute.
+	NotComputed *NotComputed `json:"not_computed,omitempty"`
+	InitData    *InitDataRef `json:"init_data,omitempty"`
 	// ReferenceValues use the claim names and encodings of Trustee's
 	// verifiers: snp_launch_measurement and init_data are base64, as the SNP
 	// verifier reports measurement and host_data.
@@ -42,15 +45,16 @@ type Report struct {
 // Launch is what the measurement covers, as the VMM is told.
 type Launch struct {
 	Mode          string `json:"mode"`
-	Firmware      string `json:"firmware"`
+	Firmware      string `json:"firmware,omitempty"`
+	IGVM          string `json:"igvm,omitempty"`
 	Kernel        string `json:"kernel,omitempty"`
 	Initrd        string `json:"initrd,omitempty"`
 	Cmdline       string `json:"cmdline"`
-	KernelHashes  bool   `json:"kernel_hashes"`
+	KernelHashes  bool   `json:"kernel_hashes,omitempty"`
 	VCPUs         int    `json:"vcpus"`
 	CPUModel      string `json:"cpu_model,omitempty"`
 	VCPUSig       string `json:"vcpu_sig,omitempty"`
-	VMMType       string `json:"vmm_type"`
+	VMMType       string `json:"vmm_type,omitempty"`
 	GuestFeatures string `json:"guest_features,omitempty"`
 }
 
@@ -94,6 +98,11 @@ func runConfig(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return exitError
+	}
+	if rep.NotComputed != nil {
+		// Still a success: the report names the reason and what a verifier
+		// pins instead, and carries the init-data binding.
+		fmt.Fprintf(stderr, "measure: %s: %s\n", rep.RuntimeClass, rep.NotComputed)
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
@@ -153,29 +162,31 @@ func configReport(o *options, command commandFunc) (*Report, error) {
 	return rep, nil
 }
 
-// measureConfig fills the launch and measurement for the SEV family; other
-// TEEs get a note saying why there is no launch digest.
+// measureConfig fills the launch and measurement for QEMU launches of the
+// SEV family; other classes get NotComputed with the reason and what a
+// verifier pins instead.
 func measureConfig(o *options, vmc hypervisor.Config, command commandFunc, rep *Report) error {
 	kind := vmc.TEE.Kind
+	if n := notComputed(vmc); n != nil {
+		l, err := launchOf(vmc, command, rep)
+		if err != nil {
+			return fmt.Errorf("resolve the VM of %s: %w", o.config, err)
+		}
+		rep.Launch, rep.NotComputed = l, n
+		return nil
+	}
 	var mode vcmeasure.Mode
 	var kernelHashes bool
 	switch kind {
 	case tee.SEV, tee.SEVES:
 		mode = vcmeasure.ModeSEV
-		if kind == tee.SEVES || vmc.TEE.SEV != nil && vmc.TEE.SEV.Policy&0x4 != 0 {
+		if kind == tee.SEVES || vmc.TEE.SEV != nil && vmc.TEE.SEV.Policy&tee.SEVPolicyES != 0 {
 			mode = vcmeasure.ModeSEVES
 		}
 		kernelHashes = vmc.TEE.SEV != nil && vmc.TEE.SEV.KernelHashes
 	case tee.SNP:
 		mode = vcmeasure.ModeSNP
 		kernelHashes = vmc.TEE.SNP != nil && vmc.TEE.SNP.KernelHashes
-	default:
-		rep.Notes = append(rep.Notes, fmt.Sprintf("no launch digest: tee.kind %q is not an AMD SEV guest; this tool computes SEV, SEV-ES and SNP digests only", kind))
-		return nil
-	}
-	if vmc.Driver == "clh" {
-		rep.Notes = append(rep.Notes, "no launch digest: Cloud Hypervisor launches SNP guests from an IGVM file, whose digest this tool does not compute")
-		return nil
 	}
 	argv, notes, err := command(vmc)
 	if err != nil {
@@ -199,7 +210,13 @@ func measureConfig(o *options, vmc hypervisor.Config, command commandFunc, rep *
 	}
 	firmware, err := readOVMF(l.Firmware)
 	if err != nil {
-		return fmt.Errorf("hypervisor.firmware: %w", err)
+		return fmt.Errorf("hypervisor.firmware: %w (the digest covers the firmware's bytes: install %s into share_dir, "+
+			"or point $%s at a directory that holds the class's firmware, kernel and initrd)", err, vcmeasure.AmdSevFirmware, configs.EnvShareDir)
+	}
+	if kernelHashes {
+		if err := firmware.CheckKernelHashes(mode); err != nil {
+			return fmt.Errorf("hypervisor.firmware: %s: %w; use the AmdSev build of OVMF (%s)", l.Firmware, err, vcmeasure.AmdSevFirmware)
+		}
 	}
 	p := vcmeasure.Params{Mode: mode, VCPUs: l.VCPUs, VMM: vmm, Firmware: firmware, GuestFeatures: vcmeasure.GuestFeaturesDefault}
 	if mode == vcmeasure.ModeSNP {

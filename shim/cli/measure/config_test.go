@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -151,7 +152,8 @@ func TestConfigSEVAndUnmeasuredKinds(t *testing.T) {
 
 	cfgPath, idPath, _, _ = classFiles(t, "[tee]\nkind = \"tdx\"\n")
 	rep = runReport(t, "--config", cfgPath, "--initdata", idPath)
-	if rep.Measurement != nil || len(rep.Notes) == 0 || !strings.Contains(rep.Notes[0], "not an AMD SEV guest") {
+	if rep.Measurement != nil || rep.NotComputed == nil || !slices.Contains(rep.NotComputed.Pin, "MRTD") ||
+		rep.Launch == nil || rep.Launch.Kernel == "" || rep.Launch.Cmdline == "" {
 		t.Fatalf("tdx: %+v", rep)
 	}
 	if rep.InitData == nil || rep.InitData.Field != "TDX MRCONFIGID" || len(rep.InitData.LaunchDataHex) != 96 {

@@ -28,7 +28,10 @@ virtee/sev-snp-measure. The digest alone is printed on stdout.
 
 With --config, measures what the shim would launch for that runtime class
 (firmware, kernel, initrd, command line, vCPUs, CPU model) and prints JSON
-reference values for a verifier, including the init-data binding.
+reference values for a verifier, including the init-data binding. For the
+classes whose digest it cannot compute (TDX, Cloud Hypervisor, SE, PEF, no
+TEE) the JSON's not_computed names the reason and what a verifier pins
+instead; the same line goes to stderr.
 
 Modes: sev, seves, snp, snp:ovmf-hash (the SNP digest of the firmware pages
 alone, for --snp-ovmf-hash).
