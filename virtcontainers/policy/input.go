@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -21,88 +23,122 @@ var redacted = map[protoreflect.FullName]bool{
 	"coco.agent.v1.File.content": true,
 }
 
-// Input turns a request into the policy's input document. Field names are
-// the proto names (container_id, exec_id, ...). Bytes and Any fields that
-// hold JSON (OCI specs, process specs) appear decoded, so a rule can say
-// input.spec.args (an exec's process) or input.spec.process.args (a
-// container's OCI spec).
-func Input(req proto.Message) map[string]any {
-	return messageValue(req.ProtoReflect())
+// factsKey carries Facts in a context.
+type factsKey struct{}
+
+// Facts are what the guest knows about a request that the request does
+// not say, added to its policy input under their own names, e.g.
+// "container_process" for an exec (see configs/policies/README.md).
+// A json.RawMessage value appears decoded.
+type Facts map[string]any
+
+// WithFacts returns ctx carrying facts for the input of the request it is
+// checked with.
+func WithFacts(ctx context.Context, f Facts) context.Context {
+	return context.WithValue(ctx, factsKey{}, f)
 }
 
-func messageValue(m protoreflect.Message) map[string]any {
+// Input turns a request into the policy's input document (its schema is
+// configs/policies/README.md). Field names are the proto names
+// (container_id, exec_id, ...). The JSON documents the guest acts on (the
+// OCI spec of PrepareContainer, the process of ExecProcess, the resources
+// of UpdateTask) appear decoded, so a rule can say input.spec.args; they
+// must be in the canonical form Canonicalize leaves, or Input fails. Other
+// bytes and Any fields appear as base64 (an Any as {type_url, value}). The
+// facts carried by ctx (WithFacts) are added; a fact may not shadow a field.
+func Input(ctx context.Context, req proto.Message) (map[string]any, error) {
+	out, err := messageValue(req.ProtoReflect())
+	if err != nil {
+		return nil, err
+	}
+	facts, _ := ctx.Value(factsKey{}).(Facts)
+	for k, v := range facts {
+		if _, ok := out[k]; ok {
+			return nil, fmt.Errorf("policy input: fact %q would shadow a field of %s", k, RuleName(req))
+		}
+		if raw, ok := v.(json.RawMessage); ok {
+			if v, err = decodeJSON(raw); err != nil {
+				return nil, fmt.Errorf("policy input: fact %q: %w", k, err)
+			}
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func messageValue(m protoreflect.Message) (map[string]any, error) {
 	out := map[string]any{}
 	if a, ok := m.Interface().(*anypb.Any); ok {
-		// containerd's Any values for OCI types hold JSON: show the document.
-		if doc, ok := bytesValue(a.GetValue()).(map[string]any); ok {
-			return doc
-		}
 		out["type_url"] = a.GetTypeUrl()
-		out["value"] = bytesValue(a.GetValue())
-		return out
+		out["value"] = base64.StdEncoding.EncodeToString(a.GetValue())
+		return out, nil
 	}
+	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if redacted[fd.FullName()] {
 			return true
 		}
-		out[string(fd.Name())] = fieldValue(fd, v)
-		return true
+		out[string(fd.Name())], err = fieldValue(fd, v)
+		return err == nil
 	})
-	return out
+	return out, err
 }
 
-func fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
+func fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (any, error) {
+	if _, ok := documents[fd.FullName()]; ok {
+		var b []byte
+		if fd.Kind() == protoreflect.BytesKind {
+			b = v.Bytes()
+		} else {
+			b = v.Message().Interface().(*anypb.Any).GetValue()
+		}
+		if len(b) > 0 {
+			return canonicalDocument(fd, b)
+		}
+	}
 	switch {
 	case fd.IsList():
 		l := v.List()
 		out := make([]any, l.Len())
 		for i := range out {
-			out[i] = scalarValue(fd, l.Get(i))
+			var err error
+			if out[i], err = scalarValue(fd, l.Get(i)); err != nil {
+				return nil, err
+			}
 		}
-		return out
+		return out, nil
 	case fd.IsMap():
 		out := map[string]any{}
+		var err error
 		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-			out[k.String()] = scalarValue(fd.MapValue(), mv)
-			return true
+			out[k.String()], err = scalarValue(fd.MapValue(), mv)
+			return err == nil
 		})
-		return out
+		return out, err
 	}
 	return scalarValue(fd, v)
 }
 
-func scalarValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
+func scalarValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (any, error) {
 	switch fd.Kind() {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		return messageValue(v.Message())
 	case protoreflect.BytesKind:
-		return bytesValue(v.Bytes())
+		return base64.StdEncoding.EncodeToString(v.Bytes()), nil
 	case protoreflect.EnumKind:
 		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
-			return string(ev.Name())
+			return string(ev.Name()), nil
 		}
-		return int64(v.Enum())
+		return int64(v.Enum()), nil
 	case protoreflect.StringKind:
-		return v.String()
+		return v.String(), nil
 	case protoreflect.BoolKind:
-		return v.Bool()
+		return v.Bool(), nil
 	case protoreflect.FloatKind, protoreflect.DoubleKind:
-		return v.Float()
+		return v.Float(), nil
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		return v.Uint()
+		return v.Uint(), nil
 	default:
-		return v.Int()
+		return v.Int(), nil
 	}
-}
-
-// bytesValue decodes JSON documents (OCI specs travel as JSON bytes) and
-// gives anything else as base64.
-func bytesValue(b []byte) any {
-	if len(b) > 0 && (b[0] == '{' || b[0] == '[') {
-		var doc any
-		if json.Unmarshal(b, &doc) == nil {
-			return doc
-		}
-	}
-	return base64.StdEncoding.EncodeToString(b)
 }

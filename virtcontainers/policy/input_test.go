@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -11,9 +14,15 @@ import (
 )
 
 func TestInputShape(t *testing.T) {
-	spec := []byte(`{"process":{"args":["sh"]},"hostname":"h"}`)
+	spec := []byte(`{"process":{"args":["sh"],"cwd":"/"},"hostname":"h"}`)
 	r := &api.PrepareContainerRequest{ContainerId: "c1", Spec: spec, Files: []*api.File{{Destination: "/etc/hosts", Content: []byte("secret")}}}
-	in := Input(r)
+	if _, err := Canonicalize(r); err != nil {
+		t.Fatal(err)
+	}
+	in, err := Input(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if in["container_id"] != "c1" {
 		t.Fatalf("container_id = %v", in["container_id"])
 	}
@@ -27,9 +36,28 @@ func TestInputShape(t *testing.T) {
 	if f["destination"] != "/etc/hosts" {
 		t.Fatalf("destination = %v", f["destination"])
 	}
-	exec := Input(policytest.ExecRequest(t, "ls"))
+	exec, err := Input(context.Background(), policytest.ExecRequest(t, "ls"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if args := exec["spec"].(map[string]any)["args"].([]any); args[0] != "ls" {
 		t.Fatalf("exec args = %v", args)
+	}
+}
+
+func TestInputFacts(t *testing.T) {
+	ctx := WithFacts(context.Background(), Facts{"container_process": json.RawMessage(`{"args":["sleep"],"oomScoreAdj":18446744073709551615}`)})
+	in, err := Input(ctx, policytest.ExecRequest(t, "ls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Numbers stay exact on their way to the engine.
+	if got := in["container_process"].(map[string]any)["oomScoreAdj"]; got != json.Number("18446744073709551615") {
+		t.Fatalf("container_process.oomScoreAdj = %#v", got)
+	}
+	_, err = Input(WithFacts(context.Background(), Facts{"spec": "x"}), policytest.ExecRequest(t, "ls"))
+	if err == nil || !strings.Contains(err.Error(), `fact "spec" would shadow a field`) {
+		t.Fatalf("shadowing fact: err = %v", err)
 	}
 }
 

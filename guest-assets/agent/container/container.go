@@ -53,6 +53,7 @@ type prepared struct {
 	bundle  string
 	sandbox bool
 	mounts  []string // to unmount, innermost first
+	process []byte   // the process as the host sent it (spec.Result.HostProcess)
 }
 
 // Manager tracks prepared bundles and the sandbox container. It is safe for
@@ -91,6 +92,18 @@ func (m *Manager) Prepared(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.containers[id] != nil
+}
+
+// Process returns the process of prepared container id as the host sent
+// it in PrepareContainer, which the policy allowed then (canonical JSON).
+func (m *Manager) Process(id string) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.containers[id]
+	if p == nil || p.process == nil {
+		return nil, false
+	}
+	return p.process, true
 }
 
 // IsSandbox reports whether id is the prepared sandbox container.
@@ -191,6 +204,9 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	if err != nil {
 		return "", err
 	}
+	m.mu.Lock()
+	p.process = res.HostProcess
+	m.mu.Unlock()
 	for _, w := range res.Warnings {
 		log.G(ctx).WithField("id", id).Warn(w)
 	}

@@ -41,8 +41,10 @@ const (
 
 // Validator checks a decoded request; it returns an InvalidArgument error
 // naming the field. Requests that have a Validate method are checked by it
-// first.
-type Validator func(method string, req proto.Message) error
+// first. It may rewrite req in place (canonical JSON documents, so that the
+// policy and the runtime read the same bytes) and return ctx with facts for
+// the policy input (policy.WithFacts in virtcontainers/policy).
+type Validator func(ctx context.Context, method string, req proto.Message) (context.Context, error)
 
 // Gate runs the checks for every request. The zero value is not usable; use
 // NewGate.
@@ -114,9 +116,11 @@ func (g *Gate) Check(ctx context.Context, method string, req proto.Message) erro
 		}
 	}
 	if g.validate != nil {
-		if err := g.validate(method, req); err != nil {
+		vctx, err := g.validate(ctx, method, req)
+		if err != nil {
 			return fmt.Errorf("%s: %w", methodName(method), err)
 		}
+		ctx = vctx
 	}
 	return g.Judge(ctx, method, req)
 }

@@ -41,11 +41,11 @@ func call(g *Gate, method string, wire []byte, handler func(req proto.Message) (
 
 func TestGate(t *testing.T) {
 	p := &recordPolicy{}
-	g := NewGate(p, func(method string, req proto.Message) error {
+	g := NewGate(p, func(ctx context.Context, method string, req proto.Message) (context.Context, error) {
 		if s, ok := req.(*wrapperspb.StringValue); ok && s.Value == "bad" {
-			return errors.New("value: bad: invalid argument")
+			return ctx, errors.New("value: bad: invalid argument")
 		}
-		return nil
+		return ctx, nil
 	})
 	ok := func(proto.Message) (any, error) { return &emptypb.Empty{}, nil }
 	good, _ := proto.Marshal(wrapperspb.String("x"))

@@ -136,9 +136,13 @@ type Rego struct {
 }
 
 // Evaluate asks the engine for the request's rule. Only true allows.
-func (r *Rego) Evaluate(_ context.Context, method string, req proto.Message) error {
+func (r *Rego) Evaluate(ctx context.Context, method string, req proto.Message) error {
 	rule := policy.RuleName(req)
-	in, err := json.Marshal(policy.Input(req))
+	doc, err := policy.Input(ctx, req)
+	if err != nil {
+		return err
+	}
+	in, err := json.Marshal(doc)
 	if err != nil {
 		return fmt.Errorf("policy input of %s: %w", method, err)
 	}

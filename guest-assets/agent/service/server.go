@@ -121,7 +121,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	cfg.Containers.PodPIDHolder = pausetask.NewPIDHolder(ts.pause).Get
 	containers := container.NewManager(cfg.Containers)
 	ts.containers = containers
-	gate := policy.NewGate(cfg.Policy, ValidateTask)
+	gate := policy.NewGate(cfg.Policy, validator{containers}.check)
 	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin, streamCheck(gate))
 	ts.streams = a.streams
 

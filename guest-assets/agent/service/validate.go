@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path"
@@ -11,7 +12,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/coco-runtime/coco/guest-assets/agent/container"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+	vcpolicy "github.com/coco-runtime/coco/virtcontainers/policy"
 )
 
 const (
@@ -23,10 +26,34 @@ func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %w", field, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
 }
 
-// ValidateTask checks the host-controlled fields of containerd task API
-// requests that the runc task service would otherwise trust: ids (they
-// become guest paths), the bundle and rootfs (only what PrepareContainer
-// made), runtime options (they name binaries), the exec process spec.
+// validator is the gate's Validator: ValidateTask, then the facts an
+// exec's policy input needs.
+type validator struct{ containers *container.Manager }
+
+// check validates req and, for an exec, adds the container's own process
+// to the policy input as container_process: the policy compares the exec
+// with it, field by field (configs/policies/README.md).
+func (v validator) check(ctx context.Context, method string, req proto.Message) (context.Context, error) {
+	if err := ValidateTask(method, req); err != nil {
+		return ctx, err
+	}
+	if r, ok := req.(*taskAPI.ExecProcessRequest); ok && v.containers != nil {
+		if p, ok := v.containers.Process(r.ID); ok {
+			ctx = vcpolicy.WithFacts(ctx, vcpolicy.Facts{"container_process": json.RawMessage(p)})
+		}
+	}
+	return ctx, nil
+}
+
+// ValidateTask checks the host-controlled fields of a request before the
+// policy sees it. Every JSON document in it (the OCI spec of
+// PrepareContainer, an exec's process, UpdateTask's resources) is decoded
+// strictly and its bytes replaced by their canonical form, in place: the
+// policy and the runtime then read the same bytes. For the containerd task
+// API it also checks what the runc task service would otherwise trust: ids
+// (they become guest paths), the bundle and rootfs (only what
+// PrepareContainer made), runtime options (they name binaries), the exec
+// process spec.
 func ValidateTask(method string, req proto.Message) error {
 	if r, ok := req.(interface{ GetID() string }); ok {
 		id := r.GetID()
@@ -42,18 +69,35 @@ func ValidateTask(method string, req proto.Message) error {
 			return err
 		}
 	}
+	// Bounds before parsing.
+	switch r := req.(type) {
+	case *taskAPI.ExecProcessRequest:
+		if r.ExecID == "" {
+			return invalid("exec_id", "empty")
+		}
+		if r.Spec == nil || len(r.Spec.GetValue()) == 0 {
+			return invalid("spec", "missing process spec")
+		}
+		if len(r.Spec.GetValue()) > maxProcessSpec {
+			return invalid("spec", "%d bytes, at most %d", len(r.Spec.GetValue()), maxProcessSpec)
+		}
+	case *taskAPI.UpdateTaskRequest:
+		if r.Resources == nil || len(r.Resources.GetValue()) == 0 || len(r.Resources.GetValue()) > maxResources {
+			return invalid("resources", "want a resources document of 1 to %d bytes", maxResources)
+		}
+	}
+	docs, err := vcpolicy.Canonicalize(req)
+	if err != nil {
+		return err
+	}
 	switch r := req.(type) {
 	case *taskAPI.CreateTaskRequest:
 		return validateCreate(r)
 	case *taskAPI.ExecProcessRequest:
-		return validateExec(r)
+		return validateExec(r, docs["spec"].(*specs.Process))
 	case *taskAPI.KillRequest:
 		if r.Signal == 0 || r.Signal > 64 {
 			return invalid("signal", "%d is not a signal number (1-64)", r.Signal)
-		}
-	case *taskAPI.UpdateTaskRequest:
-		if r.Resources == nil || len(r.Resources.GetValue()) > maxResources {
-			return invalid("resources", "want a resources message of at most %d bytes", maxResources)
 		}
 	case *taskAPI.ResizePtyRequest:
 		if r.Width > 0xffff || r.Height > 0xffff {
@@ -82,23 +126,7 @@ func validateCreate(r *taskAPI.CreateTaskRequest) error {
 	return nil
 }
 
-func validateExec(r *taskAPI.ExecProcessRequest) error {
-	if r.ExecID == "" {
-		return invalid("exec_id", "empty")
-	}
-	if r.Spec == nil || len(r.Spec.GetValue()) == 0 {
-		return invalid("spec", "missing process spec")
-	}
-	if len(r.Spec.GetValue()) > maxProcessSpec {
-		return invalid("spec", "%d bytes, at most %d", len(r.Spec.GetValue()), maxProcessSpec)
-	}
-	if !strings.HasSuffix(r.Spec.GetTypeUrl(), "opencontainers/runtime-spec/1/Process") {
-		return invalid("spec.type_url", "%q is not an OCI process spec", r.Spec.GetTypeUrl())
-	}
-	var p specs.Process
-	if err := json.Unmarshal(r.Spec.GetValue(), &p); err != nil {
-		return invalid("spec", "not an OCI process spec: %v", err)
-	}
+func validateExec(r *taskAPI.ExecProcessRequest, p *specs.Process) error {
 	if len(p.Args) == 0 {
 		return invalid("spec.args", "empty")
 	}

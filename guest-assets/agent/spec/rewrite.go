@@ -18,6 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
+	"github.com/coco-runtime/coco/virtcontainers/policy/strictjson"
 )
 
 // PauseBinary is the sandbox container's process inside the agent-provided
@@ -48,6 +49,10 @@ type Options struct {
 type Result struct {
 	Spec     *specs.Spec
 	Warnings []string
+	// HostProcess is the container's process as the host sent it and the
+	// policy judged it (canonical JSON): an exec's process is compared
+	// with it, since containerd builds one by copying it.
+	HostProcess []byte
 }
 
 // mount types that carry no host path and keep their meaning in the guest.
@@ -68,15 +73,21 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	if len(raw) == 0 || len(raw) > api.MaxSpecBytes {
 		return nil, fmt.Errorf("spec: %d bytes, want 1 to %d: %w", len(raw), api.MaxSpecBytes, errdefs.ErrInvalidArgument)
 	}
+	// The gate canonicalised the spec before the policy saw it; decoding
+	// strictly again keeps one reading even for a caller that did not.
 	var s specs.Spec
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, fmt.Errorf("spec: not an OCI runtime spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	if err := strictjson.Decode("spec", raw, &s); err != nil {
+		return nil, err
 	}
 	res := &Result{Spec: &s}
 	warn := func(format string, args ...any) { res.Warnings = append(res.Warnings, fmt.Sprintf(format, args...)) }
 
 	if s.Process == nil {
 		return nil, invalid("process", "missing")
+	}
+	var err error
+	if res.HostProcess, err = json.Marshal(s.Process); err != nil {
+		return nil, invalid("process", "%v", err)
 	}
 	if len(s.Process.Args) == 0 && !o.Sandbox {
 		return nil, invalid("process.args", "empty")

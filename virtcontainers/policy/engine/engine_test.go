@@ -2,11 +2,14 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/coco-runtime/coco/configs/policies"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
@@ -23,43 +26,61 @@ func mustCompile(t testing.TB, src string) *Engine {
 	return e
 }
 
-func TestShippedPolicies(t *testing.T) {
+// decide canonicalises req as the guest's gate does, builds its input
+// with facts, and asks e.
+func decide(t testing.TB, e *Engine, req proto.Message, facts policy.Facts) bool {
+	t.Helper()
 	ctx := context.Background()
+	if facts != nil {
+		ctx = policy.WithFacts(ctx, facts)
+	}
+	if _, err := policy.Canonicalize(req); err != nil {
+		t.Fatal(err)
+	}
+	in, err := policy.Input(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := e.Allowed(ctx, policy.RuleName(req), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// containerFacts is what the guest adds to an exec's input for a
+// container whose process is p.
+func containerFacts(t testing.TB, p *specs.Process) policy.Facts {
+	t.Helper()
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policy.Facts{"container_process": json.RawMessage(b)}
+}
+
+func TestShippedPolicies(t *testing.T) {
 	all := mustCompile(t, policies.AllowAll)
 	tee := mustCompile(t, policies.DefaultTEE)
-	exec := policytest.ExecRequest(t, "sh", "-c", "cat /secret")
-	start := &taskAPI.StartRequest{ID: "c1"}
-	setPolicy := &api.SetPolicyRequest{Policy: "package agent_policy"}
-
 	for _, tc := range []struct {
 		name   string
 		engine *Engine
-		req    interface{}
+		req    proto.Message
 		want   bool
 	}{
-		{"allow-all exec", all, exec, true},
-		{"allow-all set policy", all, setPolicy, true},
-		{"tee start", tee, start, true},
-		{"tee exec", tee, exec, false},
-		{"tee set policy", tee, setPolicy, false},
+		{"allow-all exec", all, policytest.ExecRequest(t, "sh", "-c", "cat /secret"), true},
+		{"allow-all set policy", all, &api.SetPolicyRequest{Policy: "package agent_policy"}, true},
+		{"allow-all privileged container", all, policytest.Prepare(t, privileged(policytest.CRISpec("sh"))), true},
+		{"tee start", tee, &taskAPI.StartRequest{ID: "c1"}, true},
+		{"tee container", tee, policytest.Prepare(t, policytest.CRISpec("sh")), true},
+		{"tee exec", tee, policytest.ExecRequest(t, "sh", "-c", "cat /secret"), false},
+		{"tee set policy", tee, &api.SetPolicyRequest{Policy: "package agent_policy"}, false},
+		{"tee stdout", tee, &api.ReadStreamRequest{ContainerId: "c1", Kind: "stdout"}, false},
+		{"tee stdin", tee, &api.WriteStreamRequest{ContainerId: "c1"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var rule string
-			var input map[string]any
-			switch r := tc.req.(type) {
-			case *taskAPI.ExecProcessRequest:
-				rule, input = policy.RuleName(r), policy.Input(r)
-			case *taskAPI.StartRequest:
-				rule, input = policy.RuleName(r), policy.Input(r)
-			case *api.SetPolicyRequest:
-				rule, input = policy.RuleName(r), policy.Input(r)
-			}
-			got, err := tc.engine.Allowed(ctx, rule, input)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tc.want {
-				t.Fatalf("%s: allowed = %v, want %v", rule, got, tc.want)
+			if got := decide(t, tc.engine, tc.req, nil); got != tc.want {
+				t.Fatalf("%s: allowed = %v, want %v", policy.RuleName(tc.req), got, tc.want)
 			}
 		})
 	}
@@ -69,13 +90,28 @@ func TestOwnerAllowsExactExec(t *testing.T) {
 	src := strings.Replace(policies.DefaultTEE, `allowed_exec_argv := []`, `allowed_exec_argv := [["cat", "/etc/hostname"]]`, 1)
 	e := mustCompile(t, src)
 	ctx := context.Background()
-	ok := policytest.ExecRequest(t, "cat", "/etc/hostname")
-	if err := e.Check(ctx, "ExecProcess", policy.RuleName(ok), policy.Input(ok)); err != nil {
+	c := policytest.CRIProcess("sleep", "1000")
+	facts := policy.WithFacts(ctx, containerFacts(t, c))
+	exec := func(args ...string) *taskAPI.ExecProcessRequest {
+		p := *c
+		p.Args = args
+		return policytest.Exec(t, p)
+	}
+	ok := exec("cat", "/etc/hostname")
+	in, err := policy.Input(facts, ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Check(ctx, "ExecProcess", policy.RuleName(ok), in); err != nil {
 		t.Fatalf("allowed argv denied: %v", err)
 	}
-	for _, args := range [][]string{{"cat", "/etc/shadow"}, {"cat", "/etc/hostname", "/etc/shadow"}, {"cat"}} {
-		r := policytest.ExecRequest(t, args...)
-		err := e.Check(ctx, "ExecProcess", policy.RuleName(r), policy.Input(r))
+	for _, args := range [][]string{{"cat", "/etc/shadow"}, {"cat", "/etc/hostname", "/etc/shadow"}, {"cat"}, {"cat /etc/hostname"}} {
+		r := exec(args...)
+		in, err := policy.Input(facts, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = e.Check(ctx, "ExecProcess", policy.RuleName(r), in)
 		if !errdefs.IsPermissionDenied(err) {
 			t.Fatalf("argv %q: err = %v, want permission denied", args, err)
 		}
@@ -86,34 +122,45 @@ func TestOwnerAllowsExactExec(t *testing.T) {
 	}
 }
 
+// The regex form is one pattern per argument, each matching its whole
+// argument: argv is never joined, so ["ls -l", "/tmp"] is not ["ls", "-l", "/tmp"].
 func TestOwnerAllowsExecByRegex(t *testing.T) {
-	src := strings.Replace(policies.DefaultTEE, `allowed_exec_regex := []`, `allowed_exec_regex := ["^ls( -l)? /tmp$"]`, 1)
+	src := strings.Replace(policies.DefaultTEE, `allowed_exec_regex := []`, `allowed_exec_regex := [["ls"], ["ls", "-l|-la", "/tmp(/[a-z]+)?"]]`, 1)
 	e := mustCompile(t, src)
-	for args, want := range map[string]bool{"ls /tmp": true, "ls -l /tmp": true, "ls /etc": false, "ls /tmp; rm -rf /": false} {
-		r := policytest.ExecRequest(t, strings.Fields(args)...)
-		got, err := e.Allowed(context.Background(), policy.RuleName(r), policy.Input(r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got != want {
-			t.Errorf("%q: allowed = %v, want %v", args, got, want)
+	c := policytest.CRIProcess("sleep", "1000")
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"ls"}, true},
+		{[]string{"ls", "-l", "/tmp"}, true},
+		{[]string{"ls", "-la", "/tmp/abc"}, true},
+		{[]string{"ls -l", "/tmp"}, false},
+		{[]string{"ls", "-l /tmp"}, false},
+		{[]string{"ls", "-l", "/etc"}, false},
+		{[]string{"ls", "-l", "/tmp/../etc"}, false},
+		{[]string{"ls", "-l", "/tmp; cat /secret"}, false},
+		{[]string{"xls"}, false},
+		{[]string{"ls", "-l", "/tmp", "/etc"}, false},
+	} {
+		p := *c
+		p.Args = tc.args
+		if got := decide(t, e, policytest.Exec(t, p), containerFacts(t, c)); got != tc.want {
+			t.Errorf("%q: allowed = %v, want %v", tc.args, got, tc.want)
 		}
 	}
 }
 
 func TestUndefinedRuleDenies(t *testing.T) {
 	e := mustCompile(t, "package agent_policy\n\nStartRequest := true\n")
-	r := &taskAPI.KillRequest{ID: "c1", Signal: 9}
-	got, err := e.Allowed(context.Background(), policy.RuleName(r), policy.Input(r))
-	if err != nil || got {
-		t.Fatalf("undefined rule: allowed = %v, err = %v; want denied", got, err)
+	if decide(t, e, &taskAPI.KillRequest{ID: "c1", Signal: 9}, nil) {
+		t.Fatal("undefined rule: allowed, want denied")
 	}
 }
 
 func TestNonBooleanDenies(t *testing.T) {
 	e := mustCompile(t, "package agent_policy\n\nStartRequest := \"yes\"\n")
-	r := &taskAPI.StartRequest{ID: "c1"}
-	if got, _ := e.Allowed(context.Background(), policy.RuleName(r), policy.Input(r)); got {
+	if decide(t, e, &taskAPI.StartRequest{ID: "c1"}, nil) {
 		t.Fatal("a non-boolean rule value allowed the request")
 	}
 }
@@ -140,9 +187,13 @@ func BenchmarkDefaultPolicyStart(b *testing.B) {
 	e := mustCompile(b, policies.DefaultTEE)
 	r := &taskAPI.StartRequest{ID: "c1"}
 	ctx := context.Background()
+	in, err := policy.Input(ctx, r)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := e.Check(ctx, "Start", policy.RuleName(r), policy.Input(r)); err != nil {
+		if err := e.Check(ctx, "Start", policy.RuleName(r), in); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -152,9 +203,13 @@ func BenchmarkDefaultPolicyExecDenied(b *testing.B) {
 	e := mustCompile(b, policies.DefaultTEE)
 	r := policytest.ExecRequest(b, "sh", "-c", "id")
 	ctx := context.Background()
+	in, err := policy.Input(ctx, r)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := e.Check(ctx, "ExecProcess", policy.RuleName(r), policy.Input(r)); err == nil {
+		if err := e.Check(ctx, "ExecProcess", policy.RuleName(r), in); err == nil {
 			b.Fatal("exec allowed")
 		}
 	}
