@@ -53,7 +53,17 @@ func shareDir(t *testing.T, files ...string) {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+		body := []byte(f)
+		if f == "OVMF.amdsev.fd" {
+			// Loading an SEV/SNP class checks that this is the AmdSev build
+			// of OVMF: use the footer of a real one.
+			b, err := os.ReadFile("../../../virtcontainers/measure/testdata/sev-snp-measure/ovmf_AmdSev_suffix.bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = b
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), body, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
