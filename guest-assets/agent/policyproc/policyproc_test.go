@@ -3,6 +3,7 @@ package policyproc_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/coco-runtime/coco/configs/policies"
 	"github.com/coco-runtime/coco/guest-assets/agent/policyproc"
 	"github.com/coco-runtime/coco/guest-assets/agent/policyproc/server"
+	"github.com/coco-runtime/coco/virtcontainers/policy"
 	"github.com/coco-runtime/coco/virtcontainers/policy/policytest"
 )
 
@@ -70,6 +72,34 @@ func TestDefaultTEEPolicyThroughTheEngine(t *testing.T) {
 	want := "ExecProcess denied by agent policy (rule agent_policy.ExecProcessRequest)"
 	if !errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("exec: err = %v, want permission denied containing %q", err, want)
+	}
+}
+
+// The guest's facts about an exec (the container's own process) reach
+// coco-policy with the request, and the default TEE policy's whole-process
+// rule holds there too.
+func TestExecFactsReachTheEngine(t *testing.T) {
+	p := engine(t, "serve")
+	src := strings.Replace(policies.DefaultTEE, `allowed_exec_argv := []`, `allowed_exec_argv := [["cat", "/etc/hostname"]]`, 1)
+	pol, err := p.Compile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _ := json.Marshal(policytest.CRIProcess("sleep", "1000"))
+	ctx := policy.WithFacts(context.Background(), policy.Facts{"container_process": json.RawMessage(own)})
+	exec := policytest.CRIProcess("cat", "/etc/hostname")
+	if err := pol.Evaluate(ctx, "ExecProcess", policytest.Exec(t, *exec)); err != nil {
+		t.Fatalf("containerd's exec of an allowed command denied: %v", err)
+	}
+	exec.Env = append(exec.Env, "LD_PRELOAD=/tmp/evil.so")
+	if err := pol.Evaluate(ctx, "ExecProcess", policytest.Exec(t, *exec)); !errdefs.IsPermissionDenied(err) {
+		t.Fatalf("exec with LD_PRELOAD: err = %v, want denied", err)
+	}
+	// A document that was not canonicalised is denied, not read.
+	r := policytest.ExecRequest(t, "cat", "/etc/hostname")
+	r.Spec.Value = append([]byte(" "), r.Spec.Value...)
+	if err := pol.Evaluate(ctx, "ExecProcess", r); err == nil || !strings.Contains(err.Error(), "canonical") {
+		t.Fatalf("non-canonical exec: err = %v, want an error about canonical form", err)
 	}
 }
 
