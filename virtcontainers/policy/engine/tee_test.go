@@ -228,3 +228,36 @@ func mustJSON(t testing.TB, v any) []byte {
 	}
 	return b
 }
+
+// The owner policy configs/policies/README.md shows: its edits compile
+// and do what the README says.
+func TestReadmeOwnerPolicy(t *testing.T) {
+	src := strings.NewReplacer(
+		`allowed_exec_argv := []`, `allowed_exec_argv := [["cat", "/etc/hostname"]]`,
+		`allowed_exec_regex := []`, `allowed_exec_regex := [["ls", "-l|-la", "/data(/[a-z0-9._-]+)*"]]`,
+		`default ReadStreamRequest := false`, `default ReadStreamRequest := true`,
+	).Replace(policies.DefaultTEE) + `
+# One more case of namespace_pinned: the pod's pid namespace, by path.
+namespace_pinned(n) if {
+	n.type == "pid"
+	startswith(n.path, "/proc/")
+}
+`
+	e := mustCompile(t, src)
+	shared := policytest.CRISpec("sh")
+	shared.Linux.Namespaces[0].Path = "/proc/4242/ns/pid"
+	if !decide(t, e, policytest.Prepare(t, shared), nil) {
+		t.Error("container in the pod's pid namespace denied")
+	}
+	if decide(t, e, policytest.Prepare(t, privileged(policytest.CRISpec("sh"))), nil) {
+		t.Error("privileged container allowed")
+	}
+	c := policytest.CRIProcess("sleep", "1000")
+	for args, want := range map[string]bool{"ls -la /data/x.1": true, "ls /data": false, "cat /etc/hostname": true, "cat /etc/passwd": false} {
+		p := *c
+		p.Args = strings.Fields(args)
+		if got := decide(t, e, policytest.Exec(t, p), containerFacts(t, c)); got != want {
+			t.Errorf("exec %q: allowed = %v, want %v", args, got, want)
+		}
+	}
+}
