@@ -73,6 +73,8 @@ type Hypervisor struct {
 	IGVM         string   `toml:"igvm"`
 	KernelParams string   `toml:"kernel_params"`
 	BootTimeout  Duration `toml:"boot_timeout"`
+	// ConsoleLogKiB caps the guest console log on the host.
+	ConsoleLogKiB uint32 `toml:"console_log_kib"`
 	// ShareDir is absolute once loaded; COCO_SHARE_DIR has been applied.
 	ShareDir string `toml:"share_dir"`
 	Vsock    Vsock  `toml:"vsock"`

@@ -79,7 +79,7 @@ func TestShippedFilesLoadAndYieldVM(t *testing.T) {
 			if !strings.HasPrefix(vm.Kernel, "/srv/share/") {
 				t.Errorf("kernel %q not resolved against COCO_SHARE_DIR", vm.Kernel)
 			}
-			if vm.VCPUs == 0 || vm.MemoryMiB == 0 || vm.BootTimeout <= 0 || vm.Path == "" {
+			if vm.VCPUs == 0 || vm.MemoryMiB == 0 || vm.BootTimeout <= 0 || vm.Path == "" || vm.ConsoleLogMax != 4<<20 {
 				t.Errorf("unresolved sizes or paths: %+v", vm)
 			}
 			// Exactly the options struct matching the kind is set.

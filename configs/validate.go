@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/tee"
 	"github.com/coco-runtime/coco/virtcontainers/measure"
 )
@@ -73,6 +74,10 @@ func (c *Config) validate(file string) error {
 		v.add("hypervisor.kernel", "empty; name the guest kernel (relative to share_dir, e.g. \"vmlinux\")")
 	}
 	v.duration("hypervisor.boot_timeout", h.BootTimeout.D(), maxBootTimeout)
+	if kib := int64(h.ConsoleLogKiB) << 10; kib < hypervisor.MinConsoleLogMax || kib > hypervisor.MaxConsoleLogMax {
+		v.add("hypervisor.console_log_kib", "%d is out of range; allowed %d-%d (KiB, not bytes: 4096 is 4 MiB)",
+			h.ConsoleLogKiB, hypervisor.MinConsoleLogMax>>10, hypervisor.MaxConsoleLogMax>>10)
+	}
 	v.absolute("hypervisor.share_dir", h.ShareDir)
 
 	c.validateTEE(v)

@@ -35,6 +35,8 @@ func TestInvalidCombinations(t *testing.T) {
 		{"absurd vcpus", "[hypervisor]\nvcpus = 100000\n", "hypervisor.vcpus", "allowed 1-256"},
 		{"zero memory", "[hypervisor]\nmemory_mib = 0\n", "hypervisor.memory_mib", "allowed 128-1048576"},
 		{"memory in bytes", "[hypervisor]\nmemory_mib = 536870912\n", "hypervisor.memory_mib", "not bytes"},
+		{"console log in bytes", "[hypervisor]\nconsole_log_kib = 4194304\n", "hypervisor.console_log_kib", "allowed 64-1048576 (KiB, not bytes"},
+		{"tiny console log", "[hypervisor]\nconsole_log_kib = 1\n", "hypervisor.console_log_kib", "allowed 64-1048576"},
 		{"unknown accel", "[hypervisor]\naccel = \"hvf\"\n", "hypervisor.accel", `allowed: "auto", "kvm", "tcg"`},
 		{"unknown driver", "[hypervisor]\ndriver = \"firecracker\"\n", "hypervisor.driver", `allowed: "qemu", "clh"`},
 		{"unknown machine", "[hypervisor]\nmachine = \"pc\"\n", "hypervisor.machine", `"q35", "microvm", "pseries", "s390-ccw-virtio"`},

@@ -105,7 +105,7 @@ func (c *Config) VM(id, stateDir string) (hypervisor.Config, error) {
 	if h.ToolsImage != "" {
 		disks = append(disks, hypervisor.Disk{ID: api.ToolsDiskSerial, Path: h.ToolsImage, ReadOnly: true})
 	}
-	return hypervisor.Config{
+	vm := hypervisor.Config{
 		ID:           id,
 		StateDir:     stateDir,
 		Driver:       h.Driver,
@@ -124,7 +124,9 @@ func (c *Config) VM(id, stateDir string) (hypervisor.Config, error) {
 		Vsock:        hypervisor.Vsock{Mode: h.Vsock.Mode, DaemonPath: c.VsockDaemonPath()},
 		BootTimeout:  h.BootTimeout.D(),
 		Disks:        disks,
-	}, nil
+	}
+	vm.ConsoleLogMax = int64(h.ConsoleLogKiB) << 10
+	return vm, nil
 }
 
 // teeConfig builds the typed TEE value: exactly the options of its kind.

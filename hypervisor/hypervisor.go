@@ -161,6 +161,9 @@ type Config struct {
 
 	// BootTimeout bounds Dial during boot.
 	BootTimeout time.Duration
+	// ConsoleLogMax caps the guest console log (Info.ConsoleLog) in bytes;
+	// the newest output is kept (see Console). 0 = DefaultConsoleLogMax.
+	ConsoleLogMax int64
 }
 
 // Vsock selects how the host reaches the guest agent.

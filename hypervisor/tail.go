@@ -12,7 +12,8 @@ const tailWindow = 64 << 10
 
 // Tail returns the last n lines of the log at path (a guest console or a
 // VMM log) for an error message: carriage returns dropped, invalid UTF-8
-// replaced, and at most the last 64 KiB read. An empty file gives "".
+// replaced, other control characters but tabs dropped, and at most the last
+// 64 KiB read. An empty file gives "".
 func Tail(path string, n int) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -28,9 +29,16 @@ func Tail(path string, n int) (string, error) {
 	if _, err := f.ReadAt(b, off); err != nil && len(b) > 0 {
 		return "", err
 	}
-	// Serial consoles emit \r\n; keep lines clean for error messages.
-	b = bytes.ToValidUTF8(bytes.ReplaceAll(b, []byte("\r"), nil), []byte("?"))
-	s := strings.TrimRight(string(b), "\n")
+	// Serial consoles emit \r\n; keep lines clean for error messages. The
+	// text is the guest's: other control bytes (terminal escapes that would
+	// act on the terminal of whoever reads the error) are dropped too.
+	s := strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || (r >= 0x20 && r != 0x7f && (r < 0x80 || r > 0x9f)) {
+			return r
+		}
+		return -1
+	}, string(bytes.ToValidUTF8(b, []byte("?"))))
+	s = strings.TrimRight(s, "\n")
 	if s == "" {
 		return "", nil
 	}

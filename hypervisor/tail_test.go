@@ -26,3 +26,14 @@ func TestTail(t *testing.T) {
 		t.Fatal("missing file: no error")
 	}
 }
+
+// A guest's console can carry terminal escapes; an error message that
+// quotes it must not.
+func TestTailDropsControlBytes(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	os.WriteFile(p, []byte("ok\r\n\x1b]0;pwned\x07\x1b[2J\tred\u009b31m\x00\xff\n"), 0o644)
+	got, err := Tail(p, 5)
+	if err != nil || got != "ok\n]0;pwned[2J\tred31m?" {
+		t.Fatalf("Tail = %q, %v", got, err)
+	}
+}

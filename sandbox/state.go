@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
+
+	"github.com/coco-runtime/coco/sandbox/network"
 )
 
 // state is what `containerd-shim-coco-v2 delete` needs to clean up after a
@@ -22,6 +24,9 @@ type state struct {
 	ID         string `json:"id"`
 	VMStateDir string `json:"vm_state_dir"`
 	VMPID      int    `json:"vm_pid,omitempty"`
+	// NetNS is the pod's network namespace, where Cleanup removes what
+	// sandbox/network put (the taps go with the VMM by themselves).
+	NetNS string `json:"netns,omitempty"`
 }
 
 const stateFile = "sandbox.json"
@@ -49,6 +54,14 @@ func Cleanup(ctx context.Context, stateDir string) error {
 	var errs []error
 	if err := killReferencing(ctx, stateDir); err != nil {
 		errs = append(errs, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(stateDir, stateFile)); err == nil {
+		var st state
+		if json.Unmarshal(b, &st) == nil && st.NetNS != "" {
+			if err := (network.Netlink{}).Teardown(ctx, st.NetNS); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	if err := mount.UnmountRecursive(stateDir, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)

@@ -153,7 +153,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 			s.teardown(sctx)
 		}
 	}()
-	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir}); err != nil {
+	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir, NetNS: s.opts.NetNSPath}); err != nil {
 		return err
 	}
 	initDataTime := lap()
@@ -167,7 +167,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		return err
 	}
 	vmStartTime := lap()
-	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir, VMPID: s.vm.Info().PID}); err != nil {
+	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir, VMPID: s.vm.Info().PID, NetNS: s.opts.NetNSPath}); err != nil {
 		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, s.vmConfig.BootTimeout)

@@ -56,6 +56,7 @@ type VM struct {
 	exit     hypervisor.ExitStatus
 	stopping bool            // Stop asked the VMM to go; shapes the exit reason
 	hotplug  map[string]bool // disk ids added with AddDisk
+	console  *hypervisor.Console
 }
 
 var (
@@ -158,6 +159,13 @@ func (v *VM) launch() error {
 			return fmt.Errorf("clh: remove stale %s: %w", name, err)
 		}
 	}
+	con, err := hypervisor.StartConsole(filepath.Join(dir, consolePipeName), filepath.Join(dir, consoleLogName), v.cfg.ConsoleLogMax)
+	if err != nil {
+		return fmt.Errorf("clh: %w", err)
+	}
+	v.mu.Lock()
+	v.console = con // closed by reap, or by removeState if the VMM never ran
+	v.mu.Unlock()
 	logf, err := os.OpenFile(filepath.Join(dir, vmmLogName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("clh: vmm log: %w", err)
@@ -223,7 +231,10 @@ func (v *VM) reap(cmd *exec.Cmd, done chan struct{}) {
 	}
 	v.mu.Lock()
 	v.exit = st
+	con := v.console
 	v.mu.Unlock()
+	// The console log is complete before anyone learns that the VMM exited.
+	con.Close()
 	close(done)
 }
 
@@ -351,6 +362,10 @@ func (v *VM) cleanup(ctx context.Context) {
 }
 
 func (v *VM) removeState() error {
+	v.mu.Lock()
+	con := v.console
+	v.mu.Unlock()
+	con.Close()
 	if err := os.RemoveAll(v.cfg.StateDir); err != nil {
 		return fmt.Errorf("clh: remove state directory: %w", err)
 	}

@@ -117,7 +117,8 @@ const (
 
 	apiSocketName   = "clh.sock"
 	vsockSocketName = "vsock.sock"
-	consoleLogName  = "console.log"
+	consoleLogName  = "console.log"  // capped copy of the console (hypervisor.Console)
+	consolePipeName = "console.pipe" // FIFO the VMM writes the console into
 	vmmLogName      = "clh.log"
 
 	// maxSerialLen is the virtio-blk serial size (VIRTIO_BLK_ID_BYTES).
@@ -210,7 +211,7 @@ func buildPlan(cfg hypervisor.Config, missing *[]string) (*plan, error) {
 			Firmware:  cfg.Firmware,
 			IGVM:      cfg.IGVM,
 		},
-		Serial:  &consoleConfig{Mode: "File", File: filepath.Join(cfg.StateDir, consoleLogName)},
+		Serial:  &consoleConfig{Mode: "File", File: filepath.Join(cfg.StateDir, consolePipeName)},
 		Console: &consoleConfig{Mode: "Off"},
 		Vsock:   &vsockConfig{CID: guestCID, Socket: filepath.Join(cfg.StateDir, vsockSocketName)},
 	}}

@@ -179,7 +179,7 @@ func TestPlainConfig(t *testing.T) {
 	if vs["cid"] != 3.0 || vs["socket"] != filepath.Join(cfg.StateDir, "vsock.sock") {
 		t.Errorf("vsock = %v", vs)
 	}
-	if s := obj(t, m, "serial"); s["mode"] != "File" || s["file"] != filepath.Join(cfg.StateDir, "console.log") {
+	if s := obj(t, m, "serial"); s["mode"] != "File" || s["file"] != filepath.Join(cfg.StateDir, "console.pipe") {
 		t.Errorf("serial = %v", s)
 	}
 	disks, _ := m["disks"].([]any)

@@ -731,3 +731,52 @@ func TestStaleStateDir(t *testing.T) {
 	}
 	assertNothingLeft(t, cfg)
 }
+
+// TestConsoleFlood: a guest floods its serial console with ten times the
+// cap through the real path (guest UART → QEMU "-chardev file" on the FIFO →
+// the shim's copier); the host's console log stays under its cap and ends
+// with the guest's newest output.
+func TestConsoleFlood(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "testinit.mode=flood")
+	cfg.ConsoleLogMax = hypervisor.MinConsoleLogMax
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := vm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := vm.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+		assertNothingLeft(t, cfg)
+	}()
+	st, err := vm.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Reason, "powered off") {
+		t.Fatalf("exit %+v, want the guest to power off after its flood", st)
+	}
+	b, err := os.ReadFile(vm.Info().ConsoleLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > int(cfg.ConsoleLogMax) || len(b) < int(cfg.ConsoleLogMax)/4 {
+		t.Fatalf("console log is %d bytes; want at most the cap %d (and not empty)", len(b), cfg.ConsoleLogMax)
+	}
+	tail, err := hypervisor.Tail(vm.Info().ConsoleLog, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tail, "flood 007999") && !strings.Contains(tail, "flood done") {
+		t.Fatalf("console log does not end with the guest's newest output: %q", tail)
+	}
+	if strings.Contains(string(b), "flood 000000 ") {
+		t.Fatal("console log still holds the oldest flood line")
+	}
+}

@@ -85,7 +85,8 @@ type plan struct {
 // paths are the host files of one VM, all inside its StateDir.
 type paths struct {
 	qmp       string // QMP control socket
-	console   string // guest serial console log
+	console   string // guest serial console log, capped (hypervisor.Console)
+	conPipe   string // FIFO QEMU writes the console into; the shim copies it to console
 	log       string // QEMU's stdout and stderr
 	daemonLog string // vhost-device-vsock's stdout and stderr
 	vhostUser string // vhost-user control socket between QEMU and vhost-device-vsock
@@ -188,7 +189,8 @@ func (p *plan) argv() ([]string, error) {
 
 	c.chardev(newOpts("socket").set("id", qmpChardev).set("path", p.paths.qmp).setBool("server", true).setBool("wait", false))
 	c.opt("-mon", newOpts("").set("chardev", qmpChardev).set("mode", "control"))
-	c.chardev(newOpts("file").set("id", conChardev).set("path", p.paths.console))
+	// A FIFO, not the log itself: the shim caps the log (hypervisor.Console).
+	c.chardev(newOpts("file").set("id", conChardev).set("path", p.paths.conPipe))
 	c.arg("-serial", "chardev:"+conChardev)
 
 	if !p.confidential() {

@@ -71,6 +71,7 @@ func resolve(cfg hypervisor.Config, h host, strict bool) (*plan, error) {
 	p.paths = paths{
 		qmp:       filepath.Join(cfg.StateDir, "qmp.sock"),
 		console:   filepath.Join(cfg.StateDir, "console.log"),
+		conPipe:   filepath.Join(cfg.StateDir, "console.pipe"),
 		log:       filepath.Join(cfg.StateDir, "qemu.log"),
 		daemonLog: filepath.Join(cfg.StateDir, "vhost-device-vsock.log"),
 		vhostUser: filepath.Join(cfg.StateDir, "vhost-user-vsock.sock"),

@@ -44,6 +44,7 @@ type VM struct {
 	stopped  bool
 	cmd      *exec.Cmd
 	daemon   *daemon
+	console  *hypervisor.Console
 	cid      *vsock.CID
 	stopDone chan struct{} // closed when the first Stop has finished
 	stopErr  error
@@ -178,6 +179,9 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	if err != nil {
 		return err
 	}
+	if v.console, err = hypervisor.StartConsole(p.paths.conPipe, p.paths.console, p.cfg.ConsoleLogMax); err != nil {
+		return err
+	}
 	lg.WithField("argv", strings.Join(args, " ")).Debug("qemu: starting")
 	cmd := exec.Command(args[0], args[1:]...)
 	logf, err := openProcessLog(p.paths.log)
@@ -264,6 +268,8 @@ func (v *VM) reap() {
 	v.status = st
 	// The daemon has nothing to serve once QEMU is gone.
 	v.daemon.stop(time.Second)
+	// The console log is complete before anyone learns that QEMU exited.
+	v.console.Close()
 	close(v.exited)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
 	"github.com/coco-runtime/coco/guest-assets/agent/events"
+	"github.com/coco-runtime/coco/guest-assets/agent/network"
 	"github.com/coco-runtime/coco/guest-assets/agent/policy"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -105,6 +106,11 @@ func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequ
 	for k, v := range r.GetSysctls() {
 		if err := s.guest.SetSysctl(k, v); err != nil {
 			return nil, fmt.Errorf("sysctls[%s]: %v: %w", k, err, errdefs.ErrInvalidArgument)
+		}
+	}
+	if n := r.GetNetwork(); n != nil {
+		if err := network.Configure(ctx, n); err != nil {
+			return nil, err
 		}
 	}
 	if r.GetVmNamespaces() {

@@ -4,7 +4,8 @@
 // guest's kernel modules from the coco manifest (with guest-assets/kmod, as
 // coco-agent does), then, unless the kernel command line says
 // testinit.mode=silent, listens on vsock port 1024 and answers every
-// connection with one line naming the guest kernel, then echoes.
+// connection with one line naming the guest kernel, then echoes. Other
+// modes: exit (kernel panic), poweroff, flood (floods the serial console).
 package main
 
 import (
@@ -25,6 +26,9 @@ import (
 )
 
 const port = 1024
+
+// floodLines is how many 72-byte lines mode "flood" writes (~560 KiB).
+const floodLines = 8000
 
 func main() {
 	_ = os.MkdirAll("/proc", 0o555)
@@ -48,7 +52,14 @@ func main() {
 		}
 	}
 	start := time.Now()
-	if err := kmod.LoadManifest(kmod.DefaultManifest); err != nil {
+	mods, err := kmod.ReadManifest(kmod.DefaultManifest)
+	if err != nil {
+		fatal("load modules: %v", err)
+	}
+	// TEE report drivers fail with ENODEV outside their TEE; these boots
+	// have none (coco-agent loads them apart, too).
+	_, mods = kmod.Take(mods, "sev_guest")
+	if err := kmod.Load(mods); err != nil {
 		fatal("load modules: %v", err)
 	}
 	fmt.Printf("testinit: modules loaded in %s, mode %s\n", time.Since(start).Round(time.Millisecond), mode)
@@ -62,6 +73,17 @@ func main() {
 		os.Exit(3)
 	case "poweroff":
 		fmt.Println("testinit: powering off")
+		unix.Sync()
+		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	case "flood":
+		// A hostile guest's serial console: numbered lines, far more
+		// than the host's console log cap, then power off.
+		w := bufio.NewWriterSize(os.Stdout, 64<<10)
+		for i := range floodLines {
+			fmt.Fprintf(w, "testinit: flood %06d ................................................\n", i)
+		}
+		fmt.Fprintln(w, "testinit: flood done")
+		w.Flush()
 		unix.Sync()
 		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	}
