@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/containerd/log"
 
@@ -47,6 +48,12 @@ func loadOwner(ctx context.Context, load func(context.Context) (string, error), 
 	return o
 }
 
+// refusalGrace is how long the guest lives on after its first refusal,
+// refusing everything: the server's shutdown may close a connection whose
+// answer is still queued, and the host must read why. A host that heeds the
+// answer stops the VM itself well before.
+const refusalGrace = time.Second
+
 // wait returns once the owner's init-data is in force, or why it cannot be.
 // The first refusal powers the guest off once its answer is on the way: a
 // guest that cannot show the owner's word is in force has nothing to serve.
@@ -57,7 +64,7 @@ func (o *owner) wait(ctx context.Context) error {
 		return ctx.Err()
 	}
 	if o.err != nil {
-		o.refuse.Do(func() { go o.destroy("refusing to serve: " + o.err.Error()) })
+		o.refuse.Do(func() { time.AfterFunc(refusalGrace, func() { o.destroy("refusing to serve: " + o.err.Error()) }) })
 		return o.err
 	}
 	return nil
