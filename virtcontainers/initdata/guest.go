@@ -248,8 +248,8 @@ func LoadInGuest(opts GuestOptions) (*GuestResult, error) {
 func verifyStrict(report func([]byte) ([]byte, string, error), id *InitData) (tee.Kind, error) {
 	blob, provider, err := report(nil)
 	if err != nil {
-		return "", fmt.Errorf("this TEE guest cannot read its own attestation report (%v), so it cannot check that its init-data and policy are the owner's; "+
-			"it refuses to run containers (a TEE guest needs /dev/sev-guest, /dev/tdx_guest or configfs-tsm in its kernel): %w", err, errdefs.ErrFailedPrecondition)
+		return "", fmt.Errorf("cannot read its own attestation report (%v), so it cannot check that its init-data and policy are the owner's, "+
+			"and refuses to run containers; its kernel needs configfs-tsm (Linux 6.7+) or, on SEV-SNP, /dev/sev-guest: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	kind, err := ProviderKind(provider)
 	if err != nil {

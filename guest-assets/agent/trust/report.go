@@ -27,9 +27,8 @@ func Report(reportData []byte) ([]byte, string, error) {
 	if err == nil || !errdefs.IsNotFound(err) {
 		return blob, provider, err
 	}
-	tsmErr := err
 	if _, err := os.Stat(SEVGuestDevice); err != nil {
-		return nil, "", fmt.Errorf("no attestation report source: %v; %s: %v: %w", tsmErr, SEVGuestDevice, err, errdefs.ErrNotFound)
+		return nil, "", fmt.Errorf("neither %s nor %s exists: %w", initdata.TSMReportDir, SEVGuestDevice, errdefs.ErrNotFound)
 	}
 	return sevReport(reportData)
 }
