@@ -1,6 +1,7 @@
 package strictjson
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -86,3 +87,38 @@ func TestJSONFieldsFollowEncodingJSON(t *testing.T) {
 }
 
 func reflectType[T any]() reflect.Type { return reflect.TypeFor[T]() }
+
+// FuzzDecode: no panic; every refusal is InvalidArgument; what is accepted
+// decodes to the same value from its canonical encoding, which is accepted
+// too (the guest's canonical bytes pass its own check).
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"args":["sh"],"cwd":"/","env":["A=1"],"user":{"uid":1,"additionalGids":[2]}}`,
+		`{"args":["a"],"Args":["b"]}`,
+		`{"capabilities":{"bounding":["CAP_KILL"]},"rlimits":[{"type":"RLIMIT_NOFILE","hard":1,"soft":1}]}`,
+		` {}`, `{}`, `{"a":{"a":{}}}`, `{"args":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var p specs.Process
+		if err := Decode("spec", data, &p); err != nil {
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("unclassified error %v", err)
+			}
+			return
+		}
+		canon, err := json.Marshal(&p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var q specs.Process
+		if err := Decode("spec", canon, &q); err != nil {
+			t.Fatalf("canonical bytes %s refused: %v", canon, err)
+		}
+		again, _ := json.Marshal(&q)
+		if string(again) != string(canon) {
+			t.Fatalf("canonical form unstable: %s then %s", canon, again)
+		}
+	})
+}
