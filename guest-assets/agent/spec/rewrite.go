@@ -125,7 +125,40 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 		return nil, err
 	}
 	rewriteLinux(&s, o, warn)
+	protectProc(&s, warn)
 	return res, nil
+}
+
+// procReadonly are the /proc entries through which root writes global
+// kernel state. containerd's default spec and the kubelet make them
+// read-only for every unprivileged container; a spec without them (crictl,
+// or a hostile host) would let root in the container write
+// kernel.core_pattern and run a program as the guest's root.
+var procReadonly = []string{"sys", "sysrq-trigger", "irq", "bus", "fs"}
+
+// protectProc makes procReadonly read-only under every proc mount of a
+// container whose bounding set lacks CAP_SYS_ADMIN (one that has it could
+// remount them anyway).
+func protectProc(s *specs.Spec, warn func(string, ...any)) {
+	if s.Process.Capabilities != nil && slices.Contains(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN") {
+		return
+	}
+	var added []string
+	for _, m := range s.Mounts {
+		if m.Type != "proc" {
+			continue
+		}
+		for _, p := range procReadonly {
+			full := path.Join(m.Destination, p)
+			if !slices.Contains(s.Linux.ReadonlyPaths, full) && !slices.Contains(s.Linux.MaskedPaths, full) {
+				s.Linux.ReadonlyPaths = append(s.Linux.ReadonlyPaths, full)
+				added = append(added, full)
+			}
+		}
+	}
+	if len(added) > 0 {
+		warn("linux.readonlyPaths: added %s: a container without CAP_SYS_ADMIN may not write global kernel settings", strings.Join(added, ", "))
+	}
 }
 
 // SandboxNamespaces is a PodNamespace for pods whose sandbox container, of

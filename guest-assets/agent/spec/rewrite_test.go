@@ -288,3 +288,37 @@ func FuzzRewrite(f *testing.F) {
 		}
 	})
 }
+
+// A spec that leaves /proc/sys writable (crictl without masked paths, or a
+// hostile host) would let root in the container set kernel.core_pattern:
+// the guest makes it read-only unless the container has CAP_SYS_ADMIN.
+func TestRewriteProtectsProc(t *testing.T) {
+	var s specs.Spec
+	json.Unmarshal(hostSpec(t), &s)
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/proc2", Type: "proc", Source: "proc"})
+	s.Linux.ReadonlyPaths = []string{"/proc/sys"}
+	s.Linux.MaskedPaths = []string{"/proc/bus"}
+	b, _ := json.Marshal(&s)
+	res, err := Rewrite(b, Options{ContainerID: "c1", PodNamespace: SandboxNamespaces(17)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/fs",
+		"/proc2/sys", "/proc2/sysrq-trigger", "/proc2/irq", "/proc2/bus", "/proc2/fs"}
+	if got := res.Spec.Linux.ReadonlyPaths; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("readonlyPaths = %q, want %q", got, want)
+	}
+	if !strings.Contains(strings.Join(res.Warnings, "\n"), "linux.readonlyPaths: added /proc/sysrq-trigger") {
+		t.Errorf("warnings = %q, want the added paths named", res.Warnings)
+	}
+
+	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_SYS_ADMIN"}}
+	s.Linux.ReadonlyPaths = nil
+	b, _ = json.Marshal(&s)
+	if res, err = Rewrite(b, Options{ContainerID: "c1", PodNamespace: SandboxNamespaces(17)}); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Spec.Linux.ReadonlyPaths) != 0 {
+		t.Fatalf("privileged container's readonlyPaths = %q, want what the host sent", res.Spec.Linux.ReadonlyPaths)
+	}
+}
