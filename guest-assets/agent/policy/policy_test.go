@@ -77,3 +77,31 @@ func TestGate(t *testing.T) {
 		t.Errorf("policy saw %v, want short method names", p.methods)
 	}
 }
+
+type factKey struct{}
+
+// What the validator learns about a request (an exec's container process)
+// reaches the policy through the context it returns.
+func TestValidatorContextReachesPolicy(t *testing.T) {
+	var seen any
+	p := policyFunc(func(ctx context.Context, _ string, _ proto.Message) error {
+		seen = ctx.Value(factKey{})
+		return nil
+	})
+	g := NewGate(p, func(ctx context.Context, _ string, _ proto.Message) (context.Context, error) {
+		return context.WithValue(ctx, factKey{}, "container process"), nil
+	})
+	g.SetReady()
+	if err := g.Check(context.Background(), "/containerd.task.v3.Task/Exec", wrapperspb.String("x")); err != nil {
+		t.Fatal(err)
+	}
+	if seen != "container process" {
+		t.Fatalf("policy saw %v, want the validator's fact", seen)
+	}
+}
+
+type policyFunc func(ctx context.Context, method string, req proto.Message) error
+
+func (f policyFunc) Evaluate(ctx context.Context, method string, req proto.Message) error {
+	return f(ctx, method, req)
+}
