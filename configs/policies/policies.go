@@ -9,8 +9,9 @@ import _ "embed"
 //go:embed allow-all.rego
 var AllowAll string
 
-// DefaultTEE allows the pod lifecycle and denies exec, container stdio and
-// policy changes unless the pod owner's policy allows them.
+// DefaultTEE allows the pod lifecycle and unprivileged containers, and
+// denies exec, container stdio and policy changes unless the pod owner's
+// policy allows them. README.md describes every rule's input.
 //
 //go:embed default-tee.rego
 var DefaultTEE string
