@@ -53,16 +53,17 @@ func hostFiles(sp *specs.Spec) ([]*api.File, error) {
 // readHostFile reads a bind mount's source if it is a regular file. It
 // returns nil content for a directory or a missing source (nothing to copy).
 //
-// The path is resolved once, without following a final symlink, and
-// everything after that acts on the one inode found: a file swapped for a
-// FIFO, a symlink or a bigger file between a check and a read is never read.
+// The path is resolved once — following symlinks, as the bind mount runc
+// would make does (/etc/localtime is one) — and everything after that acts
+// on the one inode found: a file swapped for a FIFO, another link or a
+// bigger file between a check and a read is never read.
 // The first open is O_PATH, which opens no device (opening e.g. a watchdog
 // or tape node has effects) and cannot block; only a regular file is then
 // opened for reading, through /proc/self/fd (the same inode, not the path
 // again), non-blocking, and read through a limit so a file that grows
 // cannot make the shim read more than maxHostFile+1 bytes.
 func readHostFile(path string) ([]byte, uint32, error) {
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, 0, nil
 	}
@@ -78,13 +79,6 @@ func readHostFile(path string) ([]byte, uint32, error) {
 	case unix.S_IFREG:
 	case unix.S_IFDIR:
 		return nil, 0, nil
-	case unix.S_IFLNK:
-		fix := "point the mount at the link's target"
-		buf := make([]byte, unix.PathMax)
-		if n, err := unix.Readlinkat(fd, "", buf); err == nil {
-			fix += " " + string(buf[:n])
-		}
-		return nil, 0, fmt.Errorf("host file %s is %s; %s: %w", path, fileKind(st.Mode), fix, errdefs.ErrInvalidArgument)
 	default:
 		return nil, 0, fmt.Errorf("host file %s is %s; only regular files (or directories) can be bind-mounted into a confidential pod, so point the mount at a regular file: %w",
 			path, fileKind(st.Mode), errdefs.ErrInvalidArgument)
