@@ -144,10 +144,7 @@ func cocoSkipReason(e *env) string {
 // pending are coco scenarios known to fail on the current shim, keyed by test
 // or subtest name, with what is missing. They run only with COCO_E2E=all;
 // delete an entry once it passes. Empty: every scenario has passed.
-var pending = map[string]string{
-	"TestPodNetworkPeers/coco-sandboxer/dns": "under the sandbox API containerd leaves /etc/resolv.conf to the sandbox controller " +
-		"(no host file, no mount): the shim must send the CRI DNS config and the agent bind it into containers",
-}
+var pending = map[string]string{}
 
 // skipPending skips a pending scenario unless COCO_E2E=all.
 func skipPending(t testing.TB, name string) {

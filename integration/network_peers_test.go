@@ -100,7 +100,6 @@ func TestPodNetworkPeers(t *testing.T) {
 		peer.serveHTTP(t, 8081, "hello-from-peer")
 
 		t.Run("dns", func(t *testing.T) {
-			skipPending(t, t.Name())
 			conf, _, _, err := cri.Exec(ctx, webA, 30*time.Second, "cat", "/etc/resolv.conf")
 			if err != nil || !strings.Contains(conf, "nameserver "+peer.ip.String()) {
 				t.Fatalf("resolv.conf (%v):\n%s", err, conf)

@@ -73,6 +73,9 @@ type Options struct {
 	Spec        *specs.Spec       // sandbox container spec (hostname, namespaces); may be nil
 	Annotations map[string]string // pod annotations (init-data, policy)
 	NetNSPath   string
+	// DNS is the pod's CRI dns_config; used under the sandbox API, where
+	// containerd leaves /etc/resolv.conf to the sandbox controller.
+	DNS *DNSConfig
 	// StateDir is where the sandbox keeps what `delete` needs after a crash.
 	StateDir string
 	// SandboxAPI is set under containerd's sandbox API (sandboxer = "shim"),

@@ -326,6 +326,9 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	if prep.Files, err = hostFiles(spec); err != nil {
 		return nil, err
 	}
+	if err := s.addResolvConf(prep, spec); err != nil {
+		return nil, err
+	}
 	t = time.Now()
 	prepared, err := c.Agent().PrepareContainer(ctx, prep)
 	if err != nil {

@@ -13,6 +13,13 @@ import (
 type PodConfig struct {
 	Hostname    string
 	Annotations map[string]string
+	// DNS is the pod's dns_config; nil when CRI sent none.
+	DNS *DNSConfig
+}
+
+// DNSConfig is CRI's DNSConfig: what goes into the pod's resolv.conf.
+type DNSConfig struct {
+	Servers, Searches, Options []string
 }
 
 // podSandboxConfigName is the full name of CRI's runtime.v1.PodSandboxConfig.
@@ -22,6 +29,10 @@ const podSandboxConfigName = "runtime.v1.PodSandboxConfig"
 // and of its map entries; they are wire format, so they never change.
 const (
 	pscHostname    protowire.Number = 2 // string hostname = 2
+	pscDNSConfig   protowire.Number = 4 // DNSConfig dns_config = 4
+	dnsServers     protowire.Number = 1 // DNSConfig: repeated string servers = 1
+	dnsSearches    protowire.Number = 2 // repeated string searches = 2
+	dnsOptions     protowire.Number = 3 // repeated string options = 3
 	pscAnnotations protowire.Number = 7 // map<string, string> annotations = 7
 	mapKey         protowire.Number = 1
 	mapValue       protowire.Number = 2
@@ -50,6 +61,10 @@ func DecodePodConfig(a *anypb.Any) (PodConfig, error) {
 			s, err := protoString("hostname", v)
 			pc.Hostname = s
 			return err
+		case num == pscDNSConfig && typ == protowire.BytesType:
+			dns, err := dnsConfig(v)
+			pc.DNS = dns
+			return err
 		case num == pscAnnotations && typ == protowire.BytesType:
 			k, val, err := mapEntry(v)
 			if err != nil {
@@ -67,6 +82,31 @@ func DecodePodConfig(a *anypb.Any) (PodConfig, error) {
 		return PodConfig{}, fmt.Errorf("sandbox options (%s): %v: %w", podSandboxConfigName, err, errdefs.ErrInvalidArgument)
 	}
 	return pc, nil
+}
+
+// dnsConfig decodes a CRI DNSConfig.
+func dnsConfig(b []byte) (*DNSConfig, error) {
+	dns := &DNSConfig{}
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		var list *[]string
+		switch num {
+		case dnsServers:
+			list = &dns.Servers
+		case dnsSearches:
+			list = &dns.Searches
+		case dnsOptions:
+			list = &dns.Options
+		default:
+			return nil
+		}
+		s, err := protoString("dns_config", v)
+		*list = append(*list, s)
+		return err
+	})
+	return dns, err
 }
 
 // mapEntry decodes one map<string, string> entry; a missing key or value is

@@ -2,6 +2,7 @@ package options
 
 import (
 	"maps"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -31,6 +32,7 @@ func TestPodConfigMatchesCRI(t *testing.T) {
 		"empty":             {},
 		"hostname only":     {Hostname: "h"},
 		"annotations only":  {Annotations: map[string]string{"a": "b"}},
+		"empty dns config":  {DnsConfig: &criapi.DNSConfig{}},
 		"unicode and empty": {Hostname: "hôte", Annotations: map[string]string{"ключ": "значение"}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -41,6 +43,10 @@ func TestPodConfigMatchesCRI(t *testing.T) {
 			}
 			if got.Hostname != m.GetHostname() || !maps.Equal(got.Annotations, m.GetAnnotations()) {
 				t.Fatalf("got %+v, want hostname %q annotations %v", got, m.GetHostname(), m.GetAnnotations())
+			}
+			if d := m.GetDnsConfig(); (d == nil) != (got.DNS == nil) || d != nil && (!slices.Equal(got.DNS.Servers, d.Servers) ||
+				!slices.Equal(got.DNS.Searches, d.Searches) || !slices.Equal(got.DNS.Options, d.Options)) {
+				t.Fatalf("dns = %+v, want %v", got.DNS, d)
 			}
 		})
 	}

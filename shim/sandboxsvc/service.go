@@ -105,6 +105,7 @@ func (s *Service) CreateSandbox(ctx context.Context, r *sandboxAPI.CreateSandbox
 		Spec:        spec,
 		Annotations: annotations,
 		NetNSPath:   r.NetnsPath,
+		DNS:         sandboxDNS(pc.DNS),
 		StateDir:    s.pod.StateDir(r.SandboxID),
 		SandboxAPI:  true,
 	}
@@ -252,4 +253,13 @@ func toGRPC(err error) error {
 		return nil
 	}
 	return errgrpc.ToGRPC(err)
+}
+
+// sandboxDNS copies CRI's dns_config for the sandbox, which provides the
+// pod's resolv.conf under the sandbox API.
+func sandboxDNS(d *options.DNSConfig) *sandbox.DNSConfig {
+	if d == nil {
+		return nil
+	}
+	return &sandbox.DNSConfig{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
 }
