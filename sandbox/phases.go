@@ -20,6 +20,7 @@ const PhasesFile = "phases.json"
 type Phases struct {
 	// Host side of Start.
 	InitDataMs  float64 `json:"initdata_ms"`   // state file written (the init-data image is written by New)
+	NetworkMs   float64 `json:"network_ms"`    // taps and redirects in the pod's network namespace
 	VMStartMs   float64 `json:"vm_start_ms"`   // VMM process launched (returns before the guest boots)
 	AgentDialMs float64 `json:"agent_dial_ms"` // VMM launched → agent answered Health (includes the guest boot)
 	SetupMs     float64 `json:"setup_ms"`      // Events subscription + SetupSandbox

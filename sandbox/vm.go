@@ -162,6 +162,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		return err
 	}
 	defer podNet.Close() // the VMM holds its own copies of the taps
+	networkTime := lap()
 	vmExecAt := mark
 	if err := s.vm.Start(ctx); err != nil {
 		return err
@@ -205,6 +206,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	health := client.Health()
 	s.phases.update(func(p *Phases) {
 		p.InitDataMs, p.VMStartMs, p.AgentDialMs, p.SetupMs = ms(initDataTime), ms(vmStartTime), ms(dialTime), ms(setupTime)
+		p.NetworkMs = ms(networkTime)
 		p.TotalMs = ms(time.Since(t0))
 		p.StartAtNs, p.VMExecAtNs, p.AgentUpAtNs, p.SetupDoneAtNs = t0.UnixNano(), vmExecAt.UnixNano(), agentUpAt.UnixNano(), mark.UnixNano()
 		p.ShimStartAtNs = initAt.UnixNano()

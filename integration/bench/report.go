@@ -13,12 +13,13 @@ import (
 type Report struct {
 	Meta       map[string]string  `json:"meta"`
 	Runs       int                `json:"runs"`
-	Coco       []NamedStat        `json:"coco"`       // ms, pod start phases and latencies
-	Runc       []NamedStat        `json:"runc"`       // ms, the same steps through containerd's runc shim
-	Floor      []NamedStat        `json:"floor"`      // ms, bare QEMU boot of the same kernel
-	Memory     []NamedStat        `json:"memory"`     // KiB
-	Ratios     map[string]float64 `json:"ratios"`     // coco / baseline, medians
-	Concurrent []ConcurrentResult `json:"concurrent"` // bursts of pods
+	Coco       []NamedStat        `json:"coco"`              // ms, pod start phases and latencies
+	Runc       []NamedStat        `json:"runc"`              // ms, the same steps through containerd's runc shim
+	Floor      []NamedStat        `json:"floor"`             // ms, bare QEMU boot of the same kernel
+	Memory     []NamedStat        `json:"memory"`            // KiB
+	Ratios     map[string]float64 `json:"ratios"`            // coco / baseline, medians
+	Concurrent []ConcurrentResult `json:"concurrent"`        // bursts of pods
+	Network    []NetSample        `json:"network,omitempty"` // pod to pod over the CNI bridge, medians
 	Samples    []PodSample        `json:"samples"`
 	Errors     []string           `json:"errors,omitempty"`
 }
@@ -200,6 +201,15 @@ func (r *Report) WriteTable(out io.Writer) {
 		line("concurrent pods", "N", "total ms", "slowest ms", "per-pod RSS KiB", "per-pod PSS KiB")
 		for _, c := range r.Concurrent {
 			line(c.Handler, fmt.Sprint(c.N), f1(c.TotalMs), f1(c.SlowMs), f0(c.PerPodMem.RSSKiB), f0(c.PerPodMem.PSSKiB))
+		}
+		w.Flush()
+		fmt.Fprintln(out)
+	}
+	if len(r.Network) > 0 {
+		line("pod to pod, same handler (median)", "TCP MB/s", "request ms")
+		for _, n := range r.Network {
+			line(fmt.Sprintf("%s ↔ %s (%d MB bulk; %d GETs, nc per request)", n.Handler, n.Handler, n.BulkBytes>>20, n.Requests),
+				f1(n.ThroughputMBps), f1(n.RequestMs))
 		}
 		w.Flush()
 		fmt.Fprintln(out)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -42,12 +43,18 @@ func Configure(ctx context.Context, n *api.PodNetwork) error {
 	if len(n.GetInterfaces()) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, LinkWait)
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, LinkWait)
 	defer cancel()
-	links, err := findLinks(ctx, n.GetInterfaces())
+	links, err := findLinks(wctx, n.GetInterfaces())
 	if err != nil {
 		return err
 	}
+	found := time.Since(start)
+	defer func() {
+		log.G(ctx).Debugf("network: %d interfaces configured in %s (%s waiting for the NICs)",
+			len(links), time.Since(start).Round(time.Millisecond), found.Round(time.Millisecond))
+	}()
 	// Renamed in two steps, so that a NIC the kernel called eth1 can
 	// become eth0 while another NIC still holds that name.
 	for i, l := range links {

@@ -37,6 +37,7 @@ type options struct {
 	cocoConfig  string
 	kernelArgs  string
 	sandboxer   string
+	netRuns     int
 }
 
 // cocoDevAssets are the guest asset keys of configuration-qemu-coco-dev.toml,
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&o.cocoConfig, "config", "", "config file of the coco handler (default: configs/configuration-qemu-coco-dev.toml)")
 	flag.StringVar(&o.kernelArgs, "kernel-params", "", "extra guest kernel parameters for the coco pods (an overlay config; not with -config): for A/B runs")
 	flag.StringVar(&o.sandboxer, "sandboxer", "shim", `containerd sandboxer of the coco handler: "shim" (containerd's sandbox API, as the README configures it) or "podsandbox" (a pause container through the task API, containerd's default)`)
+	flag.IntVar(&o.netRuns, "net", 1, "pod-to-pod measurements per handler (two pods each; 0: none)")
 	flag.Parse()
 	if o.sandboxer != "shim" && o.sandboxer != "podsandbox" {
 		fmt.Fprintf(os.Stderr, "bench: -sandboxer %q: want \"shim\" or \"podsandbox\"\n", o.sandboxer)
@@ -258,6 +260,19 @@ func run(o options) error {
 	if len(rep.Samples) == 0 {
 		return fmt.Errorf("no pod pair succeeded:\n%s\ncontainerd log tail:\n%s", strings.Join(rep.Errors, "\n"), ctrd.LogTail(3000))
 	}
+	var netSamples []bench.NetSample
+	for i := 0; i < o.netRuns; i++ {
+		for _, h := range []string{"coco", "runc"} {
+			logf("pod to pod %d/%d: %s", i+1, o.netRuns, h)
+			ns, err := bench.PodToPod(ctx, env, h, fmt.Sprintf("bench-net-%s-%d", h, i))
+			if err != nil {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("pod to pod %s: %v", h, err))
+				continue
+			}
+			netSamples = append(netSamples, ns)
+		}
+	}
+	rep.Network = bench.NetStats(netSamples)
 	for _, n := range o.concurrency {
 		for _, h := range []struct {
 			name string
