@@ -100,7 +100,15 @@ type bootClock struct {
 func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a := &Agent{queue: events.New(0), clock: &bootClock{}, now: cfg.Now}
 	ctx, a.sd = shutdown.WithShutdown(ctx)
-	inner, err := task.NewTaskService(ctx, a.queue, a.sd)
+	// The runc task service's cgroup v1 OOM watcher (started where the
+	// hierarchy is not unified: not in the guest, but on hosts that run the
+	// unit tests) stops only on context.Canceled; the shutdown context ends
+	// with shutdown.ErrShutdown, on which the watcher loops closing its
+	// epoll fd — and whatever later reuses that number. It gets a context
+	// that is canceled when the shutdown one ends.
+	taskCtx, cancelTask := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, cancelTask)
+	inner, err := task.NewTaskService(taskCtx, a.queue, a.sd)
 	if err != nil {
 		return nil, fmt.Errorf("runc task service: %w", err)
 	}
