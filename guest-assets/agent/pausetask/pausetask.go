@@ -78,8 +78,11 @@ type pauseTask struct {
 	// task that never existed for the host has no exit.
 	createDone   chan struct{}
 	createFailed bool
-	status       uint32
-	exitedAt     time.Time
+	// exitSent is closed once the exit event is out (or will never be):
+	// Delete waits for it, so the host sees TaskExit before TaskDelete.
+	exitSent chan struct{}
+	status   uint32
+	exitedAt time.Time
 }
 
 // New returns a Service.
@@ -172,7 +175,7 @@ func (s *Service) CreateFromSpec(ctx context.Context, r *taskAPI.CreateTaskReque
 		s.mu.Unlock()
 		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "sandbox container %s already exists", s.t.id)
 	}
-	t := &pauseTask{id: r.ID, bundle: r.Bundle, exited: make(chan struct{}), createDone: make(chan struct{})}
+	t := &pauseTask{id: r.ID, bundle: r.Bundle, exited: make(chan struct{}), createDone: make(chan struct{}), exitSent: make(chan struct{})}
 	s.t = t // reserved while the fork runs
 	s.mu.Unlock()
 
@@ -297,6 +300,7 @@ func (s *Service) watch(t *pauseTask, cmd *exec.Cmd, exits chan runc.Exit) {
 	s.mu.Unlock()
 	close(t.exited)
 	<-t.createDone
+	defer close(t.exitSent)
 	if t.createFailed {
 		return
 	}

@@ -116,6 +116,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	default:
 		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "sandbox container %s is still running: kill it first", r.ID)
 	}
+	<-t.exitSent
 	if t.cgroup != "" {
 		if err := os.Remove(t.cgroup); err != nil && !os.IsNotExist(err) {
 			return nil, errgrpc.ToGRPCf(errdefs.ErrInternal, "sandbox container %s: remove cgroup: %v", r.ID, err)
