@@ -76,6 +76,13 @@ func (p *plan) nics(c *cmdline) {
 	for i, n := range p.cfg.NICs {
 		c.opt("-netdev", newOpts("tap").set("id", netdevID(n.ID)).set("fd", strconv.Itoa(p.nicFD(i))))
 		d := newOpts(p.virtio("virtio-net")).set("id", nicDevID(n.ID)).set("netdev", netdevID(n.ID)).set("mac", n.MAC.String())
+		if p.machine.virtio == "pci" {
+			// No option ROM: the guest boots its kernel directly, never
+			// from the network, and the firmware starting iPXE cost
+			// ~0.5 s of every boot under TCG (make bench, QEMU exec →
+			// guest clock, 2.0 s without a NIC, 2.5 s with one).
+			d.set("romfile", "")
+		}
 		if n.MTU != 0 {
 			d.setUint("host_mtu", uint64(n.MTU))
 		}

@@ -66,7 +66,7 @@ func TestAttachNICs(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := strings.Join(args, " ")
-	for _, want := range []string{"-netdev tap,id=net-eth0,fd=3", "virtio-net-pci,id=nic-eth0,netdev=net-eth0,mac=0a:00:00:00:00:01,host_mtu=1400"} {
+	for _, want := range []string{"-netdev tap,id=net-eth0,fd=3", "virtio-net-pci,id=nic-eth0,netdev=net-eth0,mac=0a:00:00:00:00:01,romfile=,host_mtu=1400"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("argv lacks %q:\n%s", want, line)
 		}

@@ -25,6 +25,44 @@ import (
 // loading (the agent loads it at low priority while it serves).
 const LinkWait = 20 * time.Second
 
+// Setup is a pod network being configured in the background.
+type Setup struct {
+	done chan struct{}
+	err  error
+}
+
+// Start validates n and configures it in the background: bringing NICs up
+// (and, under TCG, waiting for virtio_net to load) takes a few hundred ms,
+// which overlaps with the host preparing the first container instead of
+// holding up SetupSandbox. Containers must Wait before they start.
+func Start(ctx context.Context, n *api.PodNetwork) (*Setup, error) {
+	if err := n.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Setup{done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		if s.err = Configure(context.WithoutCancel(ctx), n); s.err != nil {
+			log.G(ctx).WithError(s.err).Error("network")
+		}
+	}()
+	return s, nil
+}
+
+// Wait returns once the network is configured, with Configure's error.
+// A nil Setup (a pod without a network) is ready.
+func (s *Setup) Wait(ctx context.Context) error {
+	if s == nil {
+		return nil
+	}
+	select {
+	case <-s.done:
+		return s.err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the pod network: %w", ctx.Err())
+	}
+}
+
 // Configure brings loopback up and applies n, which it validates first
 // (an unset n leaves loopback only). The host's word is checked, not
 // trusted: every name, address and route must pass api's checks, and

@@ -2,12 +2,14 @@ package network
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -154,3 +156,25 @@ func TestConfigureMissingNIC(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestStartWait(t *testing.T) {
+	if err := (*Setup)(nil).Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n := podNetwork()
+	n.Routes[0].Gateway = "192.168.1.1"
+	if _, err := Start(context.Background(), n); err == nil || !strings.HasPrefix(err.Error(), "network.routes[0].gateway") {
+		t.Fatalf("a bad network must be refused at once: %v", err)
+	}
+	s := &Setup{done: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Wait(ctx); err == nil {
+		t.Fatal("Wait returned before the network was configured")
+	}
+	s.err = errors.New("network.interfaces[0].mac: no NIC")
+	close(s.done)
+	if err := s.Wait(context.Background()); err != s.err {
+		t.Fatalf("Wait = %v, want the configuration's error", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -47,6 +48,7 @@ type agentService struct {
 	containers *container.Manager
 	setupMu    sync.Mutex
 	setupFor   string
+	podNet     atomic.Pointer[network.Setup] // nil: no pod network
 }
 
 const eventsMethod = "/coco.agent.v1.Agent/Events"
@@ -109,9 +111,12 @@ func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequ
 		}
 	}
 	if n := r.GetNetwork(); n != nil {
-		if err := network.Configure(ctx, n); err != nil {
+		// Configured in the background; containers wait for it.
+		pn, err := network.Start(ctx, n)
+		if err != nil {
 			return nil, err
 		}
+		s.podNet.Store(pn)
 	}
 	if r.GetVmNamespaces() {
 		s.containers.UseVMNamespaces(r.GetSandboxId())
@@ -165,6 +170,9 @@ func compilePolicy(compile PolicyCompiler, text string) (policy.Policy, error) {
 }
 
 func (s *agentService) PrepareContainer(ctx context.Context, r *api.PrepareContainerRequest) (*api.PrepareContainerResponse, error) {
+	if err := s.podNet.Load().Wait(ctx); err != nil {
+		return nil, err
+	}
 	b, err := s.containers.Prepare(ctx, r)
 	if err != nil {
 		return nil, err

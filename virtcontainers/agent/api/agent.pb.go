@@ -209,7 +209,9 @@ type SetupSandboxRequest struct {
 	VmNamespaces bool `protobuf:"varint,8,opt,name=vm_namespaces,json=vmNamespaces,proto3" json:"vm_namespaces,omitempty"`
 	// The pod's network as its CNI plugin left it in the pod's network
 	// namespace on the host. The VM has one NIC per interface, with the same
-	// MAC. Unset: the pod has loopback only.
+	// MAC. Unset: the pod has loopback only. It is validated here and
+	// configured in the background: PrepareContainer waits for it and
+	// fails with its error.
 	Network       *PodNetwork `protobuf:"bytes,9,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
