@@ -1,11 +1,18 @@
 package sandbox
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/coco-runtime/coco/sandbox/network"
 )
 
 func TestHostNetwork(t *testing.T) {
@@ -30,5 +37,46 @@ func TestHostNetwork(t *testing.T) {
 	err := checkHostNetwork(Options{ID: "p1", SandboxAPI: true})
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "hostNetwork") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestCleanupTearsDownNetwork: after a shim crash, `delete` (Cleanup) finds
+// the pod's namespace in the state file and removes the redirects there;
+// the tap went with the VMM that held it.
+func TestCleanupTearsDownNetwork(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	name := fmt.Sprintf("coco-cleanup-%d", os.Getpid())
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run("ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+	nsPath := filepath.Join("/var/run/netns", name)
+	pod, err := network.Netlink{}.Setup(context.Background(), nsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Close() // the VMM died: its tap is gone, the redirects are not
+	if out := run("tc", "-n", name, "filter", "show", "dev", "eth0", "ingress"); !strings.Contains(out, "mirred") {
+		t.Fatalf("no redirect after Setup:\n%s", out)
+	}
+	dir := filepath.Join(t.TempDir(), "pod")
+	os.MkdirAll(dir, 0o700)
+	if err := writeState(dir, state{ID: "pod", NetNS: nsPath}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Cleanup(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if out := run("tc", "-n", name, "qdisc", "show", "dev", "eth0"); strings.Contains(out, "ingress") {
+		t.Errorf("ingress qdisc left after Cleanup:\n%s", out)
 	}
 }
