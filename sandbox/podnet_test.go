@@ -59,6 +59,7 @@ func TestCleanupTearsDownNetwork(t *testing.T) {
 	run("ip", "netns", "add", name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+	run("ip", "-n", name, "link", "set", "eth0", "up")
 	nsPath := filepath.Join("/var/run/netns", name)
 	pod, err := network.Netlink{}.Setup(context.Background(), nsPath)
 	if err != nil {

@@ -123,6 +123,13 @@ func setup() (*Pod, error) {
 		if a.Flags&net.FlagLoopback != 0 || l.Type() == "tuntap" {
 			continue
 		}
+		// CNI plugins bring their interfaces up. Down ones are not the
+		// pod's: e.g. the fallback tunnels (tunl0, sit0, gre0) that the
+		// kernel puts in every namespace once their module is loaded,
+		// which have no Ethernet address to give a NIC.
+		if a.Flags&net.FlagUp == 0 {
+			continue
+		}
 		if len(pod.Interfaces) == api.MaxInterfaces {
 			return pod, fmt.Errorf("more than %d interfaces besides lo: %w", api.MaxInterfaces, errdefs.ErrInvalidArgument)
 		}

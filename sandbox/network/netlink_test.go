@@ -48,6 +48,9 @@ func testNetNS(t testing.TB) (nsPath, peer string) {
 	run("-n", name, "route", "add", "default", "via", "10.252.7.1", "dev", "eth0")
 	run("-n", name, "route", "add", "10.96.0.0/12", "via", "10.252.7.1", "dev", "eth0", "metric", "5")
 	run("-n", name, "neigh", "add", "10.252.7.9", "lladdr", "ee:ee:ee:ee:ee:ee", "dev", "eth0", "nud", "permanent")
+	// A link that is down is not the pod's (like the fallback tunl0 that
+	// the ipip module puts in every namespace): Setup leaves it alone.
+	run("-n", name, "link", "add", "down0", "type", "veth", "peer", "name", "down1")
 	return filepath.Join("/var/run/netns", name), peer
 }
 
