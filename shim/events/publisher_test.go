@@ -104,18 +104,19 @@ func TestPublishGivesUpWithTheContext(t *testing.T) {
 // the new containerd at the same address and delivers.
 func TestPublishReconnects(t *testing.T) {
 	addr := filepath.Join(t.TempDir(), "c.ttrpc")
-	start := func(f *flaky) *ttrpc.Server {
+	start := func(f *flaky) (*ttrpc.Server, *trackedListener) {
 		l, err := net.Listen("unix", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
+		tl := &trackedListener{Listener: l}
 		srv, _ := ttrpc.NewServer()
 		eventsapi.RegisterTTRPCEventsService(srv, f)
-		go srv.Serve(context.Background(), l)
-		return srv
+		go srv.Serve(context.Background(), tl)
+		return srv, tl
 	}
 	first, second := &flaky{}, &flaky{}
-	srv := start(first)
+	srv, conns := start(first)
 	p, err := NewTTRPCPublisher(addr)
 	if err != nil {
 		t.Fatal(err)
@@ -125,8 +126,11 @@ func TestPublishReconnects(t *testing.T) {
 	if err := p.Publish(ctx, "/tasks/exit", &eventstypes.TaskExit{ID: "a"}); err != nil {
 		t.Fatal(err)
 	}
+	// ttrpc's Close ends its connections asynchronously; a dead containerd
+	// has none left, so end them here before the next publish.
 	srv.Close()
-	srv2 := start(second)
+	conns.closeAll()
+	srv2, _ := start(second)
 	defer srv2.Close()
 	if err := p.Publish(ctx, "/tasks/exit", &eventstypes.TaskExit{ID: "b"}); err != nil {
 		t.Fatalf("publish after containerd restarted: %v", err)
@@ -136,4 +140,31 @@ func TestPublishReconnects(t *testing.T) {
 	if len(second.got) != 1 || second.got[0] != "ns /tasks/exit b" {
 		t.Fatalf("new containerd got %v", second.got)
 	}
+}
+
+// trackedListener remembers the connections it accepted, so a test can end
+// them at once.
+type trackedListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *trackedListener) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
 }
