@@ -200,7 +200,9 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	}
 	setup.Network = podNet.Proto()
 	if _, err := client.Agent().SetupSandbox(ctx, setup); err != nil {
-		return fmt.Errorf("sandbox %s: guest setup: %w", s.opts.ID, err)
+		// The console says what the guest made of itself (a TEE guest
+		// says why it is one): the user sees it with the refusal.
+		return fmt.Errorf("sandbox %s: guest setup: %w%s", s.opts.ID, err, consoleTail(s.vm.Info().ConsoleLog, 10))
 	}
 	setupTime := lap()
 	health := client.Health()
