@@ -4,6 +4,12 @@
 GUEST_OUT     ?= build/guest
 COCO_CACHE    ?= /var/cache/coco
 KERNEL_PIN    := guest-assets/kernel/kernel.pin
+# Which kernel `make kernel` puts in $(GUEST_OUT):
+#   debian  the pinned linux-image package (6.1), modules in the initrd (default)
+#   own     built from Debian's linux-source-6.12 with guest-assets/kernel/config,
+#           everything built in, no modules; cached per pin, config and toolchain
+GUEST_KERNEL  ?= debian
+KERNEL_SRC_PIN := guest-assets/kernel/kernel-source.pin
 # Modules the guest loads (their dependencies are added, built-ins dropped).
 # sev-guest (/dev/sev-guest, SNP reports) is loaded only by a TEE guest.
 GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon,sev-guest
@@ -15,13 +21,36 @@ INITRD_COMPRESSION ?= none
 AGENT_PKG     := ./guest-assets/agent/cmd/coco-agent
 CRUN_PIN      := guest-assets/crun/crun.pin
 
-.PHONY: kernel crun coco-agent coco-policy coco-pause initrd guest-assets install-guest-assets test-guest-boot
+.PHONY: kernel kernel-debian kernel-own kernel-config kernel-verify crun coco-agent coco-policy coco-pause initrd guest-assets install-guest-assets test-guest-boot
 
 kernel:
+	@case "$(GUEST_KERNEL)" in debian|own) ;; *) echo "kernel: GUEST_KERNEL=$(GUEST_KERNEL): want debian or own" >&2; exit 1;; esac
+	@$(MAKE) --no-print-directory kernel-$(GUEST_KERNEL)
+
+kernel-debian:
 	@command -v dpkg-deb >/dev/null && command -v xz >/dev/null || { echo "kernel: needs dpkg-deb and xz: run scripts/install-deps.sh" >&2; exit 1; }
 	@root=$$(guest-assets/kernel/fetch-kernel.sh $(KERNEL_PIN) $(COCO_CACHE)/kernel) && \
 		$(GO) run ./guest-assets/cmd/prepkernel -root "$$root" -out $(GUEST_OUT) -modules $(GUEST_MODULES) \
 			$(if $(KEEP_MODULE_SIGNATURES),-keep-signatures)
+	@rm -f $(GUEST_OUT)/kernel.config
+
+# Our kernel: the first build is long (nice 19, -j2: see README), later ones
+# copy from the cache. The manifest is left empty, so the initrd carries no
+# modules and the agent loads none.
+kernel-own:
+	@guest-assets/kernel/build-kernel.sh build $(KERNEL_SRC_PIN) $(COCO_CACHE)/kernel-own $(GUEST_OUT)
+	@rm -rf $(GUEST_OUT)/modules
+	@printf '# %s has everything built in: no modules to load\n' "$$(cat $(GUEST_OUT)/kernel.release)" >$(GUEST_OUT)/modules.manifest
+
+# Regenerates guest-assets/kernel/guest-6.12.config from the fragments in
+# guest-assets/kernel/config/ (commit both; `make kernel-own` refuses a stale one).
+kernel-config:
+	@guest-assets/kernel/build-kernel.sh config $(KERNEL_SRC_PIN) $(COCO_CACHE)/kernel-own guest-assets/kernel/guest-6.12.config
+
+# Builds our kernel a second time from scratch and compares the bytes with
+# the cached build (slow: a whole build).
+kernel-verify:
+	@guest-assets/kernel/build-kernel.sh verify $(KERNEL_SRC_PIN) $(COCO_CACHE)/kernel-own -
 
 # crun, the guest's OCI runtime (containerd's runc task service runs it by
 # name): the pinned upstream release from Debian's source package, built

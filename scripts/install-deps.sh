@@ -8,6 +8,8 @@ set -euo pipefail
 APT_PACKAGES=(
 	busybox-static containernetworking-plugins cpio erofs-utils gcc iproute2 iptables libc6-dev
 	libcap-dev libprotobuf-dev libseccomp-dev libyajl-dev musl-tools pkg-config protobuf-compiler xz-utils zstd
+	# Building our guest kernel (GUEST_KERNEL=own, guest-assets/kernel/build-kernel.sh).
+	bc bison flex libelf-dev libssl-dev lz4 make
 )
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-utils)
 SID_PACKAGES=(vhost-device-vsock)
