@@ -132,3 +132,23 @@ func TestSplit(t *testing.T) {
 		t.Fatalf("Split with no listed name: first %v, rest %v", first, rest)
 	}
 }
+
+// A kernel with everything built in (GUEST_KERNEL=own) ships a manifest
+// with only a comment: the agent's loader then loads nothing and succeeds,
+// and Split and Take hand back empty lists.
+func TestEmptyManifest(t *testing.T) {
+	m := filepath.Join(t.TempDir(), "modules")
+	if err := os.WriteFile(m, []byte("# 6.12.118-coco: everything built in\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mods, err := ReadManifest(m)
+	if err != nil || len(mods) != 0 {
+		t.Fatalf("ReadManifest = %v, %v; want no modules", mods, err)
+	}
+	k := &fakeKernel{}
+	first, rest := Split(mods, "virtio_pci")
+	picked, rest := Take(rest, "sev_guest")
+	if err := load(append(append(first, picked...), rest...), k.finit); err != nil || len(k.loaded) != 0 {
+		t.Fatalf("load of an empty manifest: %v, loaded %v", err, k.loaded)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,7 +24,14 @@ import (
 	"github.com/coco-runtime/coco/guest-assets/internal/layout"
 )
 
-const assets = "../../../build/guest"
+// assets is build/guest, or COCO_GUEST_DIR (e.g. an own-kernel build made
+// with GUEST_OUT=build/guest-own, next to the default assets).
+var assets = func() string {
+	if d := os.Getenv("COCO_GUEST_DIR"); d != "" {
+		return d
+	}
+	return "../../../build/guest"
+}()
 
 // bootResult is what one boot showed.
 type bootResult struct {
@@ -81,7 +89,7 @@ func buildInitrd(tb testing.TB, dir, compression string, fullSize bool) string {
 // so the test init can check that virtio_pci + virtio_blk probe it.
 // With icount, the guest clock counts instructions (1 ns each), so the guest
 // times do not depend on how busy the host is.
-func boot(tb testing.TB, dir, kernel, initrdPath string, icount bool) bootResult {
+func boot(tb testing.TB, dir, kernel, initrdPath string, icount bool, params ...string) bootResult {
 	tb.Helper()
 	disk := filepath.Join(dir, "disk.raw")
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
@@ -93,7 +101,7 @@ func boot(tb testing.TB, dir, kernel, initrdPath string, icount bool) bootResult
 		"-M", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1",
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrdPath,
-		"-append", "console=ttyS0 quiet panic=-1 cocotest_disk=vda",
+		"-append", strings.Join(append([]string{"console=ttyS0 quiet panic=-1 cocotest_disk=vda"}, params...), " "),
 		"-drive", "file=" + disk + ",if=none,id=d0,format=raw,readonly=on",
 		"-device", "virtio-blk-pci,drive=d0",
 	}

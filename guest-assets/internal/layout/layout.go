@@ -82,7 +82,8 @@ func Entries(in Inputs) ([]initrd.Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layout: %w (run `make kernel`)", err)
 	}
-	if err := checkManifest(manifest, release, filepath.Join(in.Assets, "modules", release)); err != nil {
+	nmods, err := checkManifest(manifest, release, filepath.Join(in.Assets, "modules", release))
+	if err != nil {
 		return nil, err
 	}
 
@@ -126,11 +127,15 @@ func Entries(in Inputs) ([]initrd.Entry, error) {
 			return nil, fmt.Errorf("%w (run `make coco-policy`)", err)
 		}
 	}
-	mods, err := initrd.Tree("/lib/modules/"+release, filepath.Join(in.Assets, "modules", release))
-	if err != nil {
-		return nil, fmt.Errorf("layout: modules: %w (run `make kernel`)", err)
+	// A kernel with everything built in (GUEST_KERNEL=own) has an empty
+	// manifest and no module tree: the initrd carries no modules at all.
+	if nmods > 0 {
+		mods, err := initrd.Tree("/lib/modules/"+release, filepath.Join(in.Assets, "modules", release))
+		if err != nil {
+			return nil, fmt.Errorf("layout: modules: %w (run `make kernel`)", err)
+		}
+		entries = append(entries, mods...)
 	}
-	entries = append(entries, mods...)
 
 	guests := make([]string, 0, len(in.Extra))
 	for g := range in.Extra {
@@ -158,20 +163,21 @@ const teeMarkerText = "This initrd boots a confidential (TEE) guest: coco-agent 
 
 // checkManifest makes sure every module the manifest names is in the
 // modules directory, so a stale manifest fails here and not in the guest.
-func checkManifest(manifest []byte, release, modDir string) error {
+// It returns how many modules the manifest lists.
+func checkManifest(manifest []byte, release, modDir string) (int, error) {
 	mods, err := kmod.ParseManifest(strings.NewReader(string(manifest)))
 	if err != nil {
-		return fmt.Errorf("layout: %w", err)
+		return 0, fmt.Errorf("layout: %w", err)
 	}
 	prefix := "/lib/modules/" + release + "/"
 	for _, m := range mods {
 		rel, ok := strings.CutPrefix(m.Path, prefix)
 		if !ok {
-			return fmt.Errorf("layout: manifest module %s is not under %s (run `make kernel`)", m.Path, prefix)
+			return 0, fmt.Errorf("layout: manifest module %s is not under %s (run `make kernel`)", m.Path, prefix)
 		}
 		if _, err := os.Stat(filepath.Join(modDir, filepath.FromSlash(path.Clean(rel)))); err != nil {
-			return fmt.Errorf("layout: manifest module %s: %w (run `make kernel`)", m.Path, err)
+			return 0, fmt.Errorf("layout: manifest module %s: %w (run `make kernel`)", m.Path, err)
 		}
 	}
-	return nil
+	return len(mods), nil
 }

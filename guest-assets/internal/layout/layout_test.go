@@ -164,3 +164,36 @@ func TestReproducible(t *testing.T) {
 		t.Logf("initrd (%s, init=%s, crun=%q): %d bytes, sha256 %x", comp, filepath.Base(in.Init), in.Crun, len(a), sha256.Sum256(a))
 	}
 }
+
+// A kernel with everything built in (GUEST_KERNEL=own) comes with an empty
+// manifest and no modules directory: the initrd carries no module at all.
+func TestLayoutBuiltinKernel(t *testing.T) {
+	in, dir := fakeAssets(t)
+	const rel = "6.12.118-coco"
+	if err := os.RemoveAll(filepath.Join(dir, "modules")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kernel.release"), []byte(rel+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "modules.manifest"), []byte("# "+rel+": everything built in\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := Entries(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Path, "/lib/modules") {
+			t.Errorf("initrd of a built-in kernel carries %s", e.Path)
+		}
+	}
+
+	// A manifest that names a module still needs it on disk.
+	if err := os.WriteFile(filepath.Join(dir, "modules.manifest"), []byte("/lib/modules/"+rel+"/kernel/vsock.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Entries(in); err == nil || !strings.Contains(err.Error(), "vsock.ko") {
+		t.Errorf("manifest naming a missing module: err = %v, want one naming vsock.ko", err)
+	}
+}
