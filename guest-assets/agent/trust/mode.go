@@ -32,7 +32,11 @@ const CmdlineParam = "coco.tee"
 // devices are TEE guest interfaces whose presence also makes the guest a
 // TEE guest. Their absence proves nothing: drivers load late or are
 // missing, and SEV, SEV-ES, SE and PEF guests have none.
-var devices = []string{"/dev/sev-guest", "/dev/tdx_guest", "/dev/tdx-guest", "/sys/kernel/config/tsm/report"}
+// /sys/kernel/config/tsm/report is not one: a kernel with TSM_REPORTS built
+// in (ours, GUEST_KERNEL=own) has it in every VM, provider or not (creating
+// a report there then fails with ENXIO); its x86 providers, the SNP and TDX
+// guest drivers, have the device nodes listed here.
+var devices = []string{"/dev/sev-guest", "/dev/tdx_guest", "/dev/tdx-guest"}
 
 // Mode is the guest's trust mode.
 type Mode struct {

@@ -25,6 +25,7 @@ func TestDetect(t *testing.T) {
 		{name: "host says none, no marker", cmdline: "coco.tee=none"},
 		{name: "kernel parameter makes stricter", cmdline: "quiet coco.tee=snp", tee: true, why: "coco.tee=snp"},
 		{name: "device makes stricter", files: []string{"/dev/sev-guest"}, tee: true, why: "/dev/sev-guest"},
+		{name: "configfs-tsm without a provider", files: []string{"/sys/kernel/config/tsm/report/.keep"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
