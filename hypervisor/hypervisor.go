@@ -108,7 +108,7 @@ type Disk struct {
 // namespace, which the VMM process need not be in.
 type NIC struct {
 	ID  string   // unique within the VM: [A-Za-z0-9_-]{1,16}
-	Tap *os.File // one open queue of the tap; the VMM gets a copy
+	Tap *os.File `json:"-"` // one open queue of the tap; the VMM gets a copy
 	MAC net.HardwareAddr
 	MTU int // 68-65535; 0 leaves the device's default
 }
