@@ -475,8 +475,26 @@ func TestAgentInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The TEE default policy, set at run time: exec is now refused with the
-	// rule named, and the policy cannot be changed back.
+	// OOM: a container that allocates without bound under a 24 MiB limit.
+	run("c2", "c2disk", []string{"awk", "BEGIN { s = \"xxxxxxxx\"; while (1) s = s s }"}, func(s *specs.Spec) {
+		limit := int64(24 << 20)
+		s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
+	})
+	events.wait(t, time.Minute, "TaskOOM c2", func(e any) bool {
+		x, ok := e.(*eventstypes.TaskOOM)
+		return ok && x.ContainerID == "c2"
+	})
+	w, err = c.Task().Wait(ctx, &taskAPI.WaitRequest{ID: "c2"})
+	if err != nil || w.GetExitStatus() != 137 {
+		t.Errorf("OOM-killed container exit = %v, %v; want 137", w, err)
+	}
+	if _, err := c.Task().Delete(ctx, &taskAPI.DeleteRequest{ID: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The TEE default policy, set at run time (last: it would refuse this
+	// test's bare container specs): exec is now refused with the rule
+	// named, and the policy cannot be changed back.
 	if _, err := c.Agent().SetPolicy(ctx, &api.SetPolicyRequest{Policy: policies.DefaultTEE}); err != nil {
 		t.Fatal(err)
 	}
@@ -511,23 +529,6 @@ func TestAgentInVM(t *testing.T) {
 	}
 	if err := vm.RemoveDisk(ctx, "c1disk"); err != nil {
 		t.Errorf("remove disk: %v", err)
-	}
-
-	// OOM: a container that allocates without bound under a 24 MiB limit.
-	run("c2", "c2disk", []string{"awk", "BEGIN { s = \"xxxxxxxx\"; while (1) s = s s }"}, func(s *specs.Spec) {
-		limit := int64(24 << 20)
-		s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
-	})
-	events.wait(t, time.Minute, "TaskOOM c2", func(e any) bool {
-		x, ok := e.(*eventstypes.TaskOOM)
-		return ok && x.ContainerID == "c2"
-	})
-	w, err = c.Task().Wait(ctx, &taskAPI.WaitRequest{ID: "c2"})
-	if err != nil || w.GetExitStatus() != 137 {
-		t.Errorf("OOM-killed container exit = %v, %v; want 137", w, err)
-	}
-	if _, err := c.Task().Delete(ctx, &taskAPI.DeleteRequest{ID: "c2"}); err != nil {
-		t.Fatal(err)
 	}
 
 	// Events came in order, with exec exits before their container's exit.
