@@ -53,14 +53,14 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 		return nil, err
 	}
 	configs := map[string]string{
-		handlerNoKernel:  fmt.Sprintf("[hypervisor]\nkernel = %q\n", missingKernel),
-		handlerBadKey:    "[hypervisor]\nno_such_key = 1\n",
-		handlerSilent:    fmt.Sprintf("[hypervisor]\ninitrd = %q\nboot_timeout = %q\n", silentInitrd, silentBootTimeout.String()),
+		handlerNoKernel: fmt.Sprintf("[hypervisor]\nkernel = %q\n", missingKernel),
+		handlerBadKey:   "[hypervisor]\nno_such_key = 1\n",
+		handlerSilent:   fmt.Sprintf("[hypervisor]\ninitrd = %q\nboot_timeout = %q\n", silentInitrd, silentBootTimeout.String()),
 		// The plain VM's initrd: initrd.img is the TEE guest's.
 		handlerTEEPolicy: fmt.Sprintf("[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"tools.erofs\"\n[agent]\npolicy = %q\n",
 			filepath.Join(e.repo, "configs", "policies", "default-tee.rego")),
-		handlerNoTools:   "[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"\"\n",
-		handlerTEEGuest:  "[hypervisor]\ninitrd = \"initrd.img\"\ntools_image = \"tools.erofs\"\n",
+		handlerNoTools:  "[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"\"\n",
+		handlerTEEGuest: "[hypervisor]\ninitrd = \"initrd.img\"\ntools_image = \"tools.erofs\"\n",
 	}
 	var hs []harness.Handler
 	for name, body := range configs {
