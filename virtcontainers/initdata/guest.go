@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 
@@ -92,6 +93,11 @@ func ReadTSMReport(root string, reportData []byte) (outblob []byte, provider str
 		return nil, "", fmt.Errorf("configfs-tsm %s: %v: %w", root, err, errdefs.ErrNotFound)
 	}
 	entry, err := os.MkdirTemp(root, "coco-initdata-")
+	if errors.Is(err, syscall.ENXIO) {
+		// The kernel has configfs-tsm (TSM_REPORTS built in) but no TEE
+		// driver registered as its provider: a guest without a TEE.
+		return nil, "", fmt.Errorf("configfs-tsm %s has no provider (no SNP or TDX guest driver bound): %v: %w", root, err, errdefs.ErrNotFound)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("configfs-tsm: %w", err)
 	}
