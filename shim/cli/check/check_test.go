@@ -63,6 +63,10 @@ func shareDir(t *testing.T, files ...string) {
 			}
 			body = b
 		}
+		if f == "initrd.img" {
+			// The TEE guest's initrd carries the TEE marker.
+			body = []byte("070701" + teeMarkerName)
+		}
 		if err := os.WriteFile(filepath.Join(dir, f), body, 0o644); err != nil {
 			t.Fatal(err)
 		}
