@@ -27,8 +27,8 @@ func Report(reportData []byte) ([]byte, string, error) {
 	if err == nil || !errdefs.IsNotFound(err) {
 		return blob, provider, err
 	}
-	if _, err := os.Stat(SEVGuestDevice); err != nil {
-		return nil, "", fmt.Errorf("neither %s nor %s exists: %w", initdata.TSMReportDir, SEVGuestDevice, errdefs.ErrNotFound)
+	if _, serr := os.Stat(SEVGuestDevice); serr != nil {
+		return nil, "", fmt.Errorf("%v; %s does not exist: %w", err, SEVGuestDevice, errdefs.ErrNotFound)
 	}
 	return sevReport(reportData)
 }
