@@ -33,7 +33,18 @@ func TestTailDropsControlBytes(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "console.log")
 	os.WriteFile(p, []byte("ok\r\n\x1b]0;pwned\x07\x1b[2J\tred\u009b31m\x00\xff\n"), 0o644)
 	got, err := Tail(p, 5)
-	if err != nil || got != "ok\n]0;pwned[2J\tred31m?" {
+	if err != nil || got != "ok\n\tred31m?" {
+		t.Fatalf("Tail = %q, %v", got, err)
+	}
+}
+
+// SeaBIOS clears the screen before the kernel prints: nothing of its
+// escape sequences may be left in a boot error.
+func TestTailDropsWholeEscapeSequences(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	os.WriteFile(p, []byte("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.3)\r\nBooting from ROM..coco-agent: ready\r\n\x1b(Bplain\n"), 0o644)
+	got, err := Tail(p, 5)
+	if err != nil || got != "SeaBIOS (version 1.16.3)\nBooting from ROM..coco-agent: ready\nplain" {
 		t.Fatalf("Tail = %q, %v", got, err)
 	}
 }
