@@ -82,8 +82,8 @@ func (s *agentService) SetupSandbox(ctx context.Context, r *api.SetupSandboxRequ
 	// Everything is checked before anything changes. The owner's policy
 	// from init-data is already in force (the gate waited for it), and it
 	// allowed this request.
-	for k, v := range r.GetSysctls() {
-		if err := checkSysctl(k, v); err != nil {
+	for k := range r.GetSysctls() {
+		if err := checkSysctl(k); err != nil {
 			return nil, err
 		}
 	}
