@@ -84,7 +84,8 @@ func TestConfigMatchesVectors(t *testing.T) {
 	kinds := map[string]string{"sev": "[tee]\nkind = \"sev\"\n", "seves": "[tee]\nkind = \"sev-es\"\n[tee.sev]\npolicy = 0x5\n", "snp": "[tee]\nkind = \"snp\"\n"}
 	checked := map[string]int{}
 	for label, dir := range vectorDirs() {
-		for _, row := range tsvRows(t, filepath.Join(dir, "vectors.tsv")) {
+		rows, _ := tsvRows(t, filepath.Join(dir, "vectors.tsv"))
+		for _, row := range rows {
 			teeTable, ok := kinds[row["mode"]]
 			if !ok || row["ovmf"] != "ovmf_AmdSev_suffix.bin" || row["kernel"] == "-" || row["vmm_type"] != "" && row["vmm_type"] != "-" && row["vmm_type"] != "QEMU" {
 				continue
@@ -148,16 +149,16 @@ func TestConfigRefusesUnmeasuredBoot(t *testing.T) {
 	}
 }
 
-// tsvRows reads a vectors.tsv into maps keyed by its header.
-func tsvRows(t *testing.T, path string) []map[string]string {
+// tsvRows reads a vectors.tsv into maps keyed by its header, with each
+// row's line number; a row with another column count fails the test.
+func tsvRows(t *testing.T, path string) (rows []map[string]string, lines []int) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var header []string
-	var rows []map[string]string
-	for _, line := range strings.Split(string(b), "\n") {
+	for n, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
 			continue
 		}
@@ -166,13 +167,14 @@ func tsvRows(t *testing.T, path string) []map[string]string {
 			header = cols
 			continue
 		}
+		if len(cols) != len(header) {
+			t.Fatalf("%s:%d: %d columns, want %d", path, n+1, len(cols), len(header))
+		}
 		row := map[string]string{}
 		for i, c := range cols {
-			if i < len(header) {
-				row[header[i]] = c
-			}
+			row[header[i]] = c
 		}
-		rows = append(rows, row)
+		rows, lines = append(rows, row), append(lines, n+1)
 	}
-	return rows
+	return rows, lines
 }

@@ -77,27 +77,8 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 func TestVectorsThroughMain(t *testing.T) {
 	total := 0
 	for label, dir := range vectorDirs() {
-		b, err := os.ReadFile(filepath.Join(dir, "vectors.tsv"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var header []string
-		for n, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
-				continue
-			}
-			cols := strings.Split(line, "\t")
-			if header == nil {
-				header = cols
-				continue
-			}
-			if len(cols) != len(header) {
-				t.Fatalf("%s:%d: %d columns, want %d", label, n+1, len(cols), len(header))
-			}
-			row := map[string]string{}
-			for i, c := range cols {
-				row[header[i]] = c
-			}
+		rows, lines := tsvRows(t, filepath.Join(dir, "vectors.tsv"))
+		for n, row := range rows {
 			for c := range row {
 				if c != "expected" && !slices.ContainsFunc(rowFlags, func(f rowFlag) bool { return f.col == c }) {
 					t.Fatalf("%s: unknown column %q", label, c)
@@ -105,7 +86,7 @@ func TestVectorsThroughMain(t *testing.T) {
 			}
 			total++
 			args := rowArgs(dir, row)
-			t.Run(fmt.Sprintf("%s:%d", label, n+1), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s:%d", label, lines[n]), func(t *testing.T) {
 				code, out, errs := run(t, args...)
 				if code != 0 {
 					t.Fatalf("exit %d: %s (args %q)", code, errs, args)
