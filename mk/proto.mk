@@ -11,4 +11,4 @@ proto:
 	PATH=$(CURDIR)/$(BIN):$$PATH protoc -I $(PROTO_DIR) -I /usr/include \
 		--go_out=paths=source_relative:$(PROTO_DIR) \
 		--go-ttrpc_out=paths=source_relative:$(PROTO_DIR) \
-		$(PROTO_DIR)/agent.proto
+		$(PROTO_DIR)/agent.proto $(PROTO_DIR)/workload.proto
