@@ -32,3 +32,7 @@ default CheckpointTaskRequest := true
 # stdio streams between the host and a container's processes.
 default ReadStreamRequest := true
 default WriteStreamRequest := true
+
+default GetResourceRequest := true
+default GetTokenRequest := true
+default GetEvidenceRequest := true

@@ -38,6 +38,14 @@ default StatsRequest := true
 default ConnectRequest := true
 default ShutdownRequest := true
 
+# The pod's own containers, through the workload API on the guest's
+# loopback: the Key Broker Service decides which secrets this TEE may have;
+# an owner may narrow what each path may fetch, e.g.
+#   GetResourceRequest if input.path in {"default/key/app"}
+default GetResourceRequest := true
+default GetTokenRequest := true
+default GetEvidenceRequest := true
+
 default SetPolicyRequest := false
 default CheckpointTaskRequest := false
 default ReadStreamRequest := false
