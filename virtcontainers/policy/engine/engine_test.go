@@ -77,12 +77,28 @@ func TestShippedPolicies(t *testing.T) {
 		{"tee set policy", tee, &api.SetPolicyRequest{Policy: "package agent_policy"}, false},
 		{"tee stdout", tee, &api.ReadStreamRequest{ContainerId: "c1", Kind: "stdout"}, false},
 		{"tee stdin", tee, &api.WriteStreamRequest{ContainerId: "c1"}, false},
+		{"tee workload resource", tee, &api.GetResourceRequest{Path: "default/key/1"}, true},
+		{"tee workload token", tee, &api.GetTokenRequest{TokenType: "kbs"}, true},
+		{"allow-all workload evidence", all, &api.GetEvidenceRequest{RuntimeData: []byte("x")}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := decide(t, tc.engine, tc.req, nil); got != tc.want {
 				t.Fatalf("%s: allowed = %v, want %v", policy.RuleName(tc.req), got, tc.want)
 			}
 		})
+	}
+}
+
+// An owner narrows the workload API to the paths its containers need.
+func TestOwnerPinsResourcePaths(t *testing.T) {
+	src := strings.Replace(policies.DefaultTEE, "default GetResourceRequest := true",
+		"default GetResourceRequest := false\n\nGetResourceRequest if input.path == \"default/key/app\"", 1)
+	e := mustCompile(t, src)
+	if !decide(t, e, &api.GetResourceRequest{Path: "default/key/app"}, nil) {
+		t.Fatal("the pinned path was refused")
+	}
+	if decide(t, e, &api.GetResourceRequest{Path: "default/key/other"}, nil) {
+		t.Fatal("another path was allowed")
 	}
 }
 
