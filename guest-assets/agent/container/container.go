@@ -5,10 +5,13 @@
 package container
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/boot"
+	"github.com/coco-runtime/coco/guest-assets/agent/cdh"
 	"github.com/coco-runtime/coco/guest-assets/agent/spec"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -47,6 +51,10 @@ type Config struct {
 	// pod shares when no sandbox container holds it (see UseVMNamespaces),
 	// starting it on the first call; nil refuses such pods.
 	PodPIDHolder func(ctx context.Context, sandboxID string) (int, error)
+	// Unseal returns a sealed secret's plaintext (the pod's attestation
+	// client); nil when the owner configured no Key Broker Service.
+	// Containers whose env or files hold sealed secrets need it.
+	Unseal cdh.UnsealFunc
 }
 
 type prepared struct {
@@ -207,6 +215,16 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	m.mu.Lock()
 	p.process = res.HostProcess
 	m.mu.Unlock()
+	// The policy judged the sealed text the host sent; the container gets
+	// the plaintext, which exists only in the guest.
+	if res.Spec.Process != nil {
+		if err := cdh.UnsealEnv(ctx, res.Spec.Process.Env, m.cfg.Unseal); err != nil {
+			return "", fmt.Errorf("container %s: %w", id, err)
+		}
+	}
+	if err := cdh.UnsealFiles(ctx, files, m.cfg.Unseal); err != nil {
+		return "", fmt.Errorf("container %s: %w", id, err)
+	}
 	for _, w := range res.Warnings {
 		log.G(ctx).WithField("id", id).Warn(w)
 	}
@@ -399,4 +417,26 @@ func (m *Manager) cleanup(ctx context.Context, p *prepared) error {
 		first = err
 	}
 	return first
+}
+
+// UnsealProcess returns an exec's process (OCI JSON, as the gate left it)
+// with sealed env values unsealed, as the container's own process got them
+// at Prepare: containerd builds an exec's env from the spec it holds, which
+// has the sealed text.
+func (m *Manager) UnsealProcess(ctx context.Context, raw []byte) ([]byte, error) {
+	if !bytes.Contains(raw, []byte(cdh.SealedPrefix)) {
+		return raw, nil
+	}
+	var p specs.Process
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("exec process: %w", err)
+	}
+	before := slices.Clone(p.Env)
+	if err := cdh.UnsealEnv(ctx, p.Env, m.cfg.Unseal); err != nil {
+		return nil, err
+	}
+	if slices.Equal(before, p.Env) {
+		return raw, nil
+	}
+	return json.Marshal(&p)
 }

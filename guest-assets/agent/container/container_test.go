@@ -141,3 +141,47 @@ func TestVMNamespaces(t *testing.T) {
 		t.Errorf("join without sandbox container or VM namespaces: err = %v, want FailedPrecondition", err)
 	}
 }
+
+// A sealed env value and a sealed file reach the container as plaintext in
+// the guest bundle; a secret that cannot be unsealed fails the container
+// and leaves no bundle behind.
+func TestPrepareUnseals(t *testing.T) {
+	ctx := context.Background()
+	spec := []byte(`{"ociVersion":"1.2.0","process":{"args":["sh"],"cwd":"/","env":["A=1","S=sealed.h.p.s"]},"root":{"path":"rootfs"},
+		"mounts":[{"destination":"/etc/secret/key","type":"bind","source":"/host/key","options":["rbind","ro"]}]}`)
+	req := &api.PrepareContainerRequest{ContainerId: "c1", Spec: spec,
+		Files: []*api.File{{Destination: "/etc/secret/key", Content: []byte("sealed.h.q.s\n"), Mode: 0o600}}}
+	unseal := func(_ context.Context, s string) ([]byte, error) {
+		if s == "sealed.h.bad.s" {
+			return nil, errdefs.ErrPermissionDenied
+		}
+		return []byte("plain-" + s[len("sealed.h."):len(s)-2]), nil
+	}
+	root := t.TempDir()
+	m := NewManager(Config{BundleRoot: root, CgroupParent: "/coco", Unseal: unseal})
+	bundle, err := m.Prepare(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(bundle, "config.json"))
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Process.Env[1] != "S=plain-p" {
+		t.Errorf("env %q", s.Process.Env)
+	}
+	if f, _ := os.ReadFile(s.Mounts[len(s.Mounts)-1].Source); string(f) != "plain-q" {
+		t.Errorf("file %q", f)
+	}
+
+	req.ContainerId = "c2"
+	req.Spec = []byte(`{"ociVersion":"1.2.0","process":{"args":["sh"],"cwd":"/","env":["S=sealed.h.bad.s"]},"root":{"path":"rootfs"}}`)
+	req.Files = nil
+	if _, err := m.Prepare(ctx, req); !errdefs.IsPermissionDenied(err) {
+		t.Fatalf("refused unseal: err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "c2")); !os.IsNotExist(err) {
+		t.Fatalf("bundle left behind: %v", err)
+	}
+}

@@ -115,6 +115,13 @@ func (t *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 
 func (t *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
 	g := proto.Clone(r).(*taskAPI.ExecProcessRequest)
+	if g.Spec != nil {
+		v, err := t.containers.UnsealProcess(ctx, g.Spec.Value)
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		g.Spec.Value = v
+	}
 	if err := t.fillStdio(r.ID, r.ExecID, r.Terminal, &g.Stdin, &g.Stdout, &g.Stderr); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
