@@ -51,6 +51,10 @@ type Config struct {
 	// pod shares when no sandbox container holds it (see UseVMNamespaces),
 	// starting it on the first call; nil refuses such pods.
 	PodPIDHolder func(ctx context.Context, sandboxID string) (int, error)
+	// VolumeRoot holds the pod's guest directories that stand in for host
+	// directories, one per host path, shared by the pod's containers (see
+	// spec.Options.VolumeRoot); "" gives each mount a private tmpfs.
+	VolumeRoot string
 	// Unseal returns a sealed secret's plaintext (the pod's attestation
 	// client); nil when the owner configured no Key Broker Service.
 	// Containers whose env or files hold sealed secrets need it.
@@ -208,9 +212,20 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		Files:        files,
 		ShmDir:       m.cfg.ShmDir,
 		CgroupParent: m.cfg.CgroupParent,
+		VolumeRoot:   m.cfg.VolumeRoot,
 	})
 	if err != nil {
 		return "", err
+	}
+	for _, d := range res.VolumeDirs {
+		// An emptyDir is writable by any user of the pod, as the kubelet
+		// makes it on a node.
+		if err := os.MkdirAll(d, 0o777); err != nil {
+			return "", err
+		}
+		if err := os.Chmod(d, 0o777); err != nil {
+			return "", err
+		}
 	}
 	m.mu.Lock()
 	p.process = res.HostProcess

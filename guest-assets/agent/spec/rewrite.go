@@ -7,6 +7,8 @@
 package spec
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path"
@@ -42,6 +44,10 @@ type Options struct {
 	ShmDir string
 	// CgroupParent is the guest cgroup under which every container lives.
 	CgroupParent string
+	// VolumeRoot holds the pod's guest directories that stand in for host
+	// directories ("" = a private tmpfs each). Mounts of one host path
+	// share one directory, so containers of a pod share an emptyDir.
+	VolumeRoot string
 }
 
 // Result is a rewritten spec plus what was changed that the user may care
@@ -53,6 +59,9 @@ type Result struct {
 	// policy judged it (canonical JSON): an exec's process is compared
 	// with it, since containerd builds one by copying it.
 	HostProcess []byte
+	// VolumeDirs are the directories under VolumeRoot the spec now binds;
+	// the caller creates them.
+	VolumeDirs []string
 }
 
 // mount types that carry no host path and keep their meaning in the guest.
@@ -121,7 +130,7 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	if err := rewriteNamespaces(&s, o, warn); err != nil {
 		return nil, err
 	}
-	if err := rewriteMounts(&s, o, warn); err != nil {
+	if res.VolumeDirs, err = rewriteMounts(&s, o, warn); err != nil {
 		return nil, err
 	}
 	rewriteLinux(&s, o, warn)
@@ -263,19 +272,20 @@ func nsFile(t specs.LinuxNamespaceType) string {
 	return string(t)
 }
 
-func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) error {
+func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]string, error) {
 	used := map[string]bool{}
+	var dirs []string
 	for i := range s.Mounts {
 		m := &s.Mounts[i]
 		field := fmt.Sprintf("mounts[%d]", i)
 		if m.Destination == "" || !path.IsAbs(m.Destination) || strings.ContainsRune(m.Destination, 0) {
-			return invalid(field+".destination", "%q must be an absolute path", m.Destination)
+			return nil, invalid(field+".destination", "%q must be an absolute path", m.Destination)
 		}
 		m.Destination = path.Clean(m.Destination)
 		bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 		if !bind {
 			if !slices.Contains(guestMountTypes, m.Type) {
-				return invalid(field+".type", "%q is not allowed in the guest: want bind or one of %s", m.Type, strings.Join(guestMountTypes, ", "))
+				return nil, invalid(field+".type", "%q is not allowed in the guest: want bind or one of %s", m.Type, strings.Join(guestMountTypes, ", "))
 			}
 			continue
 		}
@@ -290,7 +300,17 @@ func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) error {
 			continue
 		}
 		// Host directories cannot reach the guest (no shared filesystem):
-		// the container gets an empty private tmpfs in their place.
+		// the pod's containers share an empty guest directory per host
+		// path (an emptyDir works), or each gets an empty private tmpfs.
+		if o.VolumeRoot != "" && m.Destination != "/dev/shm" {
+			dir := path.Join(o.VolumeRoot, VolumeKey(m.Source))
+			warn("mount %s: host path %q is not shared with the guest; using the pod's empty guest directory for it", m.Destination, m.Source)
+			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: dir, Options: keepBindOptions(m.Options)}
+			if !slices.Contains(dirs, dir) {
+				dirs = append(dirs, dir)
+			}
+			continue
+		}
 		warn("mount %s: host path %q is not shared with the guest; using an empty tmpfs", m.Destination, m.Source)
 		opts := []string{"nosuid", "nodev", "mode=755"}
 		if m.Destination == "/dev/shm" {
@@ -309,9 +329,16 @@ func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) error {
 	}
 	if len(unused) > 0 {
 		sort.Strings(unused)
-		return fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
 	}
-	return nil
+	return dirs, nil
+}
+
+// VolumeKey names the guest directory standing in for a host path: a
+// digest, so no host path becomes a guest path.
+func VolumeKey(hostPath string) string {
+	sum := sha256.Sum256([]byte(path.Clean(hostPath)))
+	return hex.EncodeToString(sum[:16])
 }
 
 func keepBindOptions(in []string) []string {

@@ -109,6 +109,40 @@ func TestRewriteAppContainer(t *testing.T) {
 	}
 }
 
+// With a volume root, a host directory becomes the pod's guest directory
+// for that path: two containers mounting one emptyDir share it, and the
+// host path itself never names a guest path.
+func TestRewriteSharedVolumes(t *testing.T) {
+	dirOf := func(id string) (string, []string) {
+		res, err := Rewrite(hostSpec(t), Options{ContainerID: id, VolumeRoot: "/run/coco/volumes", PodNamespace: SandboxNamespaces(9),
+			Files: map[string]string{"/etc/hosts": "/run/coco/bundles/" + id + "/files/f0", "/etc/resolv.conf": "/run/coco/bundles/" + id + "/files/f1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range res.Spec.Mounts {
+			if m.Destination == "/data" {
+				if m.Type != "bind" || !contains(m.Options, "rw") {
+					t.Errorf("/data = %+v", m)
+				}
+				return m.Source, res.VolumeDirs
+			}
+		}
+		t.Fatal("no /data mount")
+		return "", nil
+	}
+	a, dirs := dirOf("c1")
+	b, _ := dirOf("c2")
+	if a != b || !strings.HasPrefix(a, "/run/coco/volumes/") || strings.Contains(a, "kubelet") {
+		t.Fatalf("guest dirs %q and %q: want one dir under /run/coco/volumes named by a digest", a, b)
+	}
+	if len(dirs) != 1 || dirs[0] != a {
+		t.Fatalf("VolumeDirs = %q, want [%q]", dirs, a)
+	}
+	if VolumeKey("/x/../y") != VolumeKey("/y") || VolumeKey("/y") == VolumeKey("/z") {
+		t.Fatal("VolumeKey must name a cleaned path, one per path")
+	}
+}
+
 func TestRewriteSharedPIDAndSandbox(t *testing.T) {
 	var s specs.Spec
 	json.Unmarshal(hostSpec(t), &s)

@@ -47,6 +47,7 @@ const (
 	bundleRoot   = runDir + "/bundles"
 	ioDir        = runDir + "/io"
 	shmDir       = runDir + "/shm"
+	volumeRoot   = runDir + "/volumes"
 	cgroupRoot   = "/sys/fs/cgroup"
 	cgroupParent = "/coco"
 	// The tools disk comes last: what the initrd carries wins.
@@ -167,6 +168,7 @@ func run(start uint64) error {
 		Containers: container.Config{
 			BundleRoot:   bundleRoot,
 			ShmDir:       shmDir,
+			VolumeRoot:   volumeRoot,
 			CgroupParent: cgroupParent,
 			PauseBinary:  pause.GuestPath,
 			DriversReady: driversReady,
