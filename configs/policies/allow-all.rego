@@ -36,3 +36,7 @@ default WriteStreamRequest := true
 default GetResourceRequest := true
 default GetTokenRequest := true
 default GetEvidenceRequest := true
+
+# kubectl port-forward to any port the guest serves on loopback (but the
+# agent's own workload API, which the agent never forwards).
+default PortForwardRequest := true

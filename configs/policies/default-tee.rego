@@ -18,6 +18,13 @@ allowed_exec_argv := []
 # many arguments as the list, e.g. [["ls", "-l|-la", "/tmp/[a-z]+"]].
 allowed_exec_regex := []
 
+# Guest loopback ports the host may reach with `kubectl port-forward`, e.g.
+# [8080]. None by default: a port served on loopback can be one the pod
+# keeps from the network on purpose (an admin or debug endpoint), and a
+# forward carries the host's bytes to it. (The agent's own workload API,
+# 127.0.0.1:8006, is never forwarded, whatever this list says.)
+allowed_port_forward_ports := []
+
 default HealthRequest := true
 default SetupSandboxRequest := true
 default EventsRequest := true
@@ -50,6 +57,10 @@ default SetPolicyRequest := false
 default CheckpointTaskRequest := false
 default ReadStreamRequest := false
 default WriteStreamRequest := false
+
+default PortForwardRequest := false
+
+PortForwardRequest if input.port in allowed_port_forward_ports
 
 # Containers: what containerd's CRI gives an unprivileged container.
 default PrepareContainerRequest := false

@@ -10,7 +10,7 @@ import _ "embed"
 var AllowAll string
 
 // DefaultTEE allows the pod lifecycle and unprivileged containers, and
-// denies exec, container stdio and policy changes unless the pod owner's
+// denies exec, container stdio, port-forward and policy changes unless the pod owner's
 // policy allows them. README.md describes every rule's input.
 //
 //go:embed default-tee.rego

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -22,10 +23,12 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
 
+	"github.com/coco-runtime/coco/guest-assets/agent/cdh"
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
 	"github.com/coco-runtime/coco/guest-assets/agent/events"
 	"github.com/coco-runtime/coco/guest-assets/agent/pausetask"
 	"github.com/coco-runtime/coco/guest-assets/agent/policy"
+	"github.com/coco-runtime/coco/guest-assets/agent/portforward"
 	"github.com/coco-runtime/coco/guest-assets/agent/stdio"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -80,6 +83,7 @@ type Agent struct {
 	srv     *ttrpc.Server
 	queue   *events.Queue
 	streams *stdio.Streams
+	forward *portforward.Server
 	sd      shutdown.Service
 	clock   *bootClock
 	now     func() uint64
@@ -132,6 +136,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	gate := policy.NewGate(cfg.Policy, validator{containers}.check)
 	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin, streamCheck(gate))
 	ts.streams = a.streams
+	a.forward = portforward.New(portforward.Config{Check: portForwardCheck(gate), Reserved: guestOwnPorts()})
 
 	a.srv, err = ttrpc.NewServer(ttrpc.WithChainUnaryServerInterceptor(errorCodes, gate.UnaryInterceptor(), namespaceInterceptor))
 	if err != nil {
@@ -188,6 +193,29 @@ func streamCheck(g *policy.Gate) stdio.CheckFunc {
 	}
 }
 
+// guestOwnPorts are the loopback ports of the agent's own services, which
+// port-forward never reaches: the workload API hands out the pod's secrets.
+func guestOwnPorts() map[uint16]string {
+	out := map[uint16]string{}
+	if _, p, err := net.SplitHostPort(cdh.Addr); err == nil {
+		if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+			out[uint16(n)] = "the guest's workload API (" + cdh.Addr + ", the pod's secrets)"
+		}
+	}
+	return out
+}
+
+const portForwardMethod = "/coco.agent.v1.Agent/PortForward"
+
+// portForwardCheck puts a port-forward handshake to the gate: refused before
+// SetupSandbox, on an invalid port, and when the policy denies it (rule
+// PortForwardRequest).
+func portForwardCheck(g *policy.Gate) portforward.CheckFunc {
+	return func(ctx context.Context, port uint16) error {
+		return g.Check(ctx, portForwardMethod, &api.PortForwardRequest{Port: uint32(port)})
+	}
+}
+
 // errorCodes sends every error with the gRPC code of its errdefs class, so
 // the host can tell a missing disk (NotFound) from a bad request
 // (InvalidArgument); a handler's plain error would reach it as Unknown.
@@ -217,6 +245,12 @@ func (a *Agent) Serve(ctx context.Context, agent, streams net.Listener) error {
 		a.clock.ready.Store(a.now())
 	}
 	return a.srv.Serve(ctx, agent)
+}
+
+// ServePortForward answers port-forward connections (vsock port
+// api.PortForwardPort) on l until it is closed; Close ends the live ones.
+func (a *Agent) ServePortForward(ctx context.Context, l net.Listener) error {
+	return a.forward.Serve(ctx, l)
 }
 
 // ServeConn serves the agent API on a connection the agent opened itself
@@ -288,6 +322,7 @@ func (l *connListener) Addr() net.Addr { return l.addr }
 // done, and stops serving.
 func (a *Agent) Close(ctx context.Context) error {
 	a.queue.Close()
+	a.forward.Close()
 	err := a.srv.Shutdown(ctx)
 	if err != nil {
 		a.srv.Close()

@@ -120,7 +120,8 @@ func startWith(t testing.TB, mod func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := unixDialer{api.AgentPort: filepath.Join(dir, "agent.sock"), api.StreamPort: filepath.Join(dir, "stream.sock")}
+	d := unixDialer{api.AgentPort: filepath.Join(dir, "agent.sock"), api.StreamPort: filepath.Join(dir, "stream.sock"),
+		api.PortForwardPort: filepath.Join(dir, "forward.sock")}
 	al, err := net.Listen("unix", d[api.AgentPort])
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +130,12 @@ func startWith(t testing.TB, mod func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fl, err := net.Listen("unix", d[api.PortForwardPort])
+	if err != nil {
+		t.Fatal(err)
+	}
 	go h.agent.Serve(ctx, al, sl)
+	go h.agent.ServePortForward(ctx, fl)
 	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer dcancel()
 	h.client, err = agent.Dial(dctx, d)
@@ -142,6 +148,7 @@ func startWith(t testing.TB, mod func(*Config)) *harness {
 		h.agent.Close(sctx)
 		c()
 		sl.Close()
+		fl.Close()
 		cancel()
 	})
 	return h

@@ -1261,6 +1261,55 @@ func (x *WriteStreamRequest) GetExecId() string {
 	return ""
 }
 
+// PortForwardRequest is not a call: it is what the agent policy is asked
+// (rule PortForwardRequest) when the host opens a port-forward connection on
+// vsock port 1027 (see portforward.go). Allowed, the guest connects to
+// 127.0.0.1:<port> (then [::1]:<port>) in its own network namespace, the
+// pod's, and splices the two; the host names a port, never an address.
+type PortForwardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"` // 1-65535
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardRequest) Reset() {
+	*x = PortForwardRequest{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardRequest) ProtoMessage() {}
+
+func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardRequest.ProtoReflect.Descriptor instead.
+func (*PortForwardRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PortForwardRequest) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1350,7 +1399,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\"P\n" +
 	"\x12WriteStreamRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId2\xd5\x03\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"(\n" +
+	"\x12PortForwardRequest\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port2\xd5\x03\n" +
 	"\x05Agent\x12E\n" +
 	"\x06Health\x12\x1c.coco.agent.v1.HealthRequest\x1a\x1d.coco.agent.v1.HealthResponse\x12J\n" +
 	"\fSetupSandbox\x12\".coco.agent.v1.SetupSandboxRequest\x1a\x16.google.protobuf.Empty\x12c\n" +
@@ -1371,7 +1422,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_agent_proto_goTypes = []any{
 	(*HealthRequest)(nil),            // 0: coco.agent.v1.HealthRequest
 	(*HealthResponse)(nil),           // 1: coco.agent.v1.HealthResponse
@@ -1392,14 +1443,15 @@ var file_agent_proto_goTypes = []any{
 	(*DestroySandboxRequest)(nil),    // 16: coco.agent.v1.DestroySandboxRequest
 	(*ReadStreamRequest)(nil),        // 17: coco.agent.v1.ReadStreamRequest
 	(*WriteStreamRequest)(nil),       // 18: coco.agent.v1.WriteStreamRequest
-	nil,                              // 19: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	(*timestamppb.Timestamp)(nil),    // 20: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),            // 21: google.protobuf.Empty
-	(*anypb.Any)(nil),                // 22: google.protobuf.Any
+	(*PortForwardRequest)(nil),       // 19: coco.agent.v1.PortForwardRequest
+	nil,                              // 20: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),            // 22: google.protobuf.Empty
+	(*anypb.Any)(nil),                // 23: google.protobuf.Any
 }
 var file_agent_proto_depIdxs = []int32{
-	19, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	20, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
+	20, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	21, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
 	3,  // 2: coco.agent.v1.SetupSandboxRequest.network:type_name -> coco.agent.v1.PodNetwork
 	4,  // 3: coco.agent.v1.PodNetwork.interfaces:type_name -> coco.agent.v1.NetworkInterface
 	5,  // 4: coco.agent.v1.PodNetwork.routes:type_name -> coco.agent.v1.NetworkRoute
@@ -1408,9 +1460,9 @@ var file_agent_proto_depIdxs = []int32{
 	11, // 7: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
 	9,  // 8: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
 	10, // 9: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
-	21, // 10: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
-	22, // 11: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
-	20, // 12: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	22, // 10: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
+	23, // 11: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
+	21, // 12: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 13: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
 	2,  // 14: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
 	7,  // 15: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
@@ -1418,11 +1470,11 @@ var file_agent_proto_depIdxs = []int32{
 	15, // 17: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
 	16, // 18: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
 	1,  // 19: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
-	21, // 20: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
+	22, // 20: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
 	12, // 21: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
 	14, // 22: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
-	21, // 23: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
-	21, // 24: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	22, // 23: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
+	22, // 24: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
 	19, // [19:25] is the sub-list for method output_type
 	13, // [13:19] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
@@ -1446,7 +1498,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

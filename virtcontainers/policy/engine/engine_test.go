@@ -77,6 +77,8 @@ func TestShippedPolicies(t *testing.T) {
 		{"tee set policy", tee, &api.SetPolicyRequest{Policy: "package agent_policy"}, false},
 		{"tee stdout", tee, &api.ReadStreamRequest{ContainerId: "c1", Kind: "stdout"}, false},
 		{"tee stdin", tee, &api.WriteStreamRequest{ContainerId: "c1"}, false},
+		{"tee port-forward", tee, &api.PortForwardRequest{Port: 8080}, false},
+		{"allow-all port-forward", all, &api.PortForwardRequest{Port: 8080}, true},
 		{"tee workload resource", tee, &api.GetResourceRequest{Path: "default/key/1"}, true},
 		{"tee workload token", tee, &api.GetTokenRequest{TokenType: "kbs"}, true},
 		{"allow-all workload evidence", all, &api.GetEvidenceRequest{RuntimeData: []byte("x")}, true},

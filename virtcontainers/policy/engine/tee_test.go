@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/coco-runtime/coco/configs/policies"
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 	"github.com/coco-runtime/coco/virtcontainers/policy"
 	"github.com/coco-runtime/coco/virtcontainers/policy/policytest"
 )
@@ -236,6 +237,7 @@ func TestReadmeOwnerPolicy(t *testing.T) {
 		`allowed_exec_argv := []`, `allowed_exec_argv := [["cat", "/etc/hostname"]]`,
 		`allowed_exec_regex := []`, `allowed_exec_regex := [["ls", "-l|-la", "/data(/[a-z0-9._-]+)*"]]`,
 		`default ReadStreamRequest := false`, `default ReadStreamRequest := true`,
+		`allowed_port_forward_ports := []`, `allowed_port_forward_ports := [8080]`,
 	).Replace(policies.DefaultTEE) + `
 # One more case of namespace_pinned: the pod's pid namespace, by path.
 namespace_pinned(n) if {
@@ -251,6 +253,11 @@ namespace_pinned(n) if {
 	}
 	if decide(t, e, policytest.Prepare(t, privileged(policytest.CRISpec("sh"))), nil) {
 		t.Error("privileged container allowed")
+	}
+	for port, want := range map[uint32]bool{8080: true, 8081: false, 22: false} {
+		if got := decide(t, e, &api.PortForwardRequest{Port: port}, nil); got != want {
+			t.Errorf("port-forward to %d: allowed = %v, want %v", port, got, want)
+		}
 	}
 	c := policytest.CRIProcess("sleep", "1000")
 	for args, want := range map[string]bool{"ls -la /data/x.1": true, "ls /data": false, "cat /etc/hostname": true, "cat /etc/passwd": false} {

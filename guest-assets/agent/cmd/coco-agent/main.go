@@ -222,9 +222,18 @@ func run(start uint64) error {
 	if err != nil {
 		return err
 	}
+	forwardL, err := listen(ctx, api.PortForwardPort, vsockReady)
+	if err != nil {
+		return err
+	}
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(ctx, agentL, streamL) }()
-	boot.Log("serving on vsock ports %d and %d, %.3fs after kernel start", api.AgentPort, api.StreamPort, float64(boot.Boottime())/1e9)
+	go func() {
+		if err := a.ServePortForward(ctx, forwardL); err != nil {
+			log.G(ctx).WithError(err).Error("port-forward listener")
+		}
+	}()
+	boot.Log("serving on vsock ports %d, %d and %d, %.3fs after kernel start", api.AgentPort, api.StreamPort, api.PortForwardPort, float64(boot.Boottime())/1e9)
 	go func() {
 		if c := announceReady(ctx); c != nil {
 			a.ServeConn(ctx, c)
@@ -237,6 +246,7 @@ func run(start uint64) error {
 		a.Close(sctx)
 		scancel()
 		streamL.Close()
+		forwardL.Close()
 		boot.PowerOff(reason)
 		return nil
 	case err := <-served:
