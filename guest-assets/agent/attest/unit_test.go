@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -314,4 +315,9 @@ func encryptTo(t *testing.T, pub any, alg jose.KeyAlgorithm, plain []byte) []byt
 		t.Fatal(err)
 	}
 	return []byte(obj.FullSerialize())
+}
+
+func sha256Sum(s string) []byte {
+	d := sha256.Sum256([]byte(s))
+	return d[:]
 }
