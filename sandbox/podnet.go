@@ -3,12 +3,15 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"net"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/sandbox/network"
+	"github.com/coco-runtime/coco/virtcontainers/agent"
 )
 
 // hostNetwork reports whether the pod asks for the node's network
@@ -79,3 +82,53 @@ func (s *vmSandbox) unplumbNetwork(ctx context.Context) error {
 	}
 	return s.plumber.Teardown(ctx, s.opts.NetNSPath)
 }
+
+// portForwarder is what the shim needs of an agent client for port-forward.
+type portForwarder interface {
+	OpenPortForward(ctx context.Context, port uint16) (net.Conn, error)
+}
+
+// forwardLoopback gives the pod namespace's loopback to the guest, so that
+// containerd's CRI port-forward (which dials localhost:<port> in that
+// namespace) reaches what the guest serves on <port>. A plumber or agent
+// without the capability, or a kernel without nf_tables NAT, costs the pod
+// port-forward only: it is logged, not fatal.
+func (s *vmSandbox) forwardLoopback(ctx context.Context) {
+	lf, ok := s.plumber.(network.LoopbackForwarding)
+	if s.opts.NetNSPath == "" || !ok {
+		return
+	}
+	open := func(ctx context.Context, port uint16) (net.Conn, error) {
+		c, err := s.client()
+		if err != nil {
+			return nil, err
+		}
+		pf, ok := c.(portForwarder)
+		if !ok {
+			return nil, fmt.Errorf("this agent client cannot port-forward: %w", errdefs.ErrNotImplemented)
+		}
+		return pf.OpenPortForward(ctx, port)
+	}
+	lctx := log.WithLogger(context.WithoutCancel(ctx), log.G(ctx).WithField("sandbox", s.opts.ID))
+	f, err := lf.ForwardLoopback(lctx, s.opts.NetNSPath, open)
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("sandbox", s.opts.ID).Warn("port-forward will not reach this pod")
+		return
+	}
+	log.G(ctx).WithField("sandbox", s.opts.ID).Debugf("port-forward: loopback of %s goes to the shim's listener(s) on port(s) %v", s.opts.NetNSPath, f.Ports())
+	s.mu.Lock()
+	s.forwarder = f
+	s.mu.Unlock()
+}
+
+// stopForwarding closes the port-forward listeners and live forwards; the
+// namespace's rule goes with unplumbNetwork.
+func (s *vmSandbox) stopForwarding() {
+	s.mu.Lock()
+	f := s.forwarder
+	s.forwarder = nil
+	s.mu.Unlock()
+	f.Close()
+}
+
+var _ portForwarder = (*agent.Client)(nil)

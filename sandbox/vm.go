@@ -57,6 +57,8 @@ type vmSandbox struct {
 	started bool
 	agent   agentClient
 	disks   map[string]string // container id → rootfs image on the host
+	// forwarder serves port-forward in the pod's namespace (nil: none).
+	forwarder *network.LoopbackForwarder
 
 	events       chan Event
 	eventsClosed sync.Once
@@ -205,6 +207,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		return fmt.Errorf("sandbox %s: guest setup: %w%s", s.opts.ID, err, consoleTail(s.vm.Info().ConsoleLog, 10))
 	}
 	setupTime := lap()
+	s.forwardLoopback(ctx)
 	health := client.Health()
 	s.phases.update(func(p *Phases) {
 		p.InitDataMs, p.VMStartMs, p.AgentDialMs, p.SetupMs = ms(initDataTime), ms(vmStartTime), ms(dialTime), ms(setupTime)
@@ -522,6 +525,7 @@ func (s *vmSandbox) probe(ctx context.Context) {
 // teardown stops the VM and removes everything the sandbox made on the host.
 func (s *vmSandbox) teardown(ctx context.Context) error {
 	var errs []error
+	s.stopForwarding()
 	if err := s.vm.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}

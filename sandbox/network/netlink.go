@@ -102,6 +102,9 @@ func (Netlink) Teardown(ctx context.Context, nsPath string) error {
 	if err != nil && gone(err) {
 		return nil
 	}
+	// The port-forward redirect (ForwardLoopback): its listener went with
+	// the shim, the rule stays with the namespace until removed here.
+	err = errors.Join(err, removeLoopbackRedirect(nsPath))
 	if err != nil {
 		return fmt.Errorf("pod network teardown in %s: %w", nsPath, err)
 	}

@@ -27,7 +27,8 @@ type Plumber interface {
 	// Setup makes the taps and redirects in the namespace at nsPath and
 	// reads its configuration. On error nothing it made is left.
 	Setup(ctx context.Context, nsPath string) (*Pod, error)
-	// Teardown removes every tap and redirect Setup made there. A namespace
+	// Teardown removes every tap and redirect Setup made there (and the
+	// port-forward rule of LoopbackForwarding). A namespace
 	// that is gone (or was never made) is not an error.
 	Teardown(ctx context.Context, nsPath string) error
 }
