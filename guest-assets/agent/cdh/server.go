@@ -97,9 +97,9 @@ func (h *Hub) Serve(ctx context.Context, l net.Listener) error {
 	return err
 }
 
-// maxRuntimeData bounds /aa/evidence's runtime_data: it is hashed into the
-// report, and no caller needs more.
-const maxRuntimeData = 4096
+// maxRuntimeData bounds /aa/evidence's runtime_data: it goes into the
+// report's 64-byte report-data field as given.
+const maxRuntimeData = 64
 
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !fromLoopback(r.RemoteAddr) {

@@ -63,6 +63,18 @@ func (s *Setup) Wait(ctx context.Context) error {
 	}
 }
 
+// LoopbackUp brings the guest's loopback interface up.
+func LoopbackUp() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("network: loopback: %w", err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("network: loopback up: %w", err)
+	}
+	return nil
+}
+
 // Configure brings loopback up and applies n, which it validates first
 // (an unset n leaves loopback only). The host's word is checked, not
 // trusted: every name, address and route must pass api's checks, and
@@ -71,12 +83,8 @@ func Configure(ctx context.Context, n *api.PodNetwork) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("network: loopback: %w", err)
-	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("network: loopback up: %w", err)
+	if err := LoopbackUp(); err != nil {
+		return err
 	}
 	if len(n.GetInterfaces()) == 0 {
 		return nil

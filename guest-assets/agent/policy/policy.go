@@ -144,6 +144,20 @@ func (g *Gate) Judge(ctx context.Context, method string, req proto.Message) erro
 	return nil
 }
 
+// JudgeWorkload asks the policy in force about a request of the pod's own
+// containers (the workload API), once the owner's init-data is in force:
+// the host sends none of these, so neither sandbox readiness nor host
+// validation applies.
+func (g *Gate) JudgeWorkload(ctx context.Context, req proto.Message) error {
+	method := strings.TrimSuffix(string(req.ProtoReflect().Descriptor().Name()), "Request")
+	if g.owner != nil {
+		if err := g.owner(ctx); err != nil {
+			return fmt.Errorf("%s refused: %w", method, err)
+		}
+	}
+	return g.Judge(ctx, method, req)
+}
+
 // methodName turns "/pkg.Service/Method" into "Method".
 func methodName(full string) string {
 	if i := strings.LastIndexByte(full, '/'); i >= 0 {

@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/coco-runtime/coco/guest-assets/agent/cdh"
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
@@ -84,6 +85,7 @@ type Agent struct {
 	queue   *events.Queue
 	streams *stdio.Streams
 	forward *portforward.Server
+	gate    *policy.Gate
 	sd      shutdown.Service
 	clock   *bootClock
 	now     func() uint64
@@ -134,6 +136,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	containers := container.NewManager(cfg.Containers)
 	ts.containers = containers
 	gate := policy.NewGate(cfg.Policy, validator{containers}.check)
+	a.gate = gate
 	a.streams = stdio.New(ctx, cfg.IODir, ts.closeStdin, streamCheck(gate))
 	ts.streams = a.streams
 	a.forward = portforward.New(portforward.Config{Check: portForwardCheck(gate), Reserved: guestOwnPorts()})
@@ -245,6 +248,12 @@ func (a *Agent) Serve(ctx context.Context, agent, streams net.Listener) error {
 		a.clock.ready.Store(a.now())
 	}
 	return a.srv.Serve(ctx, agent)
+}
+
+// JudgeWorkload asks the policy in force about a request of the pod's own
+// containers to the workload API, once the owner's init-data is in force.
+func (a *Agent) JudgeWorkload(ctx context.Context, req proto.Message) error {
+	return a.gate.JudgeWorkload(ctx, req)
 }
 
 // ServePortForward answers port-forward connections (vsock port

@@ -25,7 +25,9 @@ import (
 
 	"github.com/coco-runtime/coco/configs/policies"
 	"github.com/coco-runtime/coco/guest-assets/agent/boot"
+	"github.com/coco-runtime/coco/guest-assets/agent/cdh"
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
+	"github.com/coco-runtime/coco/guest-assets/agent/network"
 	"github.com/coco-runtime/coco/guest-assets/agent/pause"
 	"github.com/coco-runtime/coco/guest-assets/agent/policy"
 	"github.com/coco-runtime/coco/guest-assets/agent/policyproc"
@@ -147,6 +149,9 @@ func run(start uint64) error {
 		return toolsDisk.Wait(ctx, policyproc.Name)
 	})
 	defer engine.Close()
+	// The attestation client exists once the owner's init-data is in
+	// force; the workload API and sealed secrets wait for it.
+	broker := cdh.NewPending()
 	a, err := service.New(ctx, service.Config{
 		Version: Version,
 		StartNs: start,
@@ -172,10 +177,24 @@ func run(start uint64) error {
 			CgroupParent: cgroupParent,
 			PauseBinary:  pause.GuestPath,
 			DriversReady: driversReady,
+			Unseal:       broker.Unseal,
 		},
 		IODir:     ioDir,
 		OnDestroy: func(reason string) { destroyed <- reason },
-		Owner: func(ctx context.Context) (string, error) {
+		Owner: func(ctx context.Context) (_ string, err error) {
+			res := &initdata.GuestResult{}
+			defer func() {
+				if err != nil {
+					broker.Set(nil, err)
+					return
+				}
+				a, aerr := cdh.Attester(res.TEE, mode.TEE)
+				if aerr != nil {
+					broker.Set(nil, aerr)
+					return
+				}
+				broker.Set(cdh.NewBroker(res.InitData, a))
+			}()
 			// The init-data disk needs the virtio-blk driver. A plain VM
 			// without one (none listed by its host, or no virtio disk at
 			// all) is not scanned: reading the other disks' first blocks is
@@ -191,7 +210,7 @@ func run(start uint64) error {
 			case <-ctx.Done():
 				return "", ctx.Err()
 			}
-			res, err := initdata.LoadInGuest(initdata.GuestOptions{Strict: mode.TEE, Report: trust.Report})
+			res, err = initdata.LoadInGuest(initdata.GuestOptions{Strict: mode.TEE, Report: trust.Report})
 			if err != nil && mode.TEE {
 				return "", fmt.Errorf("TEE guest (%s): %w", mode.Why, err)
 			}
@@ -228,6 +247,7 @@ func run(start uint64) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(ctx, agentL, streamL) }()
+	go serveWorkloadAPI(ctx, cdh.New(broker.Get, a.JudgeWorkload, Version))
 	go func() {
 		if err := a.ServePortForward(ctx, forwardL); err != nil {
 			log.G(ctx).WithError(err).Error("port-forward listener")
@@ -414,5 +434,22 @@ func logInitDataFiles(ctx context.Context) {
 			continue
 		}
 		log.G(ctx).Infof("init-data file %s sha256:%x", name, sha256.Sum256(b))
+	}
+}
+
+// serveWorkloadAPI serves the pod's workload API on the guest's loopback.
+// Loopback is up from here on (SetupSandbox configures it again with the
+// pod's network); the API is optional, so a failure is logged, not fatal.
+func serveWorkloadAPI(ctx context.Context, hub *cdh.Hub) {
+	if err := network.LoopbackUp(); err != nil {
+		log.L.WithError(err).Warn("workload API: loopback")
+	}
+	l, err := net.Listen("tcp", cdh.Addr)
+	if err != nil {
+		log.L.WithError(err).Error("workload API: not served")
+		return
+	}
+	if err := hub.Serve(ctx, l); err != nil {
+		log.L.WithError(err).Error("workload API stopped")
 	}
 }
