@@ -106,7 +106,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Forbidden", http.StatusForbidden)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	// Not the connection's context: net/http cancels that when the client
+	// half-closes, which simple clients (printf | nc) do right after the
+	// request. The work is bounded by the timeout instead.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.timeout)
 	defer cancel()
 	p := r.URL.Path
 	switch {
