@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,29 +25,73 @@ import (
 // kbsPort is where the test KBS listens in its namespace.
 const kbsPort = 8080
 
-// startKBS serves a strict test KBS on peer's address; the pod's guest
+// kbsLog records when the test KBS saw each request, for the timeline.
+type kbsLog struct {
+	mu    sync.Mutex
+	lines []kbsLine
+}
+
+type kbsLine struct {
+	at   time.Time
+	line string
+}
+
+func (l *kbsLog) logf(t *testing.T) func(string, ...any) {
+	return func(format string, args ...any) {
+		line := fmt.Sprintf(format, args...)
+		l.mu.Lock()
+		l.lines = append(l.lines, kbsLine{time.Now(), line})
+		l.mu.Unlock()
+		t.Log(line)
+	}
+}
+
+// first is when a line containing s was logged after since (zero: never).
+func (l *kbsLog) first(s string, since time.Time) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, x := range l.lines {
+		if x.at.After(since) && strings.Contains(x.line, s) {
+			return x.at
+		}
+	}
+	return time.Time{}
+}
+
+// startKBS serves a strict test KBS on peer's address and port, over
+// HTTPS with a self-signed certificate when tls is set; the pod's guest
 // reaches it over the pod network, nothing else does.
-func startKBS(t *testing.T, peer *netPeer) (*kbs.Server, string) {
+func startKBS(t *testing.T, peer *netPeer, port int, tls bool, log *kbsLog) (*kbs.Server, string) {
 	t.Helper()
-	srv := kbs.New(kbs.Options{Logf: t.Logf})
+	srv := kbs.New(kbs.Options{Logf: log.logf(t), TLS: tls, TLSHosts: []string{peer.ip.String()}})
 	var ln net.Listener
 	if err := peer.in(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", peer.ip, kbsPort))
+		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", peer.ip, port))
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return srv, fmt.Sprintf("http://%s:%d", peer.ip, kbsPort)
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return srv, fmt.Sprintf("%s://%s:%d", scheme, peer.ip, port)
 }
 
 // kbsInitData is an owner's init-data naming the KBS for both guest
-// components, as CoCo users write it.
-func kbsInitData(url, extra string) string {
+// components, as CoCo users write it, with the KBS's certificate pinned
+// when certPEM is set.
+func kbsInitData(url, certPEM, extra string) string {
+	aaCert, cdhCert := "", ""
+	if certPEM != "" {
+		aaCert = "cert = \"\"\"\n" + certPEM + "\"\"\"\n"
+		cdhCert = "kbs_cert = \"\"\"\n" + certPEM + "\"\"\"\n"
+	}
 	return "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n" +
-		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"" + url + "\"\n'''\n" +
-		"\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"" + url + "\"\n" + extra + "'''\n"
+		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"" + url + "\"\n" + aaCert + "'''\n" +
+		"\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"" + url + "\"\n" + cdhCert + extra + "'''\n"
 }
 
 // fetchScript asks the workload API for path with busybox nc and writes
@@ -68,7 +113,8 @@ func TestAttestationReleasesSecret(t *testing.T) {
 	ctx := testCtx(t, 8*time.Minute)
 	cri := shared.ctrd.CRI
 	peer := newNetPeer(t)
-	srv, url := startKBS(t, peer)
+	var kbsSeen kbsLog
+	srv, url := startKBS(t, peer, kbsPort, false, &kbsSeen)
 	srv.SetResource("default/key/app", []byte("the-app-secret"))
 	signing, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -86,7 +132,7 @@ func TestAttestationReleasesSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	initData := kbsInitData(url, "")
+	initData := kbsInitData(url, "", "")
 	ref, err := kbs.ExpectInitData([]byte(initData))
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +169,9 @@ func TestAttestationReleasesSecret(t *testing.T) {
 		}
 	}
 
+	t0 := time.Now()
 	pod := runPod("attest-ok", initData)
+	t1 := time.Now()
 	peer.attach(t) // the bridge exists once a pod has run
 	emptyDir := t.TempDir()
 	sealedFile := filepath.Join(t.TempDir(), "secret")
@@ -132,7 +180,16 @@ func TestAttestationReleasesSecret(t *testing.T) {
 	}
 
 	t.Run("init-container-fetch", func(t *testing.T) {
+		t2 := time.Now()
 		runInit(pod, emptyDir, "/cdh/resource/default/key/app")
+		t3 := time.Now()
+		auth, attest, res := kbsSeen.first("POST /kbs/v0/auth", t2), kbsSeen.first("POST /kbs/v0/attest", t2), kbsSeen.first("GET /kbs/v0/resource/default/key/app", t2)
+		if !auth.IsZero() && !attest.IsZero() && !res.IsZero() {
+			ms := func(a, b time.Time) int64 { return b.Sub(a).Milliseconds() }
+			t.Logf("timeline (ms): RunPodSandbox %d; init container create+start until the KBS sees /auth %d; /auth to /attest (challenge, key, evidence) %d; "+
+				"/attest to resource GET (verification, token) %d; resource GET to the init container's exit seen (JWE, write, CRI poll) %d; total from RunPodSandbox %d",
+				ms(t0, t1), ms(t2, auth), ms(auth, attest), ms(attest, res), ms(res, t3), ms(t0, t1)+ms(t2, t3))
+		}
 		cfg := harness.ContainerConfig("app", "app.log", "sleep", "3600")
 		cfg.Mounts = []*runtimeapi.Mount{
 			{ContainerPath: "/shared", HostPath: emptyDir},
@@ -164,7 +221,7 @@ func TestAttestationReleasesSecret(t *testing.T) {
 	})
 
 	t.Run("tampered-init-data-refused", func(t *testing.T) {
-		tampered := kbsInitData(url, "# one line the owner did not write\n")
+		tampered := kbsInitData(url, "", "# one line the owner did not write\n")
 		pod := runPod("attest-tampered", tampered)
 		dir := t.TempDir()
 		runInit(pod, dir, "/cdh/resource/default/key/app")
@@ -185,6 +242,51 @@ func TestAttestationReleasesSecret(t *testing.T) {
 		}
 		if strings.Contains(out, "the-app-secret") {
 			t.Fatal("the secret reached a pod with tampered init-data")
+		}
+	})
+
+	// A sealed secret the KBS will not release stops the container, and
+	// the CRI error says which variable and why.
+	t.Run("sealed-secret-refused-in-cri-error", func(t *testing.T) {
+		srv.SetResourcePolicy(func(path string, _ map[string]any) error {
+			if path == "default/sealed-secret/denied" {
+				return fmt.Errorf("not for this workload")
+			}
+			return nil
+		})
+		t.Cleanup(func() { srv.SetResourcePolicy(nil) })
+		denied, err := kbs.SealSecret(signing, kid, "kbs:///default/sealed-secret/denied")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.SetResource("default/sealed-secret/denied", []byte("never-released"))
+		cfg := harness.ContainerConfig("denied", "denied.log", "sleep", "3600")
+		cfg.Envs = []*runtimeapi.KeyValue{{Key: "DB_PASSWORD", Value: []byte(denied)}}
+		_, err = cri.StartContainer(ctx, pod, cfg)
+		if err == nil || !strings.Contains(err.Error(), "env DB_PASSWORD") || !strings.Contains(err.Error(), "PolicyDeny") {
+			t.Fatalf("want a CRI error naming DB_PASSWORD and the KBS's PolicyDeny, got %v", err)
+		}
+		if strings.Contains(err.Error(), "never-released") {
+			t.Fatal("the CRI error quotes the secret")
+		}
+	})
+
+	// An HTTPS KBS whose certificate the owner pinned in init-data.
+	t.Run("pinned-https-kbs", func(t *testing.T) {
+		tlsSrv, tlsURL := startKBS(t, peer, kbsPort+1, true, &kbsSeen)
+		tlsSrv.SetResource("default/key/app", []byte("over-tls"))
+		pod := runPod("attest-tls", kbsInitData(tlsURL, string(tlsSrv.CertPEM()), ""))
+		dir := t.TempDir()
+		runInit(pod, dir, "/cdh/resource/default/key/app")
+		cfg := harness.ContainerConfig("app", "app.log", "sleep", "3600")
+		cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/shared", HostPath: dir}}
+		app, err := cri.StartContainer(ctx, pod, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _, _, err := cri.Exec(ctx, app, 30*time.Second, "cat", "/shared/status", "/shared/body")
+		if err != nil || !strings.Contains(out, " 200 ") || !strings.HasSuffix(out, "over-tls") {
+			t.Fatalf("over the pinned HTTPS KBS (%v): %q", err, out)
 		}
 	})
 }
