@@ -269,6 +269,9 @@ func TestAttestationReleasesSecret(t *testing.T) {
 		if strings.Contains(err.Error(), "never-released") {
 			t.Fatal("the CRI error quotes the secret")
 		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("the CRI error spans lines: %q", err)
+		}
 	})
 
 	// An HTTPS KBS whose certificate the owner pinned in init-data.

@@ -13,8 +13,10 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/coco-runtime/coco/guest-assets/agent/attest"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
@@ -208,5 +210,31 @@ func TestUnsealFiles(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(plain); string(b) != "hello" {
 		t.Fatalf("plain file: %q", b)
+	}
+}
+
+// An attestation client's error keeps its message, gains the class the hub
+// and the CRI error need, and crosses ttrpc as one line.
+func TestClassify(t *testing.T) {
+	refused := &attest.RefusedError{URL: "http://kbs/kbs/v0/attest", Status: 401, Type: "AttestationError", Detail: "init-data digest mismatch"}
+	for _, tc := range []struct {
+		err  error
+		is   error
+		code int
+	}{
+		{refused, errdefs.ErrPermissionDenied, 403},
+		{&attest.ResourceError{Resource: "a/b/c", Status: 404}, errdefs.ErrNotFound, 404},
+		{&attest.ResourceError{Resource: "a/b/c", Status: 401, Type: "PolicyDeny"}, errdefs.ErrPermissionDenied, 403},
+		{&attest.UnreachableError{URL: "http://kbs", Err: errors.New("connection refused")}, errdefs.ErrUnavailable, 502},
+		{fmt.Errorf("init-data cdh.toml: %w", attest.ErrNoKBS), errdefs.ErrFailedPrecondition, 503},
+	} {
+		got := classify(fmt.Errorf("resource: %w", tc.err))
+		if !errors.Is(got, tc.is) || StatusOf(got) != tc.code || got.Error() != "resource: "+tc.err.Error()+": "+tc.is.Error() {
+			t.Errorf("%v: class %v, status %d, message %q", tc.err, tc.is, StatusOf(got), got)
+		}
+		wire := errgrpc.ToNative(errgrpc.ToGRPC(fmt.Errorf("env X: %w", got)))
+		if strings.Contains(wire.Error(), "\n") || !errors.Is(wire, tc.is) {
+			t.Errorf("over ttrpc: %q", wire)
+		}
 	}
 }
