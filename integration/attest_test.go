@@ -178,6 +178,18 @@ func TestAttestationReleasesSecret(t *testing.T) {
 	if err := os.WriteFile(sealedFile, []byte(sealed+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A Kubernetes Secret volume holding the sealed secret, laid out as
+	// the kubelet's atomic writer does.
+	secretVol := filepath.Join(t.TempDir(), "pods", "uid", "volumes", "kubernetes.io~secret", "db")
+	data := filepath.Join(secretVol, "..2026_12_06_00_00_00.1")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(data, "password"), []byte(sealed), 0o644)
+	os.WriteFile(filepath.Join(data, "user"), []byte("app"), 0o644)
+	os.Symlink(filepath.Base(data), filepath.Join(secretVol, "..data"))
+	os.Symlink("..data/password", filepath.Join(secretVol, "password"))
+	os.Symlink("..data/user", filepath.Join(secretVol, "user"))
 
 	t.Run("init-container-fetch", func(t *testing.T) {
 		t2 := time.Now()
@@ -194,6 +206,7 @@ func TestAttestationReleasesSecret(t *testing.T) {
 		cfg.Mounts = []*runtimeapi.Mount{
 			{ContainerPath: "/shared", HostPath: emptyDir},
 			{ContainerPath: "/etc/sealed/secret", HostPath: sealedFile, Readonly: true},
+			{ContainerPath: "/etc/db", HostPath: secretVol, Readonly: true},
 		}
 		cfg.Envs = []*runtimeapi.KeyValue{{Key: "SEALED", Value: []byte(sealed)}}
 		app, err := cri.StartContainer(ctx, pod, cfg)
@@ -210,8 +223,9 @@ func TestAttestationReleasesSecret(t *testing.T) {
 		}
 
 		t.Run("sealed-env-and-file", func(t *testing.T) {
-			out, stderr, code, err := cri.Exec(ctx, app, 30*time.Second, "sh", "-c", `echo "env=$SEALED"; echo "file=$(cat /etc/sealed/secret)"`)
-			if err != nil || code != 0 || out != "env=unsealed_secret\nfile=unsealed_secret\n" {
+			out, stderr, code, err := cri.Exec(ctx, app, 30*time.Second, "sh", "-c",
+				`echo "env=$SEALED"; echo "file=$(cat /etc/sealed/secret)"; echo "volume=$(cat /etc/db/user):$(cat /etc/db/password)"`)
+			if err != nil || code != 0 || out != "env=unsealed_secret\nfile=unsealed_secret\nvolume=app:unsealed_secret\n" {
 				t.Fatalf("unsealed (code %d, %v): %q %s", code, err, out, stderr)
 			}
 		})

@@ -23,15 +23,27 @@ const (
 )
 
 // hostFiles returns the content of every regular file the spec bind-mounts
-// from the host. The guest cannot see host paths, so small files travel with
-// the request; directories do not (the agent gives them guest tmpfs), and
-// sources that do not exist are left to the guest as before.
+// from the host, and of the kubelet's file volumes (secret, configMap,
+// projected, downwardAPI directories). The guest cannot see host paths, so
+// small files travel with the request; other directories do not (the
+// agent gives the pod an empty directory for each), and sources that do
+// not exist are left to the guest as before.
 func hostFiles(sp *specs.Spec) ([]*api.File, error) {
 	var files []*api.File
-	total := 0
+	budget := maxHostFiles
 	for _, m := range sp.Mounts {
 		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
 			continue
+		}
+		if isFileVolume(m.Source) {
+			vol, err := readFileVolume(m.Source, m.Destination, &budget)
+			if err != nil {
+				return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+			}
+			if vol != nil {
+				files = append(files, vol...)
+				continue
+			}
 		}
 		content, mode, err := readHostFile(m.Source)
 		if err != nil {
@@ -40,8 +52,8 @@ func hostFiles(sp *specs.Spec) ([]*api.File, error) {
 		if content == nil {
 			continue
 		}
-		total += len(content)
-		if total > maxHostFiles {
+		budget -= len(content)
+		if budget < 0 {
 			return nil, fmt.Errorf("bind mount %s: bind-mounted host files exceed %d bytes in total; mount fewer or smaller files: %w",
 				m.Destination, maxHostFiles, errdefs.ErrInvalidArgument)
 		}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -201,7 +202,8 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		}
 		return "", err
 	}
-	files, err := writeFiles(filepath.Join(p.bundle, "files"), r.GetFiles())
+	filesRoot := filepath.Join(p.bundle, "files")
+	files, err := writeFiles(filesRoot, r.GetFiles())
 	if err != nil {
 		return "", err
 	}
@@ -210,6 +212,7 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		Sandbox:      p.sandbox,
 		PodNamespace: podNS,
 		Files:        files,
+		FilesRoot:    filesRoot,
 		ShmDir:       m.cfg.ShmDir,
 		CgroupParent: m.cfg.CgroupParent,
 		VolumeRoot:   m.cfg.VolumeRoot,
@@ -276,6 +279,10 @@ func (m *Manager) MountPauseRootfs(id string) error {
 	return m.mountPause(p, filepath.Join(p.bundle, "rootfs"))
 }
 
+// writeFiles writes the host's files under dir at their destinations
+// (/etc/hosts at dir/etc/hosts), so that the files of a directory mount
+// form that directory. dir is new and the agent's own, and destinations
+// are clean absolute paths, so nothing under it is a link.
 func writeFiles(dir string, files []*api.File) (map[string]string, error) {
 	if len(files) == 0 {
 		return nil, nil
@@ -285,15 +292,32 @@ func writeFiles(dir string, files []*api.File) (map[string]string, error) {
 	}
 	out := make(map[string]string, len(files))
 	for i, f := range files {
-		p := filepath.Join(dir, fmt.Sprintf("f%d", i))
+		dest := path.Clean(f.GetDestination())
+		if !path.IsAbs(dest) || dest == "/" {
+			return nil, fmt.Errorf("files[%d].destination %q: want an absolute file path: %w", i, f.GetDestination(), errdefs.ErrInvalidArgument)
+		}
+		p := filepath.Join(dir, dest)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return nil, fmt.Errorf("files[%d].destination %q lies under another file's destination: %w", i, dest, errdefs.ErrInvalidArgument)
+		}
 		mode := os.FileMode(f.GetMode() & 0o777)
 		if mode == 0 {
 			mode = 0o644
 		}
-		if err := os.WriteFile(p, f.GetContent(), mode); err != nil {
+		// O_EXCL: a destination that is another file's directory, or
+		// given twice, is refused rather than merged.
+		w, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+		if err != nil {
+			return nil, fmt.Errorf("files[%d].destination %q clashes with another file's: %w", i, dest, errdefs.ErrInvalidArgument)
+		}
+		_, err = w.Write(f.GetContent())
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return nil, fmt.Errorf("files[%d]: %w", i, err)
 		}
-		// WriteFile's mode is filtered by the umask; the host asked for this one.
+		// OpenFile's mode is filtered by the umask; the host asked for this one.
 		if err := os.Chmod(p, mode); err != nil {
 			return nil, fmt.Errorf("files[%d]: %w", i, err)
 		}

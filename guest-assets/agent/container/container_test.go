@@ -185,3 +185,43 @@ func TestPrepareUnseals(t *testing.T) {
 		t.Fatalf("bundle left behind: %v", err)
 	}
 }
+
+// The files of a directory mount (a kubelet secret volume) form that
+// directory in the guest, sealed ones unsealed; a destination under
+// another file's is refused.
+func TestPrepareVolumeFiles(t *testing.T) {
+	ctx := context.Background()
+	spec := []byte(`{"ociVersion":"1.2.0","process":{"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"},
+		"mounts":[{"destination":"/etc/creds","type":"bind","source":"/var/lib/kubelet/pods/u/volumes/kubernetes.io~secret/creds","options":["rbind","ro"]}]}`)
+	req := &api.PrepareContainerRequest{ContainerId: "c1", Spec: spec, Files: []*api.File{
+		{Destination: "/etc/creds/user", Content: []byte("app")},
+		{Destination: "/etc/creds/nested/password", Content: []byte("sealed.h.pw.s"), Mode: 0o600},
+	}}
+	unseal := func(_ context.Context, s string) ([]byte, error) { return []byte("plain"), nil }
+	m := NewManager(Config{BundleRoot: t.TempDir(), CgroupParent: "/coco", Unseal: unseal})
+	bundle, err := m.Prepare(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(bundle, "config.json"))
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	src := s.Mounts[0].Source
+	if src != filepath.Join(bundle, "files", "etc", "creds") || s.Mounts[0].Type != "bind" {
+		t.Fatalf("mount %+v", s.Mounts[0])
+	}
+	if u, _ := os.ReadFile(filepath.Join(src, "user")); string(u) != "app" {
+		t.Errorf("user %q", u)
+	}
+	if p, _ := os.ReadFile(filepath.Join(src, "nested", "password")); string(p) != "plain" {
+		t.Errorf("password %q", p)
+	}
+
+	req.ContainerId = "c2"
+	req.Files = append(req.Files, &api.File{Destination: "/etc/creds/user/x", Content: []byte("y")})
+	if _, err := m.Prepare(ctx, req); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("file under a file: %v", err)
+	}
+}

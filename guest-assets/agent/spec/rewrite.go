@@ -38,8 +38,13 @@ type Options struct {
 	// the agent). See SandboxNamespaces and VMNamespaces. nil: the pod
 	// shares none yet.
 	PodNamespace func(t specs.LinuxNamespaceType) (string, error)
-	// Files maps a bind mount destination to the guest file written for it.
+	// Files maps a bind mount destination to the guest file written for
+	// it; a directory bind mount's files (a kubelet secret or configMap
+	// volume) are under its destination, "<dest>/<name>".
 	Files map[string]string
+	// FilesRoot is the guest directory holding Files at their
+	// destinations, so <FilesRoot><dest> is a directory mount's content.
+	FilesRoot string
 	// ShmDir is the pod's shared /dev/shm in the guest ("" = private tmpfs).
 	ShmDir string
 	// CgroupParent is the guest cgroup under which every container lives.
@@ -295,6 +300,10 @@ func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]strin
 			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: src, Options: keepBindOptions(m.Options)}
 			continue
 		}
+		if dir, ok := filesUnder(o, m.Destination, used); ok {
+			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: dir, Options: keepBindOptions(m.Options)}
+			continue
+		}
 		if m.Destination == "/dev/shm" && o.ShmDir != "" {
 			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: o.ShmDir, Options: []string{"rbind", "nosuid", "nodev", "noexec"}}
 			continue
@@ -332,6 +341,22 @@ func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]strin
 		return nil, fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
 	}
 	return dirs, nil
+}
+
+// filesUnder returns the guest directory holding the files the host sent
+// for a directory bind mount at dest, and marks them used.
+func filesUnder(o Options, dest string, used map[string]bool) (string, bool) {
+	if o.FilesRoot == "" || dest == "/" {
+		return "", false
+	}
+	found := false
+	for d := range o.Files {
+		if strings.HasPrefix(d, dest+"/") {
+			used[d] = true
+			found = true
+		}
+	}
+	return path.Join(o.FilesRoot, dest), found
 }
 
 // VolumeKey names the guest directory standing in for a host path: a
