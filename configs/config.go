@@ -140,6 +140,9 @@ type Runtime struct {
 type Rootfs struct {
 	FSType string `toml:"fstype"`
 	Mkfs   string `toml:"mkfs"`
+	// GuestPull has the guest pull each container's image itself (from the
+	// CRI image name); the host builds no root filesystem image.
+	GuestPull bool `toml:"guest_pull"`
 }
 
 // Duration is a TOML duration string such as "30s". Bare integers are

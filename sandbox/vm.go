@@ -313,6 +313,13 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	if isSandboxContainer(spec, r.ID, s.opts.ID) {
 		prep.SandboxContainer = true
 		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Agent{Agent: &emptypb.Empty{}}}
+	} else if s.opts.Config.Rootfs.GuestPull {
+		image := spec.Annotations[criImageName]
+		if image == "" {
+			return nil, fmt.Errorf("container %s: rootfs.guest_pull is on, but the spec has no %s annotation naming the image: run containers of this runtime class through the CRI: %w",
+				r.ID, criImageName, errdefs.ErrInvalidArgument)
+		}
+		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_GuestPull{GuestPull: &api.GuestPull{Image: image}}}
 	} else {
 		root := ""
 		if spec.Root != nil {
@@ -576,6 +583,10 @@ func readSpec(bundle string) ([]byte, *specs.Spec, error) {
 	}
 	return b, &sp, nil
 }
+
+// criImageName is the CRI annotation naming a container's image, as the
+// pod spec gave it (the guest pulls it under rootfs.guest_pull).
+const criImageName = "io.kubernetes.cri.image-name"
 
 func isSandboxContainer(sp *specs.Spec, id, sandboxID string) bool {
 	if t, ok := sp.Annotations["io.kubernetes.cri.container-type"]; ok {
