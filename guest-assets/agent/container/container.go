@@ -56,6 +56,10 @@ type Config struct {
 	// directories, one per host path, shared by the pod's containers (see
 	// spec.Options.VolumeRoot); "" gives each mount a private tmpfs.
 	VolumeRoot string
+	// PullImage pulls, verifies and unpacks an image in the guest and
+	// returns the guest directory holding its root filesystem, shared
+	// read-only by the pod's containers of that image; nil: no guest pull.
+	PullImage func(ctx context.Context, image string) (string, error)
 	// Unseal returns a sealed secret's plaintext (the pod's attestation
 	// client); nil when the owner configured no Key Broker Service.
 	// Containers whose env or files hold sealed secrets need it.
@@ -193,8 +197,8 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		}
 	}()
 
-	if r.GetRootfs().GetGuestPull() != nil {
-		return "", fmt.Errorf("rootfs.guest_pull: image pull in the guest is not implemented yet: %w", errdefs.ErrNotImplemented)
+	if r.GetRootfs().GetGuestPull() != nil && m.cfg.PullImage == nil {
+		return "", fmt.Errorf("rootfs.guest_pull: this guest cannot pull images: %w", errdefs.ErrNotImplemented)
 	}
 	if err := os.Mkdir(p.bundle, 0o700); err != nil {
 		if os.IsExist(err) {
@@ -261,6 +265,11 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	// (MountPauseRootfs); the agent's own pause task needs none.
 	if blk := r.GetRootfs().GetBlock(); blk != nil {
 		if err := m.mountBlock(ctx, p, blk.GetSerial(), rootfs); err != nil {
+			return "", err
+		}
+	}
+	if gp := r.GetRootfs().GetGuestPull(); gp != nil {
+		if err := m.mountPulled(ctx, p, gp.GetImage(), rootfs); err != nil {
 			return "", err
 		}
 	}
@@ -368,6 +377,34 @@ func (m *Manager) mountRetry(ctx context.Context, source, target, fstype string,
 
 // mountBlock mounts the EROFS disk read-only and a private overlay whose
 // writable layer lives on the guest's tmpfs, so writes never reach the host.
+// mountPulled gives a container the image the guest pulled: a private
+// overlay whose lower layer is the pod's read-only copy of the image.
+func (m *Manager) mountPulled(ctx context.Context, p *prepared, image, rootfs string) error {
+	lower, err := m.cfg.PullImage(ctx, image)
+	if err != nil {
+		return fmt.Errorf("rootfs.guest_pull %s: %w", image, err)
+	}
+	return m.mountOverlay(p, lower, rootfs)
+}
+
+// mountOverlay mounts rootfs as a writable overlay on lower, its upper
+// layer in the bundle.
+func (m *Manager) mountOverlay(p *prepared, lower, rootfs string) error {
+	ovl := filepath.Join(p.bundle, ".overlay")
+	upper, work := filepath.Join(ovl, "upper"), filepath.Join(ovl, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay on %s: %w", lower, err)
+	}
+	p.mounts = append([]string{rootfs}, p.mounts...)
+	return nil
+}
+
 func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs string) error {
 	if m.cfg.DriversReady != nil {
 		select {
@@ -380,22 +417,17 @@ func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs st
 	if err != nil {
 		return err
 	}
-	ovl := filepath.Join(p.bundle, ".overlay")
-	lower, upper, work := filepath.Join(ovl, "lower"), filepath.Join(ovl, "upper"), filepath.Join(ovl, "work")
-	for _, d := range []string{lower, upper, work} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
+	lower := filepath.Join(p.bundle, ".overlay", "lower")
+	if err := os.MkdirAll(lower, 0o755); err != nil {
+		return err
 	}
 	if err := m.mountRetry(ctx, dev, lower, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID); err != nil {
 		return fmt.Errorf("mount erofs disk %s (serial %s): %w", dev, serial, err)
 	}
 	p.mounts = append([]string{lower}, p.mounts...)
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("mount overlay for serial %s: %w", serial, err)
+	if err := m.mountOverlay(p, lower, rootfs); err != nil {
+		return fmt.Errorf("serial %s: %w", serial, err)
 	}
-	p.mounts = append([]string{rootfs}, p.mounts...)
 	return nil
 }
 
