@@ -12,7 +12,7 @@ LDFLAGS := -X github.com/coco-runtime/coco/shim/version.Version=$(VERSION)
 # (resident memory per pod, initrd unpack time).
 GO_TAGS ?= grpcnotrace
 
-.PHONY: all build shim deps lint test unit install clean
+.PHONY: all build shim snapshotter deps lint test unit install clean
 all: build
 
 # Host packages (apt): QEMU, vhost-device-vsock, erofs-utils, CNI plugins, ...
@@ -23,12 +23,17 @@ deps:
 # real containerd, real QEMU and the real guest.
 test: deps lint guest-assets unit integration
 
-build: shim
+build: shim snapshotter
 
 # Static (no cgo), like containerd's own shims: no dynamic loader at each of
 # the two starts per pod (~0.7 ms each), and no glibc version to match on a node.
 shim:
 	CGO_ENABLED=0 $(GO) build -tags "$(GO_TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN)/containerd-shim-coco-v2 ./shim/cmd/containerd-shim-coco-v2
+
+# The node's proxy snapshotter for guest-pull classes (one per node, next to
+# containerd; see shim/cmd/coco-snapshotter).
+snapshotter:
+	CGO_ENABLED=0 $(GO) build -tags "$(GO_TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN)/coco-snapshotter ./shim/cmd/coco-snapshotter
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -40,8 +45,9 @@ unit:
 
 # Installs the shim on PATH (containerd finds it by name) and the runtime
 # class files next to the guest assets.
-install: shim
+install: shim snapshotter
 	install -D -m 0755 $(BIN)/containerd-shim-coco-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-coco-v2
+	install -D -m 0755 $(BIN)/coco-snapshotter $(DESTDIR)$(PREFIX)/bin/coco-snapshotter
 	install -d $(DESTDIR)$(SHARE)/configs $(DESTDIR)$(SHARE)/policies
 	install -m 0644 configs/*.toml $(DESTDIR)$(SHARE)/configs/
 	install -m 0644 configs/policies/*.rego $(DESTDIR)$(SHARE)/policies/

@@ -61,6 +61,9 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 			filepath.Join(e.repo, "configs", "policies", "default-tee.rego")),
 		handlerNoTools:  "[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"\"\n",
 		handlerTEEGuest: "[hypervisor]\ninitrd = \"initrd.img\"\ntools_image = \"tools.erofs\"\n",
+		// Not a failure: the coco-dev class with guest pull, on the coco
+		// snapshotter (see guestpull_test.go).
+		handlerGuestPull: "[rootfs]\nguest_pull = true\n",
 	}
 	var hs []harness.Handler
 	for name, body := range configs {
@@ -70,7 +73,11 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			return nil, err
 		}
-		hs = append(hs, harness.CocoHandler(name, path, ""))
+		h := harness.CocoHandler(name, path, "")
+		if name == handlerGuestPull {
+			h.Snapshotter = harness.CocoSnapshotter
+		}
+		hs = append(hs, h)
 	}
 	return hs, nil
 }

@@ -35,6 +35,9 @@ type Binaries struct {
 	// (see CocoShimErr); the runc rows do not need it.
 	CocoShim    string
 	CocoShimErr error `json:"-"`
+	// CocoSnapshotter is bin/coco-snapshotter (guest-pull handlers), or ""
+	// when it did not build.
+	CocoSnapshotter string
 }
 
 // Logf receives progress lines (t.Logf, log.Printf).
@@ -74,6 +77,11 @@ func BuildAll(ctx context.Context, repo string, logf Logf) (Binaries, error) {
 		b.CocoShimErr = fmt.Errorf("make shim: %w\n%s", err, tail(out, 2000))
 	} else {
 		b.CocoShim = filepath.Join(repo, "bin", "containerd-shim-coco-v2")
+	}
+	if out, err := run(ctx, repo, nil, "make", "--no-print-directory", "snapshotter"); err != nil {
+		logf("harness: make snapshotter: %v\n%s", err, tail(out, 2000))
+	} else {
+		b.CocoSnapshotter = filepath.Join(repo, "bin", "coco-snapshotter")
 	}
 	return b, nil
 }

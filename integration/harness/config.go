@@ -21,7 +21,20 @@ type Handler struct {
 	PodAnnotations []string
 	// Options are the runtime options handed to the shim (ConfigPath for coco).
 	Options map[string]string
+	// Snapshotter is the handler's snapshotter: "" (the default,
+	// overlayfs) or CocoSnapshotter (guest pull).
+	Snapshotter string
 }
+
+// CocoSnapshotter is the proxy snapshotter's name in containerd's config.
+const CocoSnapshotter = "coco"
+
+// snapshotterSocket is where the harness runs coco-snapshotter.
+func snapshotterSocket(root string) string { return filepath.Join(root, "coco-snapshotter.sock") }
+
+// RegistryHostsDir holds containerd's per-registry hosts.toml files
+// (certs.d layout), e.g. for a plain-HTTP test registry.
+func RegistryHostsDir(root string) string { return filepath.Join(root, "certs.d") }
 
 // RuncHandler is containerd's own runc shim: the same-run baseline.
 func RuncHandler() Handler {
@@ -80,6 +93,8 @@ func renderConfig(root, sandboxImage string, handlers []Handler, netw network) s
 	p("")
 	p(`[plugins."io.containerd.cri.v1.images"]`)
 	p("  snapshotter = %s", q("overlayfs"))
+	p(`  [plugins."io.containerd.cri.v1.images".registry]`)
+	p("    config_path = %s", q(RegistryHostsDir(root)))
 	p(`  [plugins."io.containerd.cri.v1.images".pinned_images]`)
 	p("    sandbox = %s", q(sandboxImage))
 	p("")
@@ -101,6 +116,9 @@ func renderConfig(root, sandboxImage string, handlers []Handler, netw network) s
 		if h.Sandboxer != "" {
 			p("      sandboxer = %s", q(h.Sandboxer))
 		}
+		if h.Snapshotter != "" {
+			p("      snapshotter = %s", q(h.Snapshotter))
+		}
 		if len(h.PodAnnotations) > 0 {
 			p("      pod_annotations = [%s]", qlist(h.PodAnnotations))
 		}
@@ -116,7 +134,22 @@ func renderConfig(root, sandboxImage string, handlers []Handler, netw network) s
 			}
 		}
 	}
+	if usesSnapshotter(handlers, CocoSnapshotter) {
+		p("")
+		p("[proxy_plugins.%s]", q(CocoSnapshotter))
+		p("  type = %s", q("snapshot"))
+		p("  address = %s", q(snapshotterSocket(root)))
+	}
 	return b.String()
+}
+
+func usesSnapshotter(handlers []Handler, name string) bool {
+	for _, h := range handlers {
+		if h.Snapshotter == name {
+			return true
+		}
+	}
+	return false
 }
 
 // renderCNI is a bridge + host-local network. The loopback plugin is not in the

@@ -43,6 +43,7 @@ type Containerd struct {
 	bridge string
 	pid    int // set by Attach; Start uses cmd
 	cmd    *exec.Cmd
+	snap   *exec.Cmd // coco-snapshotter, when a handler uses it
 	exited chan struct{}
 	logf   Logf
 }
@@ -80,7 +81,7 @@ func Start(ctx context.Context, o Options) (c *Containerd, err error) {
 	b := make([]byte, 1)
 	rand.Read(b)
 	netw := network{Name: "coco-it-" + suffix, Bridge: c.bridge, Subnet: fmt.Sprintf("10.251.%d.0/24", b[0])}
-	for _, d := range []string{"cni", "bin", "images", "logs"} {
+	for _, d := range []string{"cni", "bin", "images", "logs", "certs.d"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return c, err
 		}
@@ -112,6 +113,11 @@ func Start(ctx context.Context, o Options) (c *Containerd, err error) {
 		return c, err
 	}
 	defer logFile.Close()
+	if usesSnapshotter(o.Handlers, CocoSnapshotter) && o.Bins.CocoSnapshotter != "" {
+		if err := c.startSnapshotter(ctx, o.Bins.CocoSnapshotter, logFile); err != nil {
+			return c, err
+		}
+	}
 	cmd := exec.Command(o.Bins.Containerd, "--config", configPath, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"))
@@ -134,6 +140,29 @@ func Start(ctx context.Context, o Options) (c *Containerd, err error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// startSnapshotter runs coco-snapshotter for the guest-pull handlers,
+// its snapshots under Root, and waits for its socket.
+func (c *Containerd) startSnapshotter(ctx context.Context, bin string, log *os.File) error {
+	sock := snapshotterSocket(c.Root)
+	cmd := exec.Command(bin, "--root", filepath.Join(c.Root, "coco-snapshotter"), "--address", sock)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("harness: start coco-snapshotter: %w", err)
+	}
+	c.snap = cmd
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st, err := os.Stat(sock); err == nil && st.Mode()&os.ModeSocket != 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("harness: coco-snapshotter did not listen on %s", sock)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (c *Containerd) waitServing(ctx context.Context, limit time.Duration) error {
@@ -266,6 +295,17 @@ func (c *Containerd) Stop(ctx context.Context) error {
 		if !waitGone(c.pid, 15*time.Second) {
 			syscall.Kill(c.pid, syscall.SIGKILL)
 			waitGone(c.pid, 5*time.Second)
+		}
+	}
+	if c.snap != nil && c.snap.Process != nil {
+		c.snap.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { c.snap.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			c.snap.Process.Kill()
+			<-done
 		}
 	}
 	// Shims outlive containerd by design; ours carry its socket address in argv.
