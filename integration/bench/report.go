@@ -11,17 +11,21 @@ import (
 
 // Report is the whole `make bench` result; it is also the JSON file.
 type Report struct {
-	Meta       map[string]string  `json:"meta"`
-	Runs       int                `json:"runs"`
-	Coco       []NamedStat        `json:"coco"`              // ms, pod start phases and latencies
-	Runc       []NamedStat        `json:"runc"`              // ms, the same steps through containerd's runc shim
-	Floor      []NamedStat        `json:"floor"`             // ms, bare QEMU boot of the same kernel
-	Memory     []NamedStat        `json:"memory"`            // KiB
-	Ratios     map[string]float64 `json:"ratios"`            // coco / baseline, medians
-	Concurrent []ConcurrentResult `json:"concurrent"`        // bursts of pods
-	Network    []NetSample        `json:"network,omitempty"` // pod to pod over the CNI bridge, medians
-	Samples    []PodSample        `json:"samples"`
-	Errors     []string           `json:"errors,omitempty"`
+	Meta  map[string]string `json:"meta"`
+	Runs  int               `json:"runs"`
+	Coco  []NamedStat       `json:"coco"`  // ms, pod start phases and latencies
+	Runc  []NamedStat       `json:"runc"`  // ms, the same steps through containerd's runc shim
+	Floor []NamedStat       `json:"floor"` // ms, bare QEMU boot of the same kernel
+	// The same pods and bare boots with Debian's generic kernel (bench
+	// -generic-guest), run alternately with ours in the same run.
+	CocoGeneric  []NamedStat        `json:"coco_generic,omitempty"`
+	FloorGeneric []NamedStat        `json:"floor_generic,omitempty"`
+	Memory       []NamedStat        `json:"memory"`            // KiB
+	Ratios       map[string]float64 `json:"ratios"`            // coco / baseline, medians
+	Concurrent   []ConcurrentResult `json:"concurrent"`        // bursts of pods
+	Network      []NetSample        `json:"network,omitempty"` // pod to pod over the CNI bridge, medians
+	Samples      []PodSample        `json:"samples"`
+	Errors       []string           `json:"errors,omitempty"`
 }
 
 // Phase names: the table prints them in this order. "host" marks time
@@ -173,21 +177,39 @@ func (r *Report) WriteTable(out io.Writer) {
 	}
 	fmt.Fprintln(out, strings.Join(keys, "\n"))
 	fmt.Fprintln(out)
-	line("pod start (ms)", "coco median", "min", "max", "runc median", "min", "max")
-	runc := map[string]NamedStat{}
-	for _, s := range r.Runc {
-		runc[s.Name] = s
+	// Columns: coco, coco with the generic kernel (when measured), runc.
+	generic := len(r.CocoGeneric) > 0 || len(r.FloorGeneric) > 0
+	byName := func(rows []NamedStat) map[string]NamedStat {
+		m := map[string]NamedStat{}
+		for _, s := range rows {
+			m[s.Name] = s
+		}
+		return m
+	}
+	cells := func(m map[string]NamedStat, name string) []string {
+		if s, ok := m[name]; ok {
+			return []string{f1(s.Median), f1(s.Min), f1(s.Max)}
+		}
+		return []string{"", "", ""}
+	}
+	head := []string{"pod start (ms)", "coco median", "min", "max"}
+	if generic {
+		head = append(head, "generic kernel median", "min", "max")
+	}
+	line(append(head, "runc median", "min", "max")...)
+	runc, cocoGeneric, floorGeneric := byName(r.Runc), byName(r.CocoGeneric), byName(r.FloorGeneric)
+	row := func(s NamedStat, gen, rc map[string]NamedStat) {
+		c := []string{s.Name, f1(s.Median), f1(s.Min), f1(s.Max)}
+		if generic {
+			c = append(c, cells(gen, s.Name)...)
+		}
+		line(append(c, cells(rc, s.Name)...)...)
 	}
 	for _, s := range r.Coco {
-		rc, ok := runc[s.Name]
-		if ok {
-			line(s.Name, f1(s.Median), f1(s.Min), f1(s.Max), f1(rc.Median), f1(rc.Min), f1(rc.Max))
-		} else {
-			line(s.Name, f1(s.Median), f1(s.Min), f1(s.Max), "", "", "")
-		}
+		row(s, cocoGeneric, runc)
 	}
 	for _, s := range r.Floor {
-		line(s.Name, f1(s.Median), f1(s.Min), f1(s.Max), "", "", "")
+		row(s, floorGeneric, nil)
 	}
 	w.Flush()
 	fmt.Fprintln(out)

@@ -5,7 +5,10 @@
 // pods: the phases of a coco pod start (host and guest clocks), the same pod
 // through runc, a bare QEMU boot of the same kernel (the floor), shim and
 // QEMU memory, agent round trip and ExecSync latency, and bursts of pods
-// started at once. A plain table goes to stdout, the JSON to -out.
+// started at once. With -generic-guest it also starts every coco pod and
+// bare boot a second time with the guest assets of Debian's generic kernel,
+// alternating which goes first, so the two kernels are compared within the
+// same run. A plain table goes to stdout, the JSON to -out.
 package main
 
 import (
@@ -18,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,13 +40,49 @@ type options struct {
 	out         string
 	cocoConfig  string
 	kernelArgs  string
+	guest       string
+	generic     string
 	sandboxer   string
 	netRuns     int
 }
 
-// cocoDevAssets are the guest asset keys of configuration-qemu-coco-dev.toml,
-// for the bench's overlays: a config file overlays the defaults, not a class.
-const cocoDevAssets = "initrd = \"initrd-dev.img\"\ntools_image = \"tools.erofs\"\n"
+// classOverlay returns the text of a runtime class file with the [hypervisor]
+// keys in set replaced (or added): a config file overlays the defaults, not
+// a class, so the bench's overlays start from the coco-dev class's own text
+// (its assets, its vCPU count) rather than repeating it.
+func classOverlay(class string, set map[string]string) string {
+	var out []string
+	section := ""
+	for _, line := range strings.Split(class, "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "[") {
+			section = t
+		}
+		if section == "[hypervisor]" {
+			if k, _, ok := strings.Cut(t, "="); ok && !strings.HasPrefix(t, "#") {
+				if _, replaced := set[strings.TrimSpace(k)]; replaced {
+					continue
+				}
+			}
+		}
+		out = append(out, line)
+		if t == "[hypervisor]" {
+			for _, k := range sortedKeys(set) {
+				out = append(out, fmt.Sprintf("%s = %s", k, set[k]))
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
 
 // sandboxerOption is the runtime entry's sandboxer value: containerd's
 // default (a pause container) is the absence of the key.
@@ -64,6 +104,8 @@ func main() {
 	flag.StringVar(&o.out, "out", "build/bench", "results directory (JSON report)")
 	flag.StringVar(&o.cocoConfig, "config", "", "config file of the coco handler (default: configs/configuration-qemu-coco-dev.toml)")
 	flag.StringVar(&o.kernelArgs, "kernel-params", "", "extra guest kernel parameters for the coco pods (an overlay config; not with -config): for A/B runs")
+	flag.StringVar(&o.guest, "guest", "build/guest", "guest assets of the coco pods (make guest-assets)")
+	flag.StringVar(&o.generic, "generic-guest", "", "guest assets built with Debian's generic kernel (make guest-assets GUEST_KERNEL=debian GUEST_OUT=...): every coco pod and bare boot runs with these too, side by side; empty: none")
 	flag.StringVar(&o.sandboxer, "sandboxer", "shim", `containerd sandboxer of the coco handler: "shim" (containerd's sandbox API, as the README configures it) or "podsandbox" (a pause container through the task API, containerd's default)`)
 	flag.IntVar(&o.netRuns, "net", 1, "pod-to-pod measurements per handler (two pods each; 0: none)")
 	flag.Parse()
@@ -102,8 +144,26 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	guest := harness.GuestDir(repo)
-	if err := harness.CheckGuestAssets(guest); err != nil {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(repo, p)
+	}
+	guest, generic := abs(o.guest), abs(o.generic)
+	for _, g := range []string{guest, generic} {
+		if g == "" {
+			continue
+		}
+		if err := harness.CheckGuestAssets(g); err != nil {
+			return err
+		}
+	}
+	if generic != "" && o.cocoConfig != "" {
+		return fmt.Errorf("-config and -generic-guest: the generic kernel's handler is the coco-dev class with its assets; give one")
+	}
+	classText, err := os.ReadFile(harness.CocoDevConfig(repo))
+	if err != nil {
 		return err
 	}
 	out := o.out
@@ -119,19 +179,17 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(work)
 
-	// Overlays of the defaults with the coco-dev assets; -kernel-params
-	// goes into both the coco and the burst overlay.
-	overlay := func(name, extra string) (string, error) {
+	// Overlays of the coco-dev class; -kernel-params goes into all of them.
+	overlay := func(name string, set map[string]string) (string, error) {
 		if o.kernelArgs != "" {
-			extra += fmt.Sprintf("kernel_params = %q\n", o.kernelArgs)
+			set["kernel_params"] = fmt.Sprintf("%q", o.kernelArgs)
 		}
 		path := filepath.Join(work, name)
-		body := "[hypervisor]\n" + cocoDevAssets + extra + "[tee]\nkind = \"none\"\n"
-		return path, os.WriteFile(path, []byte(body), 0o644)
+		return path, os.WriteFile(path, []byte(classOverlay(string(classText), set)), 0o644)
 	}
 	// The burst pods get less memory and a longer boot timeout: with two
 	// cores and TCG, eight guests booting at once share the CPU eightfold.
-	burstCfg, err := overlay("configuration-bench-burst.toml", fmt.Sprintf("memory_mib = %d\nboot_timeout = \"300s\"\n", o.concMemMiB))
+	burstCfg, err := overlay("configuration-bench-burst.toml", map[string]string{"memory_mib": fmt.Sprint(o.concMemMiB), "boot_timeout": `"300s"`})
 	if err != nil {
 		return err
 	}
@@ -140,11 +198,23 @@ func run(o options) error {
 	case cocoCfg != "" && o.kernelArgs != "":
 		return fmt.Errorf("-config and -kernel-params: give one (put kernel_params in the config file)")
 	case cocoCfg == "" && o.kernelArgs != "":
-		if cocoCfg, err = overlay("configuration-bench.toml", ""); err != nil {
+		if cocoCfg, err = overlay("configuration-bench.toml", map[string]string{}); err != nil {
 			return err
 		}
 	case cocoCfg == "":
 		cocoCfg = harness.CocoDevConfig(repo)
+	}
+	// The generic kernel's handler: the same class with absolute asset
+	// paths (COCO_SHARE_DIR, which names our assets, wins over share_dir).
+	var genericCfg string
+	if generic != "" {
+		set := map[string]string{}
+		for k, f := range map[string]string{"kernel": "vmlinux", "initrd": "initrd-dev.img", "tools_image": "tools.erofs"} {
+			set[k] = fmt.Sprintf("%q", filepath.Join(generic, f))
+		}
+		if genericCfg, err = overlay("configuration-bench-generic.toml", set); err != nil {
+			return err
+		}
 	}
 	logf("building containerd, ctr, the runc shim (cached) and our shim")
 	bins, err := harness.BuildAll(ctx, repo, logf)
@@ -155,14 +225,18 @@ func run(o options) error {
 		return bins.CocoShimErr
 	}
 	logf("starting containerd")
+	handlers := []harness.Handler{
+		harness.RuncHandler(),
+		harness.CocoHandler("coco", cocoCfg, o.sandboxerOption()),
+		harness.CocoHandler("coco-burst", burstCfg, o.sandboxerOption()),
+	}
+	if genericCfg != "" {
+		handlers = append(handlers, harness.CocoHandler("coco-generic", genericCfg, o.sandboxerOption()))
+	}
 	ctrd, err := harness.Start(ctx, harness.Options{
 		Repo: repo, Bins: bins,
-		Handlers: []harness.Handler{
-			harness.RuncHandler(),
-			harness.CocoHandler("coco", cocoCfg, o.sandboxerOption()),
-			harness.CocoHandler("coco-burst", burstCfg, o.sandboxerOption()),
-		},
-		Env: []string{"COCO_SHARE_DIR=" + guest}, Logf: logf,
+		Handlers: handlers,
+		Env:      []string{"COCO_SHARE_DIR=" + guest}, Logf: logf,
 	})
 	if err != nil {
 		return err
@@ -175,20 +249,42 @@ func run(o options) error {
 	}()
 	env := bench.Env{CRI: ctrd.CRI, CocoStateDir: "/run/coco", LogDir: filepath.Join(ctrd.Root, "logs"), RoundTrips: o.roundTrips}
 
-	rep := &bench.Report{Runs: o.runs, Meta: meta(guest, o), Ratios: map[string]float64{}}
+	rep := &bench.Report{Runs: o.runs, Meta: meta(guest, generic, o), Ratios: map[string]float64{}}
 	rep.Meta["config"] = cocoCfg
 	if o.kernelArgs != "" {
 		rep.Meta["config"] += fmt.Sprintf(" (coco-dev + kernel_params %q)", o.kernelArgs)
 	}
 	rep.Meta["config"] += fmt.Sprintf(", sandboxer %s", o.sandboxer)
-	var coco, runc, floor, mem bench.Series
-	var qemuArgv, floorArgv []string
+	var coco, cocoGeneric, runc, floor, floorGeneric, mem bench.Series
+	var qemuArgv, floorArgv, floorGenericArgv []string
 	var podOverFloor []float64 // per run: RunPodSandbox / the bare boot after it
+	// per run, ours / generic: bare boot, its kernel part, RunPodSandbox
+	var floorPaired, guestInitPaired, podPaired []float64
 	floorConsole := filepath.Join(work, "floor-console.log")
 	for i := -o.warmup; i < o.runs; i++ {
 		tag := fmt.Sprintf("run %d/%d", i+1, o.runs)
 		if i < 0 {
 			tag = "warm-up"
+		}
+		// With the generic kernel, every other run starts it first: the
+		// machine's speed drifts, and a fixed order would bias the pair.
+		genericFirst := genericCfg != "" && (i+o.warmup)%2 == 1
+		var gs bench.PodSample
+		genericPod := func() error {
+			logf("%s: coco pod, generic kernel", tag)
+			var err error
+			gs, err = bench.MeasurePod(ctx, env, "coco-generic", true, fmt.Sprintf("bench-generic-%d", i+o.warmup))
+			return err
+		}
+		if genericFirst {
+			if err := genericPod(); err != nil {
+				logf("%s: generic-kernel pod failed: %v", tag, err)
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: generic-kernel pod: %v", tag, err))
+				if ctx.Err() != nil {
+					return err
+				}
+				continue
+			}
 		}
 		logf("%s: coco pod", tag)
 		cs, err := bench.MeasurePod(ctx, env, "coco", true, fmt.Sprintf("bench-coco-%d", i+o.warmup))
@@ -201,6 +297,16 @@ func run(o options) error {
 				return err
 			}
 			continue
+		}
+		if genericCfg != "" && !genericFirst {
+			if err := genericPod(); err != nil {
+				logf("%s: generic-kernel pod failed: %v", tag, err)
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: generic-kernel pod: %v", tag, err))
+				if ctx.Err() != nil {
+					return err
+				}
+				continue
+			}
 		}
 		logf("%s: runc pod", tag)
 		rs, err := bench.MeasurePod(ctx, env, "runc", false, fmt.Sprintf("bench-runc-%d", i+o.warmup))
@@ -224,10 +330,21 @@ func run(o options) error {
 			rep.Meta["floor argv"] = strings.Join(floorArgv, " ")
 			rep.Meta["qemu argv"] = strings.Join(qemuArgv, " ")
 		}
+		if floorGenericArgv == nil && len(gs.QEMUArgv) > 0 {
+			if floorGenericArgv, err = floorSetup(ctx, repo, work, gs.QEMUArgv, floorConsole); err != nil {
+				return err
+			}
+			rep.Meta["floor argv, generic kernel"] = strings.Join(floorGenericArgv, " ")
+		}
 		if i < 0 {
 			continue
 		}
 		bench.AddCoco(&coco, cs)
+		if genericCfg != "" {
+			bench.AddCoco(&cocoGeneric, gs)
+			podPaired = append(podPaired, cs.RunPodMs/gs.RunPodMs)
+			rep.Samples = append(rep.Samples, gs)
+		}
 		bench.AddRunc(&runc, rs)
 		mem.Add("coco shim RSS", cs.ShimMem.RSSKiB)
 		mem.Add("coco shim PSS", cs.ShimMem.PSSKiB)
@@ -238,22 +355,46 @@ func run(o options) error {
 		mem.Add("QEMU RSS", cs.VMMMem.RSSKiB)
 		mem.Add("QEMU PSS", cs.VMMMem.PSSKiB)
 		mem.Add("QEMU anonymous (TCG code cache, heap; guest RAM is a shared memfd)", cs.VMMMem.AnonKiB)
+		if genericCfg != "" {
+			mem.Add("QEMU RSS, generic kernel", gs.VMMMem.RSSKiB)
+		}
 		mem.Add("vhost-device-vsock RSS", cs.VsockMem.RSSKiB)
 		mem.Add("vhost-device-vsock PSS", cs.VsockMem.PSSKiB)
 		rep.Samples = append(rep.Samples, cs, rs)
 		// The bare boot right after the pods it is the floor of: the
 		// machine is shared, and its speed drifts over a run.
-		if floorArgv != nil {
-			logf("%s: bare QEMU boot (floor)", tag)
-			fr, err := bench.BareBoot(ctx, floorArgv, floorConsole)
+		bareBoot := func(argv []string, s *bench.Series, what string) (bench.FloorResult, error) {
+			logf("%s: bare QEMU boot (floor%s)", tag, what)
+			fr, err := bench.BareBoot(ctx, argv, floorConsole)
 			if err != nil {
+				return fr, err
+			}
+			s.Add(bench.FloorInit, fr.InitMs)
+			s.Add(bench.FloorPreClock, fr.PreClockMs)
+			s.Add(bench.FloorGuestInit, fr.GuestInitMs)
+			s.Add(bench.FloorExit, fr.ExitMs)
+			return fr, nil
+		}
+		var fr, gr bench.FloorResult
+		if floorGenericArgv != nil && genericFirst {
+			if gr, err = bareBoot(floorGenericArgv, &floorGeneric, ", generic kernel"); err != nil {
 				return err
 			}
-			floor.Add(bench.FloorInit, fr.InitMs)
-			floor.Add(bench.FloorPreClock, fr.PreClockMs)
-			floor.Add(bench.FloorGuestInit, fr.GuestInitMs)
-			floor.Add(bench.FloorExit, fr.ExitMs)
+		}
+		if floorArgv != nil {
+			if fr, err = bareBoot(floorArgv, &floor, ""); err != nil {
+				return err
+			}
 			podOverFloor = append(podOverFloor, cs.RunPodMs/fr.InitMs)
+		}
+		if floorGenericArgv != nil && !genericFirst {
+			if gr, err = bareBoot(floorGenericArgv, &floorGeneric, ", generic kernel"); err != nil {
+				return err
+			}
+		}
+		if floorArgv != nil && floorGenericArgv != nil {
+			floorPaired = append(floorPaired, fr.InitMs/gr.InitMs)
+			guestInitPaired = append(guestInitPaired, fr.GuestInitMs/gr.GuestInitMs)
 		}
 	}
 
@@ -288,6 +429,16 @@ func run(o options) error {
 	}
 
 	rep.Coco, rep.Runc, rep.Floor, rep.Memory = coco.Stats(), runc.Stats(), floor.Stats(), mem.Stats()
+	rep.CocoGeneric, rep.FloorGeneric = cocoGeneric.Stats(), floorGeneric.Stats()
+	for name, xs := range map[string][]float64{
+		"floor ours / generic kernel, paired per run (median)":                     floorPaired,
+		"floor kernel start → init ours / generic kernel, paired per run (median)": guestInitPaired,
+		"RunPodSandbox ours / generic kernel, paired per run (median)":             podPaired,
+	} {
+		if len(xs) > 0 {
+			rep.Ratios[name] = bench.Summarize(xs).Median
+		}
+	}
 	cm, rm := bench.Median(rep.Coco, bench.PodTotal), bench.Median(rep.Runc, bench.PodTotal)
 	rep.Ratios["RunPodSandbox coco/runc"] = bench.Ratio(cm, rm)
 	rep.Ratios["first output coco/runc (end to end)"] = bench.Ratio(bench.Median(rep.Coco, bench.ToOutput), bench.Median(rep.Runc, bench.ToOutput))
@@ -326,7 +477,7 @@ func floorSetup(ctx context.Context, repo, work string, qemuArgv []string, conso
 	return bench.FloorArgs(qemuArgv, img, console)
 }
 
-func meta(guest string, o options) map[string]string {
+func meta(guest, generic string, o options) map[string]string {
 	m := map[string]string{
 		"date":   time.Now().UTC().Format(time.RFC3339),
 		"runs":   fmt.Sprintf("%d per handler (+%d warm-up), bursts at %d MiB guest memory", o.runs, o.warmup, o.concMemMiB),
@@ -337,19 +488,30 @@ func meta(guest string, o options) map[string]string {
 	if v, err := exec.Command("qemu-system-x86_64", "--version").Output(); err == nil {
 		m["qemu"] = strings.SplitN(string(v), "\n", 2)[0]
 	}
-	var sizes []string
-	for _, f := range []string{"vmlinux", "initrd.img", "initrd-dev.img", "tools.erofs", "coco-agent"} {
-		if fi, err := os.Stat(filepath.Join(guest, f)); err == nil {
-			sizes = append(sizes, fmt.Sprintf("%s %.1f MB", f, float64(fi.Size())/1e6))
-		}
+	m["guest"] = guestMeta(guest)
+	if generic != "" {
+		m["generic guest"] = guestMeta(generic)
 	}
-	m["guest"] = strings.Join(sizes, ", ")
 	if _, err := os.Stat("/dev/kvm"); err == nil {
 		m["accel"] = "auto (a KVM probe decides; see qemu argv in the JSON)"
 	} else {
 		m["accel"] = "tcg (no /dev/kvm)"
 	}
 	return m
+}
+
+// guestMeta names an asset directory's kernel and sizes.
+func guestMeta(dir string) string {
+	sizes := []string{dir}
+	if rel, err := os.ReadFile(filepath.Join(dir, "kernel.release")); err == nil {
+		sizes = append(sizes, "kernel "+strings.TrimSpace(string(rel)))
+	}
+	for _, f := range []string{"vmlinux", "initrd.img", "initrd-dev.img", "tools.erofs", "coco-agent"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			sizes = append(sizes, fmt.Sprintf("%s %.1f MB", f, float64(fi.Size())/1e6))
+		}
+	}
+	return strings.Join(sizes, ", ")
 }
 
 func cpuModel() string {
