@@ -114,7 +114,13 @@ func (u *unpacker) mkdirAll(rel string) (int, error) {
 	if err := unix.Mkdirat(pfd, base, 0o755); err != nil && err != unix.EEXIST {
 		return -1, err
 	}
-	return u.open(rel, unix.O_PATH|unix.O_DIRECTORY)
+	fd, err = u.open(rel, unix.O_PATH|unix.O_DIRECTORY)
+	if err == unix.ENOENT {
+		// rel exists but does not resolve: a symlink to a directory this
+		// layer lacks. Layers record real paths, so refuse rather than guess.
+		return -1, fmt.Errorf("%s is a symlink to a directory not in this layer", rel)
+	}
+	return fd, err
 }
 
 func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
@@ -236,6 +242,9 @@ func (u *unpacker) hardlink(pfd int, base, linkname string) error {
 		return fmt.Errorf("hard link target %q: the layer root", linkname)
 	}
 	tfd, err := u.open(tdir, unix.O_PATH|unix.O_DIRECTORY)
+	if err == unix.ENOENT {
+		return fmt.Errorf("hard link target %q is not in this layer", linkname)
+	}
 	if err != nil {
 		return fmt.Errorf("hard link target %q: %w", linkname, err)
 	}
