@@ -10,6 +10,8 @@ package policy
 
 import (
 	"fmt"
+	"strings"
+	"unicode"
 
 	"github.com/containerd/errdefs"
 )
@@ -22,4 +24,55 @@ const Package = "agent_policy"
 // it is errdefs.ErrPermissionDenied.
 func Denied(method, rule string) error {
 	return fmt.Errorf("%s denied by agent policy (rule %s.%s): %w", method, Package, rule, errdefs.ErrPermissionDenied)
+}
+
+// DeniedBecause is Denied with the policy's reason appended, e.g.
+// "CreateContainer denied by agent policy (rule
+// agent_policy.PrepareContainerRequest): containers[app].args: ...".
+// An empty reason gives Denied's message.
+func DeniedBecause(method, rule, reason string) error {
+	if reason == "" {
+		return Denied(method, rule)
+	}
+	return fmt.Errorf("%s denied by agent policy (rule %s.%s): %s: %w", method, Package, rule, reason, errdefs.ErrPermissionDenied)
+}
+
+// Bounds on a denial's reason: it reaches the host (and kubectl describe),
+// so a policy cannot make the guest send more than this, nor control
+// characters that would forge log lines.
+const (
+	MaxReasons      = 4
+	MaxReasonBytes  = 256
+	MaxReasonsBytes = 1024
+)
+
+// BoundReason joins a policy's reasons with "; ", keeping the first
+// MaxReasons (saying how many were left out), each cut to MaxReasonBytes,
+// with control characters replaced by '?'.
+func BoundReason(msgs []string) string {
+	var b strings.Builder
+	for i, m := range msgs {
+		if i == MaxReasons {
+			fmt.Fprintf(&b, "; and %d more", len(msgs)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		m = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return '?'
+			}
+			return r
+		}, m)
+		if len(m) > MaxReasonBytes {
+			m = strings.ToValidUTF8(m[:MaxReasonBytes], "") + "..."
+		}
+		b.WriteString(m)
+	}
+	out := b.String()
+	if len(out) > MaxReasonsBytes {
+		out = strings.ToValidUTF8(out[:MaxReasonsBytes], "") + "..."
+	}
+	return out
 }

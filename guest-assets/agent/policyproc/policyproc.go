@@ -49,6 +49,7 @@ type Request struct {
 type Response struct {
 	Handle  uint64 `json:"handle,omitempty"`  // compile: names the compiled policy
 	Allowed bool   `json:"allowed,omitempty"` // eval: the rule's value was true
+	Reason  string `json:"reason,omitempty"`  // eval, denied: the policy's explanation (engine.Decide)
 	Error   string `json:"error,omitempty"`   // compile or eval failed: why
 }
 
@@ -154,7 +155,9 @@ func (r *Rego) Evaluate(ctx context.Context, method string, req proto.Message) e
 		return fmt.Errorf("evaluate agent policy rule %s.%s: %s", policy.Package, rule, resp.Error)
 	}
 	if !resp.Allowed {
-		return policy.Denied(method, rule)
+		// The engine bounded the reason; bound it again here, since a
+		// broken engine must not make the agent send the host more.
+		return policy.DeniedBecause(method, rule, policy.BoundReason(nonEmpty(resp.Reason)))
 	}
 	return nil
 }
@@ -260,3 +263,31 @@ func (p *Proc) closePipes() {
 		p.stdout.Close()
 	}
 }
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}
+
+// ChildReaper is a Reaper for a process that is not PID 1 (the host's
+// `containerd-shim-coco-v2 policy check` runs coco-policy with it): it
+// waits for the child itself.
+type ChildReaper struct{}
+
+// Start implements Reaper.
+func (ChildReaper) Start(c *exec.Cmd) (chan runc.Exit, error) {
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	ch := make(chan runc.Exit, 1)
+	go func() {
+		c.Wait()
+		ch <- runc.Exit{Pid: c.Process.Pid, Status: c.ProcessState.ExitCode()}
+	}()
+	return ch, nil
+}
+
+// Wait implements Reaper.
+func (ChildReaper) Wait(_ *exec.Cmd, ch chan runc.Exit) (int, error) { return (<-ch).Status, nil }

@@ -71,11 +71,11 @@ func (s *state) handle(req policyproc.Request) policyproc.Response {
 		if err := d.Decode(&input); err != nil {
 			return policyproc.Response{Error: fmt.Sprintf("policy input: %v", err)}
 		}
-		ok, err := e.Allowed(context.Background(), req.Rule, input)
+		dec, err := e.Decide(context.Background(), req.Rule, input)
 		if err != nil {
 			return policyproc.Response{Error: err.Error()}
 		}
-		return policyproc.Response{Allowed: ok}
+		return policyproc.Response{Allowed: dec.Allowed, Reason: dec.Reason}
 	default:
 		return policyproc.Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 	}
