@@ -12,6 +12,7 @@ import (
 	"github.com/coco-runtime/coco/configs"
 	"github.com/coco-runtime/coco/sandbox"
 	"github.com/coco-runtime/coco/shim/cli/check"
+	"github.com/coco-runtime/coco/shim/cli/image"
 	"github.com/coco-runtime/coco/shim/cli/measure"
 	"github.com/coco-runtime/coco/shim/cli/vmcommand"
 	"github.com/coco-runtime/coco/shim/manager"
@@ -30,6 +31,8 @@ func subcommand(name string) (func(ctx context.Context, args []string, stdout, s
 		return vmcommand.Main, true
 	case "measure":
 		return measure.Main, true
+	case "image":
+		return image.Exec, true
 	}
 	return nil, false
 }
