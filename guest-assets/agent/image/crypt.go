@@ -200,3 +200,12 @@ func wrapKey(kid string, kek, privOpts []byte) (string, error) {
 	}
 	return base64.StdEncoding.EncodeToString(raw), nil
 }
+
+// KEKBytes reads a key-encryption key file's content: 32 raw bytes or their
+// base64 (returned unchanged if it is neither; Encrypter then says why).
+func KEKBytes(k []byte) []byte {
+	if d, err := kekBytes(k); err == nil {
+		return d
+	}
+	return k
+}

@@ -247,3 +247,8 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+type (
+	v1Layer = v1.Layer
+	ctxT    = context.Context
+)

@@ -37,6 +37,8 @@ type Policy struct {
 // Requirement is one policy requirement.
 type Requirement struct {
 	Type string `json:"type"`
+	// KeyType is signedBy's (GPGKeys); parsed only to refuse signedBy by name.
+	KeyType string `json:"keyType,omitempty"`
 	// KeyPath is "kbs:///repo/type/tag" (fetched from the KBS), or an
 	// absolute path in the guest (optionally file://).
 	KeyPath string `json:"keyPath,omitempty"`

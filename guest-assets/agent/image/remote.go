@@ -161,3 +161,17 @@ func (c *remoteClient) options(ctx context.Context, extra ...remote.Option) []re
 		remote.WithUserAgent("coco-agent"),
 	}, extra...)
 }
+
+// RemoteOptions parses ref and returns go-containerregistry options that
+// reach its registry as reg says (for the user commands).
+func RemoteOptions(ctx context.Context, ref string, reg Registry) ([]remote.Option, name.Reference, error) {
+	c, err := reg.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	n, err := c.parse(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.options(ctx), n, nil
+}
