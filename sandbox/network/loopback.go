@@ -260,27 +260,35 @@ func originalPort(c net.Conn) (uint16, error) {
 // which x/sys/unix does not name.
 const ip6tSoOriginalDst = 80
 
-// halfCloser is a connection whose sending side can close alone.
+// halfCloser is a connection whose sending side can close alone (TCP, vsock).
 type halfCloser interface{ CloseWrite() error }
 
-// splice copies both ways, passing each direction's end on as a
-// half-close; it returns when both are done, or one failed.
+// spliceGrace is how long the other direction may go on once one has
+// ended. The end is passed on as a half-close, but a half-close does not
+// cross every vsock path (vhost-device-vsock drops it), and a client
+// waiting for the end of an answer would wait forever; containerd's CRI
+// port-forward, the other end of this, gives the same 1 s.
+const spliceGrace = time.Second
+
+// splice copies both ways until one direction ends, passes that end on as
+// a half-close, and gives the other direction spliceGrace to finish before
+// closing both.
 func splice(a, b net.Conn) {
-	done := make(chan error, 2)
+	done := make(chan struct{}, 2)
 	pass := func(dst, src net.Conn) {
-		_, err := io.Copy(dst, src)
-		if hc, ok := dst.(halfCloser); ok && err == nil {
-			err = hc.CloseWrite()
-		} else if err == nil {
-			err = errors.New("no half-close")
+		io.Copy(dst, src)
+		if hc, ok := dst.(halfCloser); ok {
+			hc.CloseWrite()
 		}
-		done <- err
+		done <- struct{}{}
 	}
 	go pass(a, b)
 	go pass(b, a)
-	if err := <-done; err != nil {
-		a.Close()
-		b.Close()
-	}
 	<-done
+	select {
+	case <-done:
+	case <-time.After(spliceGrace):
+	}
+	a.Close()
+	b.Close()
 }
