@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -231,5 +233,100 @@ func TestStopSequence(t *testing.T) {
 	}
 	if err := v.Start(ctx); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("Start after Stop: %v, want ErrFailedPrecondition", err)
+	}
+}
+
+// TestBootAddsNICsBetweenCreateAndBoot: each NIC is cold-plugged with
+// vm.add-net after vm.create and before vm.boot, its tap travelling with
+// the request; vm.create itself names no NIC (it would take no fd).
+func TestBootAddsNICsBetweenCreateAndBoot(t *testing.T) {
+	v, f := inProcessVM(t, tee.SNP)
+	nics := testNICs(t, 2)
+	if err := v.AttachNICs(nics[:1]); err != nil {
+		t.Fatal(err)
+	}
+	// A second call adds to the first.
+	if err := v.AttachNICs(nics[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.boot(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"GET vmm.ping", "PUT vm.create", "PUT vm.add-net", "PUT vm.add-net", "PUT vm.boot"}
+	if got := f.Calls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+	var created map[string]any
+	json.Unmarshal(f.Body("vm.create"), &created)
+	if created["net"] != nil {
+		t.Errorf("vm.create has net %v: its fds would be dropped", created["net"])
+	}
+	got := f.NICs()
+	if len(got) != 2 {
+		t.Fatalf("fake got %d NICs, want 2", len(got))
+	}
+	for i, n := range got {
+		wantCfg := netConfig{ID: fmt.Sprintf("nic-net%d", i), MAC: nics[i].MAC.String(), NumQueues: 2}
+		if n.Config != wantCfg {
+			t.Errorf("nic %d: add-net body %+v, want %+v", i, n.Config, wantCfg)
+		}
+		if id := fileID(t, nics[i].Tap); !reflect.DeepEqual(n.Files, []string{id}) {
+			t.Errorf("nic %d: VMM received %q, want the tap %s alone", i, n.Files, id)
+		}
+	}
+	if b := string(f.Body("vm.add-net")); strings.Contains(b, "mtu") || strings.Contains(b, "tap") || strings.Contains(b, "fds") {
+		t.Errorf("add-net body %s names mtu, tap or fds", b)
+	}
+}
+
+func TestAttachNICs(t *testing.T) {
+	v, _ := inProcessVM(t, tee.None)
+	good := testNICs(t, 1)
+	for _, tc := range []struct {
+		name string
+		nics []hypervisor.NIC
+		want []string
+	}{
+		{"no tap", []hypervisor.NIC{{ID: "net0", MAC: testMAC(0)}}, []string{`nic "net0"`, "no tap file", "NIC.Tap"}},
+		{"bad mac", []hypervisor.NIC{{ID: "net0", Tap: good[0].Tap, MAC: net.HardwareAddr{1, 2, 3}}}, []string{`nic "net0"`, "6-byte unicast"}},
+		{"mtu", []hypervisor.NIC{{ID: "net0", Tap: good[0].Tap, MAC: testMAC(0), MTU: 70000}}, []string{`nic "net0"`, "mtu 70000"}},
+		{"twice across calls", append(good, good...), []string{"used twice"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.AttachNICs(tc.nics)
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("AttachNICs: %v, want ErrInvalidArgument", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+	if v.cfg.NICs != nil || v.plan.nets != nil {
+		t.Errorf("failed AttachNICs left NICs %v / %v", v.cfg.NICs, v.plan.nets)
+	}
+	markRunning(v)
+	if err := v.AttachNICs(good); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("AttachNICs after Start: %v, want ErrFailedPrecondition", err)
+	}
+}
+
+// TestClosedTapFailsBoot: a tap the caller closed too early is an error
+// naming the NIC, before vm.boot.
+func TestClosedTapFailsBoot(t *testing.T) {
+	v, f := inProcessVM(t, tee.None)
+	nics := testNICs(t, 1)
+	if err := v.AttachNICs(nics); err != nil {
+		t.Fatal(err)
+	}
+	nics[0].Tap.Close()
+	err := v.boot(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), `nic "net0"`) || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("boot: %v, want an error naming the closed tap of net0", err)
+	}
+	if calls := f.Calls(); calls[len(calls)-1] != "PUT vm.create" {
+		t.Errorf("calls = %q: went on past the failed NIC", calls)
 	}
 }

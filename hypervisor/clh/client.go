@@ -9,7 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -86,8 +89,9 @@ func errorBody(b []byte) string {
 }
 
 // do sends one request. in (if non-nil) is sent as JSON; out (if non-nil)
-// receives a 200 body. A 204 leaves out untouched.
-func (c *apiClient) do(ctx context.Context, method, op string, in, out any) error {
+// receives a 200 body. A 204 leaves out untouched. files (if any) are
+// passed to the VMM with the request (see sendRequest).
+func (c *apiClient) do(ctx context.Context, method, op string, in, out any, files []*os.File) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -104,7 +108,7 @@ func (c *apiClient) do(ctx context.Context, method, op string, in, out any) erro
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	b, status, err := c.roundTrip(ctx, req)
+	b, status, err := c.roundTrip(ctx, req, files)
 	if err != nil {
 		return fmt.Errorf("cloud-hypervisor %s %s on %s: %w", method, op, c.socket, err)
 	}
@@ -123,9 +127,10 @@ func (c *apiClient) do(ctx context.Context, method, op string, in, out any) erro
 // maxResponse bounds the body read from the VMM.
 const maxResponse = 1 << 20
 
-// roundTrip sends req on a new connection to the API socket and returns the
-// response's status and (bounded) body. ctx bounds the whole exchange.
-func (c *apiClient) roundTrip(ctx context.Context, req *http.Request) ([]byte, int, error) {
+// roundTrip sends req (and files) on a new connection to the API socket
+// and returns the response's status and (bounded) body. ctx bounds the
+// whole exchange.
+func (c *apiClient) roundTrip(ctx context.Context, req *http.Request, files []*os.File) ([]byte, int, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
@@ -136,7 +141,7 @@ func (c *apiClient) roundTrip(ctx context.Context, req *http.Request) ([]byte, i
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	req.Close = true // "Connection: close": the VMM ends the response with the connection
-	if err := req.Write(conn); err != nil {
+	if err := sendRequest(conn, req, files); err != nil {
 		return nil, 0, ctxErr(ctx, fmt.Errorf("send request: %w", err))
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
@@ -151,6 +156,55 @@ func (c *apiClient) roundTrip(ctx context.Context, req *http.Request) ([]byte, i
 	return b, resp.StatusCode, nil
 }
 
+// sendRequest writes req on conn. files travel as one SCM_RIGHTS message
+// on the request's first bytes: Cloud Hypervisor's HTTP server (micro_http)
+// gives a request every descriptor received on its connection since the
+// previous request, and the kernel gives the VMM its own copies at send
+// time, so the files may be closed as soon as this returns.
+func sendRequest(conn net.Conn, req *http.Request, files []*os.File) error {
+	if len(files) == 0 {
+		return req.Write(conn)
+	}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("cannot pass descriptors on a %T", conn)
+	}
+	var buf bytes.Buffer
+	if err := req.Write(&buf); err != nil {
+		return err
+	}
+	fds := make([]int, 0, len(files))
+	for _, f := range files {
+		// SyscallConn, not Fd: Fd would switch a non-blocking file to
+		// blocking mode, a flag the file description shares with the
+		// VMM's copy.
+		sc, err := f.SyscallConn()
+		if err == nil {
+			err = sc.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
+		}
+		if err != nil {
+			return fmt.Errorf("file %s: %w", f.Name(), err)
+		}
+	}
+	rights := syscall.UnixRights(fds...)
+	n, oobn, err := uc.WriteMsgUnix(buf.Bytes(), rights, nil)
+	// The descriptors must stay open until sendmsg has taken its references.
+	runtime.KeepAlive(files)
+	if err != nil {
+		return err
+	}
+	if oobn != len(rights) {
+		return fmt.Errorf("sent %d of %d bytes of descriptors", oobn, len(rights))
+	}
+	// A stream socket may take part of the data; the rest follows plainly.
+	// Nothing more when all went: the VMM may already have answered and
+	// closed, and even an empty write would then fail with EPIPE.
+	if n < buf.Len() {
+		_, err = conn.Write(buf.Bytes()[n:])
+	}
+	return err
+}
+
 // ctxErr names the context's error when it is why an I/O call failed (the
 // call itself only reports a deadline on the connection).
 func ctxErr(ctx context.Context, err error) error {
@@ -161,11 +215,16 @@ func ctxErr(ctx context.Context, err error) error {
 }
 
 func (c *apiClient) put(ctx context.Context, op string, in, out any) error {
-	return c.do(ctx, http.MethodPut, op, in, out)
+	return c.do(ctx, http.MethodPut, op, in, out, nil)
+}
+
+// putFiles is put with files passed to the VMM (vm.add-net's tap fds).
+func (c *apiClient) putFiles(ctx context.Context, op string, in any, files []*os.File, out any) error {
+	return c.do(ctx, http.MethodPut, op, in, out, files)
 }
 
 func (c *apiClient) get(ctx context.Context, op string, out any) error {
-	return c.do(ctx, http.MethodGet, op, nil, out)
+	return c.do(ctx, http.MethodGet, op, nil, out, nil)
 }
 
 func (c *apiClient) ping(ctx context.Context) (pingResponse, error) {

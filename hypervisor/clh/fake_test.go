@@ -3,15 +3,18 @@ package clh
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -27,6 +30,7 @@ type fakeVMM struct {
 
 	// Hooks, set before serving.
 	onBoot         func(cfg vmConfig)     // after a successful vm.boot
+	onNet          func(n fakeNIC)        // after a successful vm.add-net
 	onVMMShutdown  func()                 // after vmm.shutdown was answered
 	forced         map[string]forcedReply // op → canned answer, bypassing checks on the answer
 	ignoreShutdown bool                   // vmm.shutdown answers 204 and does nothing
@@ -36,7 +40,16 @@ type fakeVMM struct {
 	config json.RawMessage // as received by vm.create
 	state  string          // "" (no VM), Created, Running, Paused
 	disks  map[string]bool
+	nets   []fakeNIC
 	bodies map[string][]byte // last body per operation
+}
+
+// fakeNIC is a NIC as vm.add-net received it: the body and, for each
+// descriptor that came with the request, the identity of the file it
+// refers to ("dev:ino"), which a test compares with the tap it passed.
+type fakeNIC struct {
+	Config netConfig
+	Files  []string
 }
 
 type forcedReply struct {
@@ -52,6 +65,12 @@ func (f *fakeVMM) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeVMM) NICs() []fakeNIC {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]fakeNIC(nil), f.nets...)
 }
 
 func (f *fakeVMM) Body(op string) []byte {
@@ -80,6 +99,8 @@ func (f *fakeVMM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
+	files := takeFiles(r.Context())
+	defer closeFiles(files)
 	f.mu.Lock()
 	f.calls = append(f.calls, r.Method+" "+op)
 	f.bodies[op] = body
@@ -111,7 +132,13 @@ func (f *fakeVMM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, forced.body)
 		return
 	}
-	status, resp, errMsg := f.dispatch(op, body)
+	if len(files) > 0 && op != "vm.add-net" {
+		// Cloud Hypervisor drops them (vm.create) or never looks; either
+		// way a driver sending them expects something that won't happen.
+		chErr(w, http.StatusBadRequest, fmt.Sprintf("fake: %d descriptors sent with %s are dropped by Cloud Hypervisor", len(files), op))
+		return
+	}
+	status, resp, errMsg := f.dispatch(op, body, files)
 	switch {
 	case errMsg != "":
 		chErr(w, status, errMsg)
@@ -142,7 +169,7 @@ func (f *fakeVMM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // dispatch applies one valid request; it returns status and either a
 // response value or an error message.
-func (f *fakeVMM) dispatch(op string, body []byte) (int, any, string) {
+func (f *fakeVMM) dispatch(op string, body []byte, files []*os.File) (int, any, string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch op {
@@ -215,6 +242,8 @@ func (f *fakeVMM) dispatch(op string, body []byte) (int, any, string) {
 			return 204, nil, "" // cold plug
 		}
 		return 200, pciDeviceInfo{ID: d.ID, BDF: fmt.Sprintf("0000:00:%02x.0", 5+len(f.disks))}, ""
+	case "vm.add-net":
+		return f.addNet(body, files)
 	case "vm.remove-device":
 		var d diskRemove
 		json.Unmarshal(body, &d)
@@ -228,6 +257,71 @@ func (f *fakeVMM) dispatch(op string, body []byte) (int, any, string) {
 		return 204, nil, ""
 	}
 	return 400, nil, "fake does not implement " + op
+}
+
+// addNet mimics vm.add-net (f.mu held): the checks of NetConfig::validate
+// on the fields the driver sends, with the descriptors that came with the
+// request in place of any fd numbers in the body (which the schema check
+// has already refused: the upstream OpenAPI has no fds field).
+func (f *fakeVMM) addNet(body []byte, files []*os.File) (int, any, string) {
+	var n struct {
+		netConfig
+		Tap       string `json:"tap"`
+		MTU       *int   `json:"mtu"`
+		NumQueues *int   `json:"num_queues"`
+	}
+	json.Unmarshal(body, &n)
+	if f.config == nil {
+		return 404, nil, "VM is not created"
+	}
+	var c vmConfig
+	json.Unmarshal(f.config, &c)
+	queues := 2 // upstream default
+	if n.NumQueues != nil {
+		queues = *n.NumQueues
+	}
+	switch {
+	case n.Tap != "" && len(files) > 0:
+		return 400, nil, "fake: tap " + n.Tap + " given with fds: Cloud Hypervisor would open the tap by name and ignore the fds"
+	case n.Tap == "" && len(files) == 0:
+		return 400, nil, "fake: neither tap nor fds: Cloud Hypervisor would create a tap of its own in the host's network namespace"
+	case queues < 2:
+		return 400, nil, fmt.Sprintf("Number of queues to virtio_net is less than 2: %d", queues)
+	case len(files) > 0 && queues != 2*len(files):
+		return 400, nil, fmt.Sprintf("Number of queues to virtio_net does not match the number of input FDs: %d != %d", queues, 2*len(files))
+	case queues/2 > int(c.Cpus.BootVcpus):
+		return 400, nil, fmt.Sprintf("Number of vCPUs is insufficient for the number of queues: %d > %d", queues/2, c.Cpus.BootVcpus)
+	case n.MTU != nil && *n.MTU < 1280:
+		return 400, nil, fmt.Sprintf("Invalid MTU %d", *n.MTU)
+	case n.MTU != nil && len(files) > 0:
+		// Not a validation error upstream: the VMM fails at boot when it
+		// sets the MTU by the tap's name in its own network namespace.
+		return 400, nil, "fake: mtu with fd-backed taps: Cloud Hypervisor would set it by name in the host's namespace"
+	}
+	if _, err := net.ParseMAC(n.MAC); n.MAC != "" && err != nil {
+		return 400, nil, "Error parsing MAC address " + n.MAC
+	}
+	if f.disks[n.ID] || slices.ContainsFunc(f.nets, func(x fakeNIC) bool { return x.Config.ID == n.ID }) || slices.ContainsFunc(c.Disks, func(d diskConfig) bool { return d.ID == n.ID }) {
+		return 409, nil, "identifier " + n.ID + " is not unique"
+	}
+	n.netConfig.NumQueues = queues // the outer field took the JSON value
+	nic := fakeNIC{Config: n.netConfig}
+	for _, file := range files {
+		st, err := file.Stat()
+		if err != nil {
+			return 400, nil, "fake: received descriptor: " + err.Error()
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		nic.Files = append(nic.Files, fmt.Sprintf("%d:%d", sys.Dev, sys.Ino))
+	}
+	f.nets = append(f.nets, nic)
+	if f.onNet != nil {
+		f.onNet(nic)
+	}
+	if f.state == "Created" {
+		return 204, nil, "" // cold plug: the VMM opens the device at boot
+	}
+	return 200, pciDeviceInfo{ID: n.ID, BDF: fmt.Sprintf("0000:00:%02x.0", 5+len(f.disks)+len(f.nets))}, ""
 }
 
 // checkLikeCLH repeats the checks VmConfig::validate makes on the fields
@@ -259,19 +353,126 @@ func checkLikeCLH(body []byte) string {
 	case c.Cpus.BootVcpus > c.Cpus.MaxVcpus:
 		return "boot_vcpus > max_vcpus"
 	}
+	var nets struct {
+		Net []struct {
+			Tap string `json:"tap"`
+		} `json:"net"`
+	}
+	json.Unmarshal(body, &nets)
+	for i, n := range nets.Net {
+		if n.Tap == "" {
+			// vm.create takes no descriptors, so a NIC there without a tap
+			// name gets a tap the VMM creates in its own namespace.
+			return fmt.Sprintf("fake: net[%d] has no tap and vm.create takes no fds: Cloud Hypervisor would create its own tap in the host's namespace", i)
+		}
+	}
 	return ""
 }
 
 // serveFake serves f on a unix socket until the test ends.
 func serveFake(t *testing.T, f *fakeVMM, socket string) {
 	t.Helper()
-	ln, err := net.Listen("unix", socket)
+	srv, err := serveAPI(f, socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: f, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
+}
+
+// serveAPI serves h on a unix socket whose connections keep the
+// descriptors they receive, for the handler to take (takeFiles).
+func serveAPI(h http.Handler, socket string) (*http.Server, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, fdConnKey{}, c)
+		},
+	}
+	go srv.Serve(fdListener{ln})
+	return srv, nil
+}
+
+// fdListener accepts fdConns.
+type fdListener struct{ *net.UnixListener }
+
+func (l fdListener) Accept() (net.Conn, error) {
+	c, err := l.AcceptUnix()
+	if err != nil {
+		return nil, err
+	}
+	return &fdConn{UnixConn: c}, nil
+}
+
+type fdConnKey struct{}
+
+// fdConn is a server connection that keeps the descriptors (SCM_RIGHTS)
+// arriving with its data, as micro_http does for Cloud Hypervisor: a
+// request gets all those received since the previous request.
+type fdConn struct {
+	*net.UnixConn
+	mu    sync.Mutex
+	files []*os.File
+}
+
+func (c *fdConn) Read(b []byte) (int, error) {
+	oob := make([]byte, syscall.CmsgSpace(4*maxNICs))
+	n, oobn, _, _, err := c.ReadMsgUnix(b, oob)
+	if n > 0 {
+		// The race detector learns that a socket orders the writer before
+		// the reader from read(2) and write(2) (package syscall's
+		// annotations), not from recvmsg. An empty read, which returns at
+		// once, tells it what the socket already guaranteed, so a test's
+		// setup before a request does not count as racing with the handler.
+		if rc, rerr := c.SyscallConn(); rerr == nil {
+			rc.Control(func(fd uintptr) { syscall.Read(int(fd), nil) })
+		}
+	}
+	if oobn > 0 {
+		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
+		for _, m := range msgs {
+			fds, _ := syscall.ParseUnixRights(&m)
+			c.mu.Lock()
+			for _, fd := range fds {
+				syscall.CloseOnExec(fd)
+				c.files = append(c.files, os.NewFile(uintptr(fd), fmt.Sprintf("received-fd-%d", fd)))
+			}
+			c.mu.Unlock()
+		}
+	}
+	return n, err
+}
+
+func (c *fdConn) Close() error {
+	closeFiles(takeConnFiles(c))
+	return c.UnixConn.Close()
+}
+
+func takeConnFiles(c *fdConn) []*os.File {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	files := c.files
+	c.files = nil
+	return files
+}
+
+// takeFiles returns the descriptors received with the request of ctx.
+func takeFiles(ctx context.Context) []*os.File {
+	c, ok := ctx.Value(fdConnKey{}).(*fdConn)
+	if !ok {
+		return nil
+	}
+	return takeConnFiles(c)
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // serveHybridVsock answers hybrid vsock CONNECTs on socket the way Cloud

@@ -89,17 +89,20 @@ func runFakeVMM(args []string) int {
 			exit <- 0
 		}
 	}
-	ln, err := net.Listen("unix", socket)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+	// The descriptors a NIC came with, as the files they refer to, so a
+	// test can tell that this process got the very taps it passed.
+	f.onNet = func(n fakeNIC) {
+		fmt.Fprintf(callLog, "fds %s %s\n", n.Config.ID, strings.Join(n.Files, ","))
 	}
 	logged := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(callLog, "%s %s\n", r.Method, strings.TrimPrefix(r.URL.Path, "/api/v1/"))
 		f.ServeHTTP(w, r)
 	})
-	srv := &http.Server{Handler: logged, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	srv, err := serveAPI(logged, socket)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	fmt.Fprintln(os.Stderr, "fake cloud-hypervisor: API on", socket)
 	code := <-exit
 	// Let the answer to vmm.shutdown reach the client before exiting.

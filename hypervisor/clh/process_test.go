@@ -246,3 +246,71 @@ func TestDialUsesBootTimeoutWithoutDeadline(t *testing.T) {
 		t.Errorf("Dial took %s with a 300ms boot timeout", d)
 	}
 }
+
+// TestStartPassesTapsToTheProcess: the cloud-hypervisor process itself
+// receives each tap (the fake logs the file each descriptor refers to),
+// between vm.create and vm.boot, and inherits none at exec; the caller
+// may close its taps once Start returned.
+func TestStartPassesTapsToTheProcess(t *testing.T) {
+	cfg, _ := testConfig(t, tee.None)
+	bin, calls := fakeBinary(t, modeNormal)
+	cfg.Path = bin
+	v, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Stop(context.Background()) })
+	nics := testNICs(t, 2)
+	ids := []string{fileID(t, nics[0].Tap), fileID(t, nics[1].Tap)}
+	if err := v.AttachNICs(nics); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	pid := v.Info().PID
+	fds, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	for _, e := range fds {
+		target, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + e.Name())
+		for _, n := range nics {
+			if target == n.Tap.Name() {
+				t.Errorf("VMM holds tap %s as fd %s after boot: inherited, not received", target, e.Name())
+			}
+		}
+	}
+	for _, n := range nics {
+		n.Tap.Close()
+	}
+	want := []string{"GET vmm.ping", "PUT vm.create",
+		"PUT vm.add-net", "fds nic-net0 " + ids[0],
+		"PUT vm.add-net", "fds nic-net1 " + ids[1],
+		"PUT vm.boot"}
+	if got := readCalls(t, calls); !reflect.DeepEqual(got, want) {
+		t.Errorf("VMM log = %q, want %q", got, want)
+	}
+	conn, err := v.Dial(ctxT(t), 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if err := v.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, v, pid)
+}
+
+func TestStartRefusesNICWithoutTap(t *testing.T) {
+	cfg, _ := testConfig(t, tee.None)
+	cfg.NICs = []hypervisor.NIC{{ID: "net0", MAC: testMAC(0)}}
+	v, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v (a config may describe NICs before their taps exist)", err)
+	}
+	err = v.Start(ctxT(t))
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), `nic "net0": no tap file`) {
+		t.Fatalf("Start: %v, want ErrInvalidArgument naming net0's missing tap", err)
+	}
+	if _, serr := os.Stat(cfg.StateDir); !os.IsNotExist(serr) {
+		t.Errorf("state dir after refused Start: %v", serr)
+	}
+}

@@ -234,7 +234,10 @@ func TestSchemaCheckerIsStrict(t *testing.T) {
 		{"cid below minimum", `{"payload":{},"vsock":{"cid":2,"socket":"/s"}}`, `below the minimum 3`},
 		{"boolean as string", `{"payload":{},"platform":{"sev_snp":"true"}}`, `want boolean`},
 		{"bad enum", `{"payload":{},"serial":{"mode":"file"}}`, `"file" is not one of`},
-		{"untranscribed schema", `{"payload":{},"net":[{"tap":"t0"}]}`, `NetConfig is not transcribed`},
+		{"untranscribed schema", `{"payload":{},"rng":{"src":"/dev/urandom"}}`, `RngConfig is not transcribed`},
+		// Upstream's OpenAPI has no fds: numbers in a body are discarded,
+		// descriptors travel with the request (SCM_RIGHTS).
+		{"fds in a body", `{"payload":{},"net":[{"fds":[3]}]}`, `$.net[0]: unknown field "fds"`},
 		{"uint8 range", `{"payload":{},"disks":[{"path":"/d","pci_device_id":256}]}`, `out of range for uint8`},
 		{"not an object", `[]`, `want object`},
 	} {
@@ -259,6 +262,7 @@ func TestSchemaTranscriptionComplete(t *testing.T) {
 		"SerialConfig":    {"mode", "file"},
 		"VsockConfig":     {"cid", "socket"},
 		"PlatformConfig":  {"tdx", "sev_snp"},
+		"NetConfig":       {"id", "mac", "num_queues", "tap", "mtu"},
 		"VmRemoveDevice":  {"id"},
 		"PciDeviceInfo":   {"id", "bdf"},
 		"VmmPingResponse": {"build_version", "version", "pid", "features"},
@@ -275,7 +279,7 @@ func TestSchemaTranscriptionComplete(t *testing.T) {
 			}
 		}
 	}
-	for _, op := range []string{"/vmm.ping", "/vmm.shutdown", "/vm.info", "/vm.create", "/vm.boot", "/vm.shutdown", "/vm.pause", "/vm.resume", "/vm.add-disk", "/vm.remove-device"} {
+	for _, op := range []string{"/vmm.ping", "/vmm.shutdown", "/vm.info", "/vm.create", "/vm.boot", "/vm.shutdown", "/vm.pause", "/vm.resume", "/vm.add-disk", "/vm.add-net", "/vm.remove-device"} {
 		if _, ok := s.Paths[op]; !ok {
 			t.Errorf("operation %s missing from the transcription", op)
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,7 +41,8 @@ const (
 )
 
 // VM is one Cloud Hypervisor guest. It implements hypervisor.VM,
-// hypervisor.Commander, hypervisor.DiskHotplugger and hypervisor.Pauser.
+// hypervisor.Commander, hypervisor.DiskHotplugger, hypervisor.Pauser and
+// hypervisor.NICAttacher.
 type VM struct {
 	cfg  hypervisor.Config
 	plan *plan
@@ -64,6 +66,7 @@ var (
 	_ hypervisor.Commander      = (*VM)(nil)
 	_ hypervisor.DiskHotplugger = (*VM)(nil)
 	_ hypervisor.Pauser         = (*VM)(nil)
+	_ hypervisor.NICAttacher    = (*VM)(nil)
 )
 
 // New validates cfg and prepares the vm.create request. Nothing runs and
@@ -103,10 +106,24 @@ func (v *VM) Command() ([]string, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	notes := append([]string{
-		fmt.Sprintf("launch: %s --api-socket path=%s, then PUT /api/v1/vm.create with this body, then PUT /api/v1/vm.boot",
-			v.cfg.Path, v.api.socket),
-	}, v.plan.notes...)
+	launch := fmt.Sprintf("launch: %s --api-socket path=%s, then PUT /api/v1/vm.create with this body, then PUT /api/v1/vm.boot",
+		v.cfg.Path, v.api.socket)
+	if len(v.plan.nets) > 0 {
+		launch = fmt.Sprintf("launch: %s --api-socket path=%s, then PUT /api/v1/vm.create with this body, then PUT /api/v1/vm.add-net per NIC (below), then PUT /api/v1/vm.boot",
+			v.cfg.Path, v.api.socket)
+	}
+	notes := []string{launch}
+	for _, n := range v.plan.nets {
+		nb, err := json.Marshal(n)
+		if err != nil {
+			return nil, nil, err
+		}
+		notes = append(notes, fmt.Sprintf("vm.add-net %s, with the tap's fd attached (SCM_RIGHTS)", nb))
+	}
+	if slices.ContainsFunc(v.cfg.NICs, func(n hypervisor.NIC) bool { return n.MTU != 0 }) {
+		notes = append(notes, "nic mtu not sent: Cloud Hypervisor would set it by the tap's name in its own network namespace; the host sets it on the tap, the agent in the guest")
+	}
+	notes = append(notes, v.plan.notes...)
 	return strings.Split(string(b), "\n"), notes, nil
 }
 
@@ -130,6 +147,10 @@ func (v *VM) Start(ctx context.Context) error {
 	if v.state != created {
 		v.mu.Unlock()
 		return fmt.Errorf("clh: vm %s: start: already started or stopped (a VM starts once): %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := checkTaps(v.cfg.NICs); err != nil {
+		v.mu.Unlock()
+		return err
 	}
 	v.state = running
 	v.mu.Unlock()
@@ -238,7 +259,7 @@ func (v *VM) reap(cmd *exec.Cmd, done chan struct{}) {
 	close(done)
 }
 
-// boot waits for the API, then creates and boots the VM.
+// boot waits for the API, then creates the VM, adds its NICs and boots it.
 func (v *VM) boot(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -249,6 +270,9 @@ func (v *VM) boot(ctx context.Context) error {
 		return err
 	}
 	if err := v.api.put(ctx, "vm.create", v.plan.body, nil); err != nil {
+		return err
+	}
+	if err := v.addNICs(ctx); err != nil {
 		return err
 	}
 	return v.api.put(ctx, "vm.boot", nil, nil)

@@ -68,6 +68,28 @@ type diskConfig struct {
 	ImageType string `json:"image_type"`
 }
 
+// netConfig is one virtio-net device (schema NetConfig), sent with PUT
+// vm.add-net together with its tap's fd (see addNICs). What an fd-backed
+// tap needs in Cloud Hypervisor v53 (vmm/src/vm_config.rs, config.rs,
+// device_manager.rs):
+//   - tap unset: a tap name wins over fds, and names resolve in the VMM's
+//     own (host) network namespace, not the pod's;
+//   - no fds in the body: numbers there are discarded; only descriptors
+//     attached to the request (SCM_RIGHTS) count;
+//   - num_queues = 2 × the number of fds (one rx/tx queue pair per fd),
+//     at most 2 × boot_vcpus;
+//   - no mtu: the VMM would set it with SIOCSIFMTU by the tap's name, in
+//     its own namespace, where the pod's tap is not (boot fails, or a
+//     host interface of that name changes). The host sets the tap's MTU in
+//     the pod's namespace and the agent sets the guest's.
+//
+// queue_size keeps the VMM's default (256).
+type netConfig struct {
+	ID        string `json:"id"`
+	MAC       string `json:"mac"`
+	NumQueues int    `json:"num_queues"`
+}
+
 // consoleConfig is SerialConfig / ConsoleConfig (mode required; "Off",
 // "Pty", "Tty", "File", "Socket", "Null").
 type consoleConfig struct {
@@ -132,7 +154,10 @@ const (
 
 // plan is everything New derives from a hypervisor.Config.
 type plan struct {
-	body  vmConfig
+	body vmConfig
+	// nets are the vm.add-net bodies, one per NIC in the order of the
+	// VM's NICs; they are not part of body (see addNICs).
+	nets  []netConfig
 	notes []string
 }
 
@@ -237,6 +262,9 @@ func buildPlan(cfg hypervisor.Config, missing *[]string) (*plan, error) {
 		return nil, err
 	}
 	if err := p.disks(cfg.Disks, checkFile); err != nil {
+		return nil, err
+	}
+	if err := p.setNICs(cfg.NICs, cfg.Disks); err != nil {
 		return nil, err
 	}
 	if cfg.Vsock.Mode != "" && cfg.Vsock.Mode != "auto" {

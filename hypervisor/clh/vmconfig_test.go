@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -83,6 +86,36 @@ func testConfig(t *testing.T, kind tee.Kind) (hypervisor.Config, string) {
 		cfg.TEE.TDX = &tee.TDXOptions{}
 	}
 	return cfg, base
+}
+
+// testMAC is a locally administered unicast address.
+func testMAC(i int) net.HardwareAddr { return net.HardwareAddr{0x02, 0, 0, 0, 0, byte(i + 1)} }
+
+// testNICs returns n NICs whose taps are temporary files: the driver only
+// passes them on, and the fake VMM identifies what it received by inode.
+func testNICs(t *testing.T, n int) []hypervisor.NIC {
+	t.Helper()
+	var nics []hypervisor.NIC
+	for i := range n {
+		f, err := os.CreateTemp(t.TempDir(), "tap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		nics = append(nics, hypervisor.NIC{ID: fmt.Sprintf("net%d", i), Tap: f, MAC: testMAC(i), MTU: 1500 - 50*i})
+	}
+	return nics
+}
+
+// fileID names the file f refers to as the fake VMM does ("dev:ino").
+func fileID(t *testing.T, f *os.File) string {
+	t.Helper()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	return fmt.Sprintf("%d:%d", sys.Dev, sys.Ino)
 }
 
 // body returns the vm.create JSON that New plans for cfg, checked against
@@ -232,6 +265,24 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"disk qcow2", tee.None, func(c *hypervisor.Config) { c.Disks[0].Format = "qcow2" }, []string{`format "qcow2"`, "raw"}},
 		{"disk missing", tee.None, func(c *hypervisor.Config) { c.Disks[0].Path = "/nonexistent/initdata.img" }, []string{"disk initdata", "/nonexistent/initdata.img"}},
 		{"disk id twice", tee.None, func(c *hypervisor.Config) { c.Disks = append(c.Disks, c.Disks[0]) }, []string{"disks[1]", "used twice"}},
+		{"nic bad id", tee.None, func(c *hypervisor.Config) { c.NICs = []hypervisor.NIC{{ID: "eth 0", MAC: testMAC(0)}} }, []string{"nic 0", `"eth 0"`, "[A-Za-z0-9_-]"}},
+		{"nic id twice", tee.None, func(c *hypervisor.Config) {
+			c.NICs = []hypervisor.NIC{{ID: "n", MAC: testMAC(0)}, {ID: "n", MAC: testMAC(1)}}
+		}, []string{"nic 1", "used twice"}},
+		{"nic id is a disk's", tee.None, func(c *hypervisor.Config) {
+			c.Disks[0].ID = "nic-net0"
+			c.NICs = []hypervisor.NIC{{ID: "net0", MAC: testMAC(0)}}
+		}, []string{`nic "net0"`, `"nic-net0" is also a disk's id`}},
+		{"nic multicast mac", tee.None, func(c *hypervisor.Config) {
+			c.NICs = []hypervisor.NIC{{ID: "net0", MAC: net.HardwareAddr{1, 0, 0, 0, 0, 1}}}
+		}, []string{`nic "net0"`, "unicast"}},
+		{"nic no mac", tee.None, func(c *hypervisor.Config) { c.NICs = []hypervisor.NIC{{ID: "net0"}} }, []string{`nic "net0"`, "6-byte"}},
+		{"nic mtu", tee.None, func(c *hypervisor.Config) { c.NICs = []hypervisor.NIC{{ID: "net0", MAC: testMAC(0), MTU: 67}} }, []string{`nic "net0"`, "mtu 67", "68-65535"}},
+		{"too many nics", tee.None, func(c *hypervisor.Config) {
+			for i := range 9 {
+				c.NICs = append(c.NICs, hypervisor.NIC{ID: fmt.Sprintf("net%d", i), MAC: testMAC(i)})
+			}
+		}, []string{"9 network interfaces, at most 8", "fewer"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, _ := testConfig(t, tc.kind)
@@ -282,11 +333,13 @@ func TestGoldenCommand(t *testing.T) {
 		name     string
 		kind     tee.Kind
 		initData bool
+		nics     bool
 	}{
-		{"snp", tee.SNP, true},
-		{"snp-no-initdata", tee.SNP, false},
-		{"tdx", tee.TDX, false},
-		{"none", tee.None, false},
+		{"snp", tee.SNP, true, false},
+		{"snp-no-initdata", tee.SNP, false, false},
+		{"tdx", tee.TDX, false, false},
+		{"none", tee.None, false, false},
+		{"snp-nics", tee.SNP, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, base := testConfig(t, tc.kind)
@@ -296,6 +349,11 @@ func TestGoldenCommand(t *testing.T) {
 			v, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.nics {
+				if err := v.AttachNICs(testNICs(t, 2)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			lines, notes, err := v.Command()
 			if err != nil {
