@@ -15,3 +15,9 @@ var AllowAll string
 //
 //go:embed default-tee.rego
 var DefaultTEE string
+
+// README documents every rule's input and the shipped policies; `policy
+// input-schema` prints its input sections.
+//
+//go:embed README.md
+var README string

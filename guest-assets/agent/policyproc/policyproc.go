@@ -147,6 +147,14 @@ func (r *Rego) Evaluate(ctx context.Context, method string, req proto.Message) e
 	if err != nil {
 		return fmt.Errorf("policy input of %s: %w", method, err)
 	}
+	return r.EvaluateInput(method, rule, in)
+}
+
+// EvaluateInput asks the engine for rule with an input document already
+// built (policy.Input, as JSON); `policy check` on the host uses it for a
+// recorded input. A denial is errdefs.ErrPermissionDenied carrying the
+// policy's reasons.
+func (r *Rego) EvaluateInput(method, rule string, in json.RawMessage) error {
 	resp, err := r.proc.exchange(Request{Op: OpEval, Handle: r.handle, Rule: rule, Input: in})
 	if err != nil {
 		return err

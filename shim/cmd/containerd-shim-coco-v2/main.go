@@ -14,6 +14,7 @@ import (
 	"github.com/coco-runtime/coco/shim/cli/check"
 	"github.com/coco-runtime/coco/shim/cli/image"
 	"github.com/coco-runtime/coco/shim/cli/measure"
+	"github.com/coco-runtime/coco/shim/cli/policy"
 	"github.com/coco-runtime/coco/shim/cli/vmcommand"
 	"github.com/coco-runtime/coco/shim/manager"
 	"github.com/coco-runtime/coco/shim/plugin"
@@ -31,6 +32,8 @@ func subcommand(name string) (func(ctx context.Context, args []string, stdout, s
 		return vmcommand.Main, true
 	case "measure":
 		return measure.Main, true
+	case "policy":
+		return policy.Main, true
 	case "image":
 		return image.Exec, true
 	}

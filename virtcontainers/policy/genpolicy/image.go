@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -127,25 +126,49 @@ func configOf(ref string, img v1.Image, digest string) (*ImageConfig, error) {
 }
 
 // refParts returns the normalized name as containerd records it
-// ("docker.io/library/busybox:1.36"), the tag, and the digest in ref.
+// ("docker.io/library/busybox:1.36", ":latest" added to a bare name), the
+// tag, and the digest in ref. (go-containerregistry spells Docker Hub
+// "index.docker.io"; containerd and the kubelet say "docker.io".)
 func refParts(ref string) (full, tag, digest string) {
-	n, err := reference.ParseNormalizedNamed(ref)
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		return ref, "", ""
 	}
-	if d, ok := n.(reference.Digested); ok {
-		digest = d.Digest().String()
-	}
-	if t, ok := n.(reference.Tagged); ok {
-		tag = t.Tag()
-	}
-	if digest == "" {
-		n = reference.TagNameOnly(n)
-		if t, ok := n.(reference.Tagged); ok {
-			tag = t.Tag()
+	repo := repoName(r.Context())
+	switch v := r.(type) {
+	case name.Digest:
+		digest = v.DigestStr()
+		if i := strings.LastIndex(ref, "@"); i >= 0 {
+			if t, err := name.NewTag(ref[:i]); err == nil && strings.Contains(ref[:i], ":") && t.TagStr() != "" {
+				tag = t.TagStr()
+			}
 		}
+		if tag != "" {
+			return repo + ":" + tag + "@" + digest, tag, digest
+		}
+		return repo + "@" + digest, "", digest
+	case name.Tag:
+		tag = v.TagStr()
 	}
-	return n.String(), tag, digest
+	return repo + ":" + tag, tag, digest
+}
+
+func repoName(r name.Repository) string {
+	reg := r.RegistryStr()
+	if reg == name.DefaultRegistry {
+		reg = "docker.io"
+	}
+	return reg + "/" + r.RepositoryStr()
+}
+
+// familiar is the short Docker Hub form ("busybox" for
+// docker.io/library/busybox), or the full repository name.
+func familiar(r name.Repository) string {
+	full := repoName(r)
+	if rest, ok := strings.CutPrefix(full, "docker.io/"); ok {
+		return strings.TrimPrefix(rest, "library/")
+	}
+	return full
 }
 
 // imageNames are the values io.kubernetes.cri.image-name may take for ref:
@@ -167,17 +190,13 @@ func pullRefs(ref, digest string) []string {
 	if digest == "" {
 		return []string{}
 	}
-	n, err := reference.ParseNormalizedNamed(ref)
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		return []string{}
 	}
-	repo := n.Name()
-	out := []string{repo + "@" + digest}
-	if !strings.Contains(ref, "@") {
-		short := reference.FamiliarName(n)
-		out = append(out, short+"@"+digest)
-	} else if !strings.Contains(out[0], ref) {
-		out = append(out, ref)
+	out := []string{repoName(r.Context()) + "@" + digest}
+	if short := familiar(r.Context()) + "@" + digest; short != out[0] {
+		out = append(out, short)
 	}
 	return out
 }

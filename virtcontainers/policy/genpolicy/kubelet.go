@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // This file predicts what the kubelet hands containerd for a container:
@@ -38,7 +39,11 @@ func (e *envVars) get(name string) (value, bool) {
 // serviceLinkName matches the variables the kubelet derives from Services
 // (pkg/kubelet/envvars): <SVC>_SERVICE_HOST, <SVC>_SERVICE_PORT[_<NAME>],
 // <SVC>_PORT[_<port>_<PROTO>[_PROTO|_PORT|_ADDR]].
-var serviceLinkName = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$`)
+// Compiled on first use: package initialisation runs in every per-pod
+// shim process, which never generates a policy.
+var serviceLinkName = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Z_][A-Z0-9_]*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$`)
+})
 
 // kubeletEnv computes the container's variables as the kubelet does:
 // envFrom first (in order, later sources winning), then env in order, each
@@ -107,7 +112,7 @@ func (g *generator) lookup(env *envVars) func(string) (value, bool) {
 }
 
 func (g *generator) serviceLink(name string) bool {
-	if !serviceLinkName.MatchString(name) {
+	if !serviceLinkName().MatchString(name) {
 		return false
 	}
 	for _, p := range g.serviceLinkPrefixes() {
@@ -159,7 +164,9 @@ func (g *generator) valueFrom(field string, s *envVarSource) (value, bool, error
 	return value{}, false, fmt.Errorf("%s.valueFrom: no source", field)
 }
 
-var labelRef = regexp.MustCompile(`^metadata\.(labels|annotations)\['([^']+)'\]$`)
+var labelRef = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^metadata\.(labels|annotations)\['([^']+)'\]$`)
+})
 
 func (g *generator) fieldRef(field, path string) (value, bool, error) {
 	switch path {
@@ -179,7 +186,7 @@ func (g *generator) fieldRef(field, path string) (value, bool, error) {
 	case "metadata.uid", "spec.nodeName", "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs", "metadata.labels", "metadata.annotations":
 		return unknown(), true, nil
 	}
-	if m := labelRef.FindStringSubmatch(path); m != nil {
+	if m := labelRef().FindStringSubmatch(path); m != nil {
 		if v, ok := g.w.meta.Labels[m[2]]; ok && m[1] == "labels" {
 			return literal(v), true, nil
 		}

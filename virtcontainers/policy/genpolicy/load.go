@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	yamlv3 "go.yaml.in/yaml/v3"
-	"sigs.k8s.io/yaml"
 )
 
 // Workload is one pod template found in the input: a Pod, or the template
@@ -92,13 +91,15 @@ func (in *Input) add(i int, node *yamlv3.Node, namespace string) error {
 	if len(node.Content) == 0 { // an empty document (a trailing ---)
 		return nil
 	}
-	raw, err := yamlv3.Marshal(node)
-	if err != nil {
+	// YAML → JSON, then a strict JSON decode: one decoder (encoding/json's
+	// DisallowUnknownFields) names unknown fields for every kind.
+	var doc any
+	if err := node.Decode(&doc); err != nil {
 		return fmt.Errorf("document %d: %w", i+1, err)
 	}
-	js, err := yaml.YAMLToJSONStrict(raw)
+	js, err := json.Marshal(doc)
 	if err != nil {
-		return fmt.Errorf("document %d: %w", i+1, err)
+		return fmt.Errorf("document %d: not a Kubernetes object (%w)", i+1, err)
 	}
 	var kind struct {
 		Kind string `json:"kind"`
