@@ -63,7 +63,7 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 		handlerTEEGuest: "[hypervisor]\ninitrd = \"initrd.img\"\ntools_image = \"tools.erofs\"\n",
 		// Not a failure: the coco-dev class with guest pull, on the coco
 		// snapshotter (see guestpull_test.go).
-		handlerGuestPull: "[rootfs]\nguest_pull = true\n",
+		handlerGuestPull: "[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"tools.erofs\"\n[rootfs]\nguest_pull = true\n",
 	}
 	var hs []harness.Handler
 	for name, body := range configs {

@@ -139,6 +139,17 @@ func renderConfig(root, sandboxImage string, handlers []Handler, netw network) s
 		p("[proxy_plugins.%s]", q(CocoSnapshotter))
 		p("  type = %s", q("snapshot"))
 		p("  address = %s", q(snapshotterSocket(root)))
+		// CRI pulls through the transfer service, which unpacks only into
+		// the snapshotters listed here (the default lists overlayfs alone).
+		// The walking differ never runs for coco: no layer is applied.
+		p("")
+		p(`[plugins."io.containerd.transfer.v1.local"]`)
+		for _, sn := range []string{"overlayfs", CocoSnapshotter} {
+			p(`  [[plugins."io.containerd.transfer.v1.local".unpack_config]]`)
+			p("    platform = %s", q("linux/amd64"))
+			p("    snapshotter = %s", q(sn))
+			p("    differ = %s", q("walking"))
+		}
 	}
 	return b.String()
 }

@@ -184,3 +184,17 @@ func blobPath(b []byte) string {
 func descriptor(mediaType string, b []byte) map[string]any {
 	return map[string]any{"mediaType": mediaType, "digest": digest(b), "size": len(b)}
 }
+
+// BusyboxLayer is the test busybox image's layer (an uncompressed tar),
+// with extra regular files (path inside the image → content) added, for
+// tests that build images of their own (e.g. to push to a test registry).
+func BusyboxLayer(extra map[string]string) ([]byte, error) {
+	files, err := busyboxFiles("/bin/busybox")
+	if err != nil {
+		return nil, err
+	}
+	for name, content := range extra {
+		files = append(files, file{Name: name, Mode: 0o644, Data: []byte(content)})
+	}
+	return layerTar(files)
+}

@@ -64,13 +64,12 @@ func (s Skipping) Prepare(ctx context.Context, key, parent string, opts ...snaps
 
 // commitEmpty makes the committed, empty snapshot chainID on parent.
 func (s Skipping) commitEmpty(ctx context.Context, key, parent, chainID string, labels map[string]string) error {
+	// All labels stay: the GC labels keep the layer alive with its image,
+	// and containerd's metadata store finds the layer by its ref label
+	// (a committed snapshot labelled ref=<chain id> on the same parent).
 	keep := map[string]string{LabelGuestPulled: "true"}
 	for k, v := range labels {
-		// The GC labels keep the layer alive with its image; the ref
-		// label would only describe the unpack that does not happen.
-		if k != labelRef {
-			keep[k] = v
-		}
+		keep[k] = v
 	}
 	if _, err := s.Snapshotter.Prepare(ctx, key, parent, snapshots.WithLabels(keep)); err != nil {
 		return fmt.Errorf("layer %s: prepare: %w", chainID, err)

@@ -116,34 +116,67 @@ func classify(err error) error {
 	return err
 }
 
-// Pending is the broker a hub starts with: requests wait until the owner's
-// init-data is loaded and the broker it configures is set.
+// Owned is what the owner's init-data configures for the pod's secrets
+// and images.
+type Owned struct {
+	Broker Broker
+	Image  *ImageSettings
+}
+
+// NewOwned reads the owner's init-data (id nil when the pod has none):
+// the attestation client and the image settings of cdh.toml.
+func NewOwned(id *initdata.InitData, a attest.Attester) (*Owned, error) {
+	b, err := NewBroker(id, a)
+	if err != nil {
+		return nil, err
+	}
+	img := &ImageSettings{}
+	if id != nil {
+		if img, err = ParseImageSettings([]byte(id.Data[initdata.KeyCDH])); err != nil {
+			return nil, err
+		}
+	}
+	return &Owned{Broker: b, Image: img}, nil
+}
+
+// Pending is what a hub and the container manager start with: requests
+// wait until the owner's init-data is loaded and what it configures is set.
 type Pending struct {
 	once  sync.Once
 	ready chan struct{}
-	b     Broker
+	owned *Owned
 	err   error
 }
 
-// NewPending returns a broker not yet set.
+// NewPending returns a Pending not yet set.
 func NewPending() *Pending { return &Pending{ready: make(chan struct{})} }
 
-// Set sets the broker, or why there is none; only the first call counts.
-func (p *Pending) Set(b Broker, err error) {
+// Set sets what the owner configured, or why there is nothing; only the
+// first call counts.
+func (p *Pending) Set(o *Owned, err error) {
 	p.once.Do(func() {
-		p.b, p.err = b, err
+		p.owned, p.err = o, err
 		close(p.ready)
 	})
 }
 
-// Get waits for Set.
-func (p *Pending) Get(ctx context.Context) (Broker, error) {
+// Owned waits for Set.
+func (p *Pending) Owned(ctx context.Context) (*Owned, error) {
 	select {
 	case <-p.ready:
-		return p.b, p.err
+		return p.owned, p.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// Get waits for Set and returns the broker.
+func (p *Pending) Get(ctx context.Context) (Broker, error) {
+	o, err := p.Owned(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return o.Broker, nil
 }
 
 // Unseal unseals through the broker once it is set.

@@ -178,6 +178,7 @@ func run(start uint64) error {
 			PauseBinary:  pause.GuestPath,
 			DriversReady: driversReady,
 			Unseal:       broker.Unseal,
+			PullImage:    (&guestImages{owner: broker}).pull,
 		},
 		IODir:     ioDir,
 		OnDestroy: func(reason string) { destroyed <- reason },
@@ -193,7 +194,7 @@ func run(start uint64) error {
 					broker.Set(nil, aerr)
 					return
 				}
-				broker.Set(cdh.NewBroker(res.InitData, a))
+				broker.Set(cdh.NewOwned(res.InitData, a))
 			}()
 			// The init-data disk needs the virtio-blk driver. A plain VM
 			// without one (none listed by its host, or no virtio disk at
@@ -259,6 +260,9 @@ func run(start uint64) error {
 			a.ServeConn(ctx, c)
 		}
 	}()
+	// vCPUs the kernel left offline (maxcpus=1 under TCG) come up now,
+	// while the host connects, instead of before init: boot.OnlineCPUs.
+	go onlineCPUs()
 
 	select {
 	case reason := <-destroyed:
@@ -271,6 +275,24 @@ func run(start uint64) error {
 		return nil
 	case err := <-served:
 		return fmt.Errorf("ttrpc server stopped: %w", err)
+	}
+}
+
+// onlineCPUs brings the offline vCPUs up at the lowest CPU priority: the
+// work cpu_up leaves on this vCPU (the new CPU's kernel threads) then
+// waits behind the agent's answers.
+func onlineCPUs() {
+	// nice is per thread; this one is discarded with the goroutine.
+	runtime.LockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 19); err != nil {
+		log.L.WithError(err).Debug("lower the CPU onliner's priority")
+	}
+	cpus, err := boot.OnlineCPUs(boot.SysCPU)
+	if err != nil {
+		log.L.WithError(err).Warn("vCPUs left offline")
+	}
+	if len(cpus) > 0 {
+		log.L.Debugf("vCPUs %v online %.3fs after kernel start", cpus, float64(boot.Boottime())/1e9)
 	}
 }
 
