@@ -189,7 +189,6 @@ func TestGuestPull(t *testing.T) {
 	})
 	srv.SetResource("default/security-policy/test", policy)
 
-
 	run := func(t *testing.T, name string) (string, error) {
 		t.Helper()
 		ref := refOf(name)
