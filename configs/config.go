@@ -143,6 +143,9 @@ type Rootfs struct {
 	// GuestPull has the guest pull each container's image itself (from the
 	// CRI image name); the host builds no root filesystem image.
 	GuestPull bool `toml:"guest_pull"`
+	// ScratchMiB sizes the sparse scratch disk a guest-pull guest encrypts
+	// and swaps to (0: none; pulled images then live in guest memory).
+	ScratchMiB int `toml:"scratch_mib"`
 }
 
 // Duration is a TOML duration string such as "30s". Bare integers are

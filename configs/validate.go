@@ -94,8 +94,18 @@ func (c *Config) validate(file string) error {
 	if c.Rootfs.Mkfs == "" {
 		v.add("rootfs.mkfs", "empty; name the mkfs.%s binary", c.Rootfs.FSType)
 	}
+	switch {
+	case c.Rootfs.ScratchMiB < 0 || c.Rootfs.ScratchMiB > maxScratchMiB:
+		v.add("rootfs.scratch_mib", "%d: want 0 (no scratch disk) to %d", c.Rootfs.ScratchMiB, maxScratchMiB)
+	case c.Rootfs.ScratchMiB > 0 && !c.Rootfs.GuestPull:
+		v.add("rootfs.scratch_mib", "%d MiB, but only a guest that pulls images uses a scratch disk: set rootfs.guest_pull = true or scratch_mib = 0", c.Rootfs.ScratchMiB)
+	}
 	return errors.Join(v.errs...)
 }
+
+// maxScratchMiB bounds rootfs.scratch_mib (1 TiB): the file is sparse,
+// but a typo should not promise the guest more than any node has.
+const maxScratchMiB = 1 << 20
 
 func (c *Config) validateTEE(v *validator) {
 	h := &c.Hypervisor

@@ -63,7 +63,9 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 		handlerTEEGuest: "[hypervisor]\ninitrd = \"initrd.img\"\ntools_image = \"tools.erofs\"\n",
 		// Not a failure: the coco-dev class with guest pull, on the coco
 		// snapshotter (see guestpull_test.go).
-		handlerGuestPull: "[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"tools.erofs\"\n[rootfs]\nguest_pull = true\n",
+		// 256 MiB of guest memory and a 1 GiB scratch disk: an image
+		// bigger than the memory's share must spill to the disk.
+		handlerGuestPull: "[hypervisor]\ninitrd = \"initrd-dev.img\"\ntools_image = \"tools.erofs\"\nmemory_mib = 256\n[rootfs]\nguest_pull = true\nscratch_mib = 1024\n",
 	}
 	var hs []harness.Handler
 	for name, body := range configs {

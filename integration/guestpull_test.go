@@ -3,7 +3,9 @@
 package integration
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -92,6 +94,59 @@ func busyboxWith(t *testing.T, marker string) v1.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// bigImage is busybox plus /big: size bytes of random data with marker
+// every MiB, so a plaintext page of it anywhere on the host would show.
+func bigImage(t *testing.T, size int, marker string) v1.Image {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	for off := 0; off+len(marker) <= size; off += 1 << 20 {
+		copy(data[off:], marker)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "big", Mode: 0o644, Size: int64(size), Typeflag: tar.TypeReg})
+	tw.Write(data)
+	tw.Close()
+	// Stored, not compressed: random data does not shrink, and gzip of
+	// it would only cost the test's CPU.
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil },
+		tarball.WithCompressionLevel(gzip.NoCompression))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(busyboxWith(t, marker), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// holds says whether the file at p contains s, reading it in chunks (the
+// scratch disk is a GiB, mostly holes).
+func holds(p string, s []byte) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, 4<<20)
+	carry := 0
+	for {
+		n, err := f.Read(buf[carry:])
+		if bytes.Contains(buf[:carry+n], s) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		// keep the tail: s may straddle two reads
+		keep := min(len(s)-1, carry+n)
+		copy(buf, buf[carry+n-keep:carry+n])
+		carry = keep
+	}
 }
 
 func push(t *testing.T, ref string, img v1.Image) {
@@ -231,12 +286,42 @@ func TestGuestPull(t *testing.T) {
 		})
 	}
 
+	// 160 MiB of image in a guest of 256 MiB, whose image store's share of
+	// memory is 128 MiB: it runs only because the store spills to the
+	// encrypted scratch disk.
+	t.Run("larger-than-memory-runs", func(t *testing.T) {
+		push(t, refOf("big"), bigImage(t, 160<<20, markerOf("big")))
+		if out, err := run(t, "big"); err != nil || out != markerOf("big") {
+			t.Fatalf("got %q, %v", out, err)
+		}
+		id, err := cri.StartContainer(ctx, pod, &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "big-stat"},
+			Image:    &runtimeapi.ImageSpec{Image: refOf("big"), RuntimeHandler: handlerGuestPull},
+			Command:  []string{"sleep", "3600"}, LogPath: "big-stat.log", Linux: &runtimeapi.LinuxContainerConfig{},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _, _, err := cri.Exec(ctx, id, time.Minute, "sh", "-c", "wc -c < /big; awk '/^SwapTotal|^SwapFree/ {print $2}' /proc/meminfo")
+		f := strings.Fields(out)
+		if err != nil || len(f) != 3 || f[0] != fmt.Sprint(160<<20) {
+			t.Fatalf("/big and swap: %q, %v", out, err)
+		}
+		var total, free int
+		fmt.Sscan(f[1], &total)
+		fmt.Sscan(f[2], &free)
+		if total == 0 || free >= total {
+			t.Fatalf("swap total %d kB, free %d kB: the image did not spill to the scratch disk", total, free)
+		}
+		t.Logf("in the guest: /big %s bytes; swap %d kB of %d kB in use", f[0], total-free, total)
+	})
+
 	t.Run("host-never-holds-layers", func(t *testing.T) {
 		content, err := shared.ctrd.Ctr(ctx, "-n", "k8s.io", "content", "ls", "-q")
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, which := range []string{"plain", "signed", "encrypted"} {
+		for _, which := range []string{"plain", "signed", "encrypted", "big"} {
 			r, _ := name.ParseReference(refOf(which), name.Insecure)
 			img, err := remote.Image(r)
 			if err != nil {
@@ -255,7 +340,7 @@ func TestGuestPull(t *testing.T) {
 				if err != nil || !d.Type().IsRegular() {
 					return nil
 				}
-				if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(hex.EncodeToString(secret))) {
+				if holds(p, []byte(hex.EncodeToString(secret))) {
 					t.Errorf("%s holds a marker of a guest-pulled image", p)
 				}
 				return nil

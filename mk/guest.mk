@@ -12,7 +12,7 @@ GUEST_KERNEL  ?= debian
 KERNEL_SRC_PIN := guest-assets/kernel/kernel-source.pin
 # Modules the guest loads (their dependencies are added, built-ins dropped).
 # sev-guest (/dev/sev-guest, SNP reports) is loaded only by a TEE guest.
-GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon,sev-guest
+GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon,sev-guest,dm-crypt,xts
 # 1 keeps the modules' signatures, for guest kernels that enforce them
 # (Secure Boot lockdown); stripped by default: see moddep.Install.
 KEEP_MODULE_SIGNATURES ?=

@@ -106,9 +106,16 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 			log.G(ctx).WithField("sandbox", opts.ID).Warn(plan.note)
 		}
 	}
-	vm, err := newVM(vmCfg)
+	scratch, err := addScratchDisk(opts, &vmCfg)
 	if err != nil {
 		if plan != nil {
+			os.RemoveAll(opts.StateDir)
+		}
+		return nil, err
+	}
+	vm, err := newVM(vmCfg)
+	if err != nil {
+		if plan != nil || scratch {
 			os.RemoveAll(opts.StateDir)
 		}
 		return nil, err
@@ -582,6 +589,34 @@ func readSpec(bundle string) ([]byte, *specs.Spec, error) {
 		return nil, nil, fmt.Errorf("bundle %s: config.json: %w: %w", bundle, err, errdefs.ErrInvalidArgument)
 	}
 	return b, &sp, nil
+}
+
+// addScratchDisk gives a guest-pull VM its sparse scratch disk
+// (rootfs.scratch_mib) in the pod's state directory, which goes with the
+// pod; it says whether it made one.
+func addScratchDisk(opts Options, vmCfg *hypervisor.Config) (bool, error) {
+	mib := opts.Config.Rootfs.ScratchMiB
+	if !opts.Config.Rootfs.GuestPull || mib <= 0 {
+		return false, nil
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return false, err
+	}
+	path := filepath.Join(opts.StateDir, "scratch.img")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("rootfs.scratch_mib: %w", err)
+	}
+	err = f.Truncate(int64(mib) << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return false, fmt.Errorf("rootfs.scratch_mib: %d MiB scratch disk: %w", mib, err)
+	}
+	vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: api.ScratchDiskSerial, Path: path})
+	return true, nil
 }
 
 // criImageName is the CRI annotation naming a container's image, as the

@@ -9,3 +9,8 @@ const ToolsDiskSerial = "coco-tools"
 // InitDataDiskSerial is the serial of the init-data disk (the agent finds
 // the image by its magic, not by this serial).
 const InitDataDiskSerial = "initdata"
+
+// ScratchDiskSerial is the serial of the writable scratch disk of a
+// guest-pull class (rootfs.scratch_mib): the guest encrypts it under a key
+// of its own and swaps to it, so pulled images can outgrow its memory.
+const ScratchDiskSerial = "coco-scratch"

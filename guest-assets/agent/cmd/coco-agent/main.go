@@ -178,7 +178,7 @@ func run(start uint64) error {
 			PauseBinary:  pause.GuestPath,
 			DriversReady: driversReady,
 			Unseal:       broker.Unseal,
-			PullImage:    (&guestImages{owner: broker}).pull,
+			PullImage:    (&guestImages{owner: broker, drivers: driversReady}).pull,
 		},
 		IODir:     ioDir,
 		OnDestroy: func(reason string) { destroyed <- reason },
@@ -307,6 +307,8 @@ func loadModules(vsockReady, blockReady chan<- struct{}, tee bool) error {
 		return err
 	}
 	teeMods, mods := kmod.Take(mods, teeModules...)
+	// The scratch disk's are loaded by the first guest pull that uses it.
+	_, mods = kmod.Take(mods, scratchModules...)
 	vsockMods, rest := kmod.Split(mods, "vmw_vsock_virtio_transport", "virtio_pci")
 	blockMods, rest := kmod.Split(rest, "virtio_blk")
 	// nice is per thread; this one is discarded with the goroutine.
