@@ -54,6 +54,8 @@ func TestInvalidCombinations(t *testing.T) {
 		{"bad glob", "[runtime]\nannotations_allowed = [\"io.[x\"]\n", "runtime.annotations_allowed[0]", "path.Match"},
 		{"bad log level", "[runtime]\nlog_level = \"verbose\"\n", "runtime.log_level", `"debug"`},
 		{"bad fstype", "[rootfs]\nfstype = \"ext4\"\n", "rootfs.fstype", `allowed: "erofs"`},
+		{"scratch without guest pull", "[rootfs]\nscratch_mib = 1024\n", "rootfs.scratch_mib", "set rootfs.guest_pull = true"},
+		{"negative scratch", "[rootfs]\nguest_pull = true\nscratch_mib = -1\n", "rootfs.scratch_mib", "want 0"},
 		{"sev policy with ES bit", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"sev\"\n[tee.sev]\npolicy = 0x5\n", "tee.sev.policy", "sev-es"},
 		{"sev-es policy without ES bit", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"sev-es\"\n", "tee.sev.policy", "0x5"},
 		{"sev cbitpos", "[hypervisor]\nfirmware = \"OVMF.amdsev.fd\"\n[tee]\nkind = \"sev\"\n[tee.sev]\ncbitpos = 0\n", "tee.sev.cbitpos", "allowed 32-63"},
