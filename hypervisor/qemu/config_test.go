@@ -341,3 +341,25 @@ func TestHotplugSlotsExhausted(t *testing.T) {
 		t.Fatalf("freeSlot = %d, %v; want the freed slot 7", slot, err)
 	}
 }
+
+// Under TCG a multi-vCPU guest boots on one vCPU with its LOCK prefixes
+// kept (the agent onlines the rest); not with one vCPU, not under KVM.
+func TestLateVCPUs(t *testing.T) {
+	for _, c := range []struct {
+		accel string
+		vcpus uint32
+		want  bool
+	}{{"tcg", 2, true}, {"tcg", 1, false}, {"kvm", 2, false}} {
+		cfg := baseConfig()
+		cfg.Accel, cfg.VCPUs = c.accel, c.vcpus
+		vm, err := newVM(cfg, fakeHost(c.accel == "kvm"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args, _, _ := vm.Command()
+		j := strings.Join(args, " ")
+		if got := strings.Contains(j, "maxcpus=1 noreplace-smp"); got != c.want {
+			t.Errorf("%s, %d vCPUs: maxcpus=1 noreplace-smp in the command line = %v, want %v: %s", c.accel, c.vcpus, got, c.want, j)
+		}
+	}
+}
