@@ -41,9 +41,9 @@ func DeniedBecause(method, rule, reason string) error {
 // so a policy cannot make the guest send more than this, nor control
 // characters that would forge log lines.
 const (
-	MaxReasons      = 4
+	MaxReasons      = 6
 	MaxReasonBytes  = 256
-	MaxReasonsBytes = 1024
+	MaxReasonsBytes = 2048
 )
 
 // BoundReason joins a policy's reasons with "; ", keeping the first
@@ -70,9 +70,20 @@ func BoundReason(msgs []string) string {
 		}
 		b.WriteString(m)
 	}
-	out := b.String()
-	if len(out) > MaxReasonsBytes {
-		out = strings.ToValidUTF8(out[:MaxReasonsBytes], "") + "..."
+	return BoundReasonText(b.String())
+}
+
+// BoundReasonText bounds an already joined reason (what the engine process
+// sent) to MaxReasonsBytes, control characters replaced by '?'.
+func BoundReasonText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+	if len(s) > MaxReasonsBytes {
+		s = strings.ToValidUTF8(s[:MaxReasonsBytes], "") + "..."
 	}
-	return out
+	return s
 }

@@ -165,7 +165,7 @@ func (r *Rego) EvaluateInput(method, rule string, in json.RawMessage) error {
 	if !resp.Allowed {
 		// The engine bounded the reason; bound it again here, since a
 		// broken engine must not make the agent send the host more.
-		return policy.DeniedBecause(method, rule, policy.BoundReason(nonEmpty(resp.Reason)))
+		return policy.DeniedBecause(method, rule, policy.BoundReasonText(resp.Reason))
 	}
 	return nil
 }
@@ -270,13 +270,6 @@ func (p *Proc) closePipes() {
 		p.stdin.Close()
 		p.stdout.Close()
 	}
-}
-
-func nonEmpty(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return []string{s}
 }
 
 // ChildReaper is a Reaper for a process that is not PID 1 (the host's

@@ -21,3 +21,17 @@ func TestDenialCarriesReason(t *testing.T) {
 		t.Fatalf("err = %v, want a denial carrying the reason", err)
 	}
 }
+
+// Several reasons, each up to the engine's bound, all reach the error: the
+// agent bounds only the total again.
+func TestDenialCarriesAllReasons(t *testing.T) {
+	p := engine(t, "serve")
+	r, err := p.Compile("package agent_policy\nimport rego.v1\ndefault KillRequest := false\nreasons.KillRequest contains concat(\"\", [\"a\", strings.replace_n({\"x\": \"y\"}, \"" + strings.Repeat("x", 200) + "\")])\nreasons.KillRequest contains \"b: second\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Evaluate(context.Background(), "Kill", &taskAPI.KillRequest{ID: "c1", Signal: 9})
+	if err == nil || !strings.Contains(err.Error(), "; b: second: permission denied") {
+		t.Fatalf("err = %v, want both reasons", err)
+	}
+}

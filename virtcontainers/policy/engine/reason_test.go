@@ -32,7 +32,7 @@ reasons.E contains x if x := input.missing.field
 		"A": "a: first?forged log line; b: second",
 		"B": "",
 		"C": "",
-		"D": "m1; m2; m3; m4; and 5 more",
+		"D": "m1; m2; m3; m4; m5; m6; and 3 more",
 		"E": "",
 	} {
 		d, err := e.Decide(ctx, rule, in)

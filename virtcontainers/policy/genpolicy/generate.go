@@ -175,6 +175,7 @@ func (g *generator) pod() (map[string]any, error) {
 		"namespace":             g.w.Namespace,
 		"hostname":              hostname.match(),
 		"sysctls":               sysctls,
+		"runtime_sysctls":       runtimeSysctls(s),
 		"sandbox":               g.sandbox(sysctls),
 		"containers":            containers,
 		"allow_all_exec":        g.o.AllowAllExec,
@@ -416,4 +417,17 @@ func render(w *Workload, data map[string]any, o Options) (string, error) {
 	b.WriteString("\n")
 	b.WriteString(pinnedRego)
 	return b.String(), nil
+}
+
+// runtimeSysctls are what containerd's CRI adds to a sandbox with its own
+// network when the pod does not set them (enable_unprivileged_ports and
+// enable_unprivileged_icmp, both on by default): harmless, namespaced.
+func runtimeSysctls(s *podSpec) map[string]string {
+	if s.HostNetwork {
+		return map[string]string{}
+	}
+	return map[string]string{
+		"net.ipv4.ip_unprivileged_port_start": "0",
+		"net.ipv4.ping_group_range":           "0 2147483647",
+	}
 }

@@ -171,7 +171,7 @@ func TestGeneratedPolicyAllowsAndExplains(t *testing.T) {
 		{"capability", func(s map[string]any) {
 			c := s["process"].(map[string]any)["capabilities"].(map[string]any)
 			c["bounding"] = append(defaultCapsJSON[:len(defaultCapsJSON):len(defaultCapsJSON)], "CAP_SYS_ADMIN")
-		}, `containers[sidecar].capabilities.bounding: CAP_SYS_ADMIN not allowed`},
+		}, `containers[sidecar].capabilities: CAP_SYS_ADMIN not allowed`},
 		{"privileged", func(s map[string]any) {
 			s["linux"].(map[string]any)["maskedPaths"] = []any{}
 		}, `containers[sidecar].privileged`},

@@ -47,24 +47,26 @@ func ociDefaultMounts(privileged bool) []expectedMount {
 // criFileMounts are the sandbox files containerd's CRI binds into every
 // container (unless the kubelet mounts the destination): read-only with a
 // read-only root filesystem.
-func criFileMounts(readonlyRootfs, hostIPC bool) []expectedMount {
+// The files' ro follows readOnlyRootFilesystem in containerd; it is not
+// pinned: their content is the host's anyway, and root.readonly is.
+func criFileMounts(hostIPC bool) []expectedMount {
 	shm := "^" + criSandboxDir + "shm$"
 	if hostIPC {
 		shm = "^(" + criSandboxDir + "shm|/dev/shm)$"
 	}
 	return []expectedMount{
-		{Destination: "/etc/hostname", Types: []string{"bind"}, Source: "^" + criSandboxDir + "hostname$", RO: boolp(readonlyRootfs), What: "containerd's hostname file"},
-		{Destination: "/etc/resolv.conf", Types: []string{"bind"}, Source: "^" + criSandboxDir + "resolv\\.conf$", RO: boolp(readonlyRootfs), What: "containerd's resolv.conf"},
+		{Destination: "/etc/hostname", Types: []string{"bind"}, Source: "^" + criSandboxDir + "hostname$", What: "containerd's hostname file"},
+		{Destination: "/etc/resolv.conf", Types: []string{"bind"}, Source: "^" + criSandboxDir + "resolv\\.conf$", What: "containerd's resolv.conf"},
 		{Destination: "/dev/shm", Types: []string{"bind"}, Source: shm, RO: boolp(false), What: "the pod's /dev/shm"},
 	}
 }
 
 func sandboxMounts() []expectedMount {
-	m := ociDefaultMounts(false)
+	m := append(ociDefaultMounts(false), criFileMounts(false)...)
 	for i := range m {
 		m[i].RO = nil // the guest's pause process reads none of them
 	}
-	return append(m, criFileMounts(false, false)...)
+	return m
 }
 
 // pluginDirs are the kubelet's volume plugin directory names
@@ -177,7 +179,7 @@ func (g *generator) containerMounts(c *container, img *ImageConfig, sc secContex
 		out = append(out, expectedMount{Destination: tlog, Types: []string{"bind"}, RO: boolp(false),
 			Source: "^" + pods + "containers/" + regexp.QuoteMeta(c.Name) + "/[0-9a-f]+$", What: "the termination log"})
 	}
-	for _, m := range criFileMounts(sc.readonlyRootfs, s.HostIPC) {
+	for _, m := range criFileMounts(s.HostIPC) {
 		if !byDest[m.Destination] {
 			out = append(out, m)
 		}

@@ -54,7 +54,7 @@ default SetupSandboxRequest := false
 
 SetupSandboxRequest if {
 	value_ok(pod.hostname, object.get(input, "hostname", ""))
-	object.get(input, "sysctls", {}) == pod.sysctls
+	sysctls_ok(object.get(input, "sysctls", {}), pod.sysctls)
 	object.get(input, "policy", "") == ""
 }
 
@@ -66,8 +66,27 @@ reasons.SetupSandboxRequest contains msg if {
 
 reasons.SetupSandboxRequest contains msg if {
 	got := object.get(input, "sysctls", {})
-	got != pod.sysctls
+	not sysctls_ok(got, pod.sysctls)
 	msg := sprintf("sandbox.sysctls: received %v, expected %v", [got, pod.sysctls])
+}
+
+# sysctls: the pod's, plus those containerd's CRI adds by default to a pod
+# with its own network (enable_unprivileged_ports, enable_unprivileged_icmp),
+# each with containerd's value.
+sysctls_ok(got, want) if {
+	every k, v in want {
+		got[k] == v
+	}
+	every k, v in got {
+		sysctl_allowed(k, v, want)
+	}
+}
+
+sysctl_allowed(k, v, want) if want[k] == v
+
+sysctl_allowed(k, v, want) if {
+	not want[k]
+	pod.runtime_sysctls[k] == v
 }
 
 reasons.SetupSandboxRequest contains "sandbox.policy: the host may not propose a policy" if object.get(input, "policy", "") != ""
@@ -109,7 +128,7 @@ PrepareContainerRequest if {
 	nnp_ok(c)
 	rootfs_ok(c)
 	seccomp_ok(c)
-	object.get(linux, "sysctl", {}) == c.sysctls
+	sysctls_ok(object.get(linux, "sysctl", {}), c.sysctls)
 	namespaces_ok(c)
 	mounts_ok(c)
 }
@@ -356,21 +375,21 @@ reasons.PrepareContainerRequest contains msg if {
 reasons.PrepareContainerRequest contains msg if {
 	c := expected
 	not caps_ok(c)
-	some s in ["bounding", "effective", "permitted", "inheritable", "ambient"]
-	some x in object.get(proc.capabilities, s, [])
-	not x in c.caps
-	msg := sprintf("%s.capabilities.%s: %s not allowed", [label, s, x])
+	extra := {x | some s in cap_sets; some x in object.get(object.get(proc, "capabilities", {}), s, []); not x in c.caps}
+	count(extra) > 0
+	msg := sprintf("%s.capabilities: %s not allowed", [label, concat(", ", sort(extra))])
 }
 
 reasons.PrepareContainerRequest contains msg if {
 	c := expected
 	not caps_ok(c)
 	not c.caps_within
-	some s in ["bounding", "effective", "permitted"]
-	some x in c.caps
-	not x in object.get(proc.capabilities, s, [])
-	msg := sprintf("%s.capabilities.%s: %s missing", [label, s, x])
+	missing := {x | some s in ["bounding", "effective", "permitted"]; some x in c.caps; not x in object.get(object.get(proc, "capabilities", {}), s, [])}
+	count(missing) > 0
+	msg := sprintf("%s.capabilities: %s missing", [label, concat(", ", sort(missing))])
 }
+
+cap_sets := ["bounding", "effective", "permitted", "inheritable", "ambient"]
 
 # privileged: an unprivileged container has no device nodes, containerd's
 # default device cgroup, and the kubelet's masked and read-only /proc paths.
@@ -477,7 +496,7 @@ reasons.PrepareContainerRequest contains msg if {
 reasons.PrepareContainerRequest contains msg if {
 	c := expected
 	got := object.get(linux, "sysctl", {})
-	got != c.sysctls
+	not sysctls_ok(got, c.sysctls)
 	msg := sprintf("%s.sysctls: received %v, expected %v", [label, got, c.sysctls])
 }
 
