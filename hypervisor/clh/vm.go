@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/hypervisor/tether"
 	"github.com/coco-runtime/coco/hypervisor/vsock"
 )
 
@@ -198,11 +199,12 @@ func (v *VM) launch() error {
 	cmd := exec.Command(v.cfg.Path, "--api-socket", "path="+v.api.socket)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	// No Pdeathsig: it fires when the spawning OS thread exits, which in Go
-	// is not the shim exiting (golang/go#27505) and would kill healthy VMs.
-	// After a shim crash the sandbox's cleanup finds the VMM by its argv,
-	// which names the state directory (--api-socket path=<StateDir>/...).
-	if err := cmd.Start(); err != nil {
+	// Tethered: the VMM dies with the shim. tether forks from one thread
+	// that lives as long as the process, so the parent-death signal (which
+	// follows the forking thread, golang/go#27505) fires only when the shim
+	// itself ends. The sandbox's cleanup after a shim crash still finds a
+	// VMM by its argv, which names the state directory.
+	if err := tether.Start(cmd); err != nil {
 		return fmt.Errorf("clh: start %s: %w", v.cfg.Path, err)
 	}
 	done := make(chan struct{})

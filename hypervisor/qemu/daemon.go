@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+
+	"github.com/coco-runtime/coco/hypervisor/tether"
 )
 
 // daemon is the per-VM vhost-device-vsock process: QEMU's
@@ -47,9 +49,10 @@ func startDaemon(ctx context.Context, bin string, cid uint32, vhostUser, hybrid,
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	// Its own process group: a terminal's Ctrl-C aimed at the shim must not
-	// take the daemon down under a running VM.
+	// take the daemon down under a running VM. Tethered: it dies with the
+	// shim, whatever ends the shim.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = cmd.Start()
+	err = tether.Start(cmd)
 	logf.Close() // the daemon has its own copy
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)

@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/hypervisor/tether"
 	"github.com/coco-runtime/coco/hypervisor/vsock"
 )
 
@@ -191,8 +192,11 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.ExtraFiles = extra
+	// Own process group (a Ctrl-C for the shim is not for the VM), but
+	// tethered: QEMU dies with the shim, so a shim that is killed, or exits
+	// before its Stop finished, cannot leave a VM running (issue 27).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = cmd.Start()
+	err = tether.Start(cmd)
 	logf.Close() // QEMU has its own copy
 	if err != nil {
 		return fmt.Errorf("start %s: %w", args[0], err)
