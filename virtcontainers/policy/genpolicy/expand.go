@@ -51,14 +51,14 @@ func (v value) exact() (string, bool) {
 	return b.String(), true
 }
 
-// match is the value as the policy's matcher: {"exact": s}, {"any": true}
-// or {"regex": "^...$"}.
+// match is the value as the policy's matcher: exactly one of exact (a
+// string), regex (anchored) or any (true) is set, the others null/false.
 func (v value) match() map[string]any {
 	if s, ok := v.exact(); ok {
-		return map[string]any{"exact": s}
+		return matcher("exact", s)
 	}
 	if len(v.parts) == 1 {
-		return map[string]any{"any": true}
+		return matcher("any", true)
 	}
 	var b strings.Builder
 	b.WriteString("^")
@@ -70,7 +70,14 @@ func (v value) match() map[string]any {
 		}
 	}
 	b.WriteString("$")
-	return map[string]any{"regex": b.String()}
+	return matcher("regex", b.String())
+}
+
+// matcher has every key (the policy's type checker needs them all).
+func matcher(kind string, v any) map[string]any {
+	m := map[string]any{"exact": nil, "regex": nil, "any": false, "optional": false}
+	m[kind] = v
+	return m
 }
 
 // expand replaces $(NAME) references the way the kubelet does for env

@@ -241,7 +241,7 @@ func (g *generator) container(c *container, hostname nameMatch, podSysctls map[s
 	for _, n := range env.names {
 		m := env.values[n].match()
 		if n == "HOSTNAME" && hostname.Regex != "" && env.values[n].parts[0].hole && len(env.values[n].parts) == 1 {
-			m = map[string]any{"regex": hostname.Regex}
+			m = matcher("regex", hostname.Regex)
 		}
 		envData[n] = m
 	}
@@ -252,9 +252,9 @@ func (g *generator) container(c *container, hostname nameMatch, podSysctls map[s
 		if s, ok := a.exact(); ok {
 			texts[i] = fmt.Sprintf("%q", s)
 		} else {
-			texts[i] = a.match()["regex"].(string)
-			if texts[i] == "" {
-				texts[i] = "<any>"
+			texts[i] = "<any>"
+			if r, ok := a.match()["regex"].(string); ok {
+				texts[i] = r
 			}
 		}
 	}
@@ -300,7 +300,28 @@ func (g *generator) container(c *container, hostname nameMatch, podSysctls map[s
 		return nil, err
 	}
 	e["mounts"] = mounts
-	return e, nil
+	return complete(e), nil
+}
+
+// entryKeys are the keys of every container entry of the policy's pod
+// document; complete fills the ones left out with null ("not pinned") or
+// false, so that every entry has them all (OPA's type checker refuses a
+// reference to a key that no entry has).
+var entryKeys = map[string]any{
+	"name": nil, "images": nil, "image_annotation": "", "pull_images": []string{}, "args": nil, "args_text": "",
+	"env": nil, "cwd": nil, "uid": nil, "gid": nil, "gids": []int64{}, "caps": []string{}, "caps_any": false,
+	"caps_within": false, "privileged": false, "no_new_privileges": false, "readonly_rootfs": false,
+	"seccomp": "", "sysctls": map[string]string{}, "namespaces": map[string]string{}, "mounts": []expectedMount{},
+	"exec": [][]string{}, "masked_paths": []string{}, "readonly_paths": []string{},
+}
+
+func complete(e map[string]any) map[string]any {
+	for k, v := range entryKeys {
+		if _, ok := e[k]; !ok {
+			e[k] = v
+		}
+	}
+	return e
 }
 
 // execs: the container's exec probes and exec lifecycle hooks (the kubelet
@@ -369,7 +390,7 @@ func (g *generator) sandbox(sysctls map[string]string) map[string]any {
 		e["uid"] = *pc.RunAsUser
 	}
 	e["gids"] = podGroups(s.SecurityContext)
-	return e
+	return complete(e)
 }
 
 func (g *generator) containerNamespaces(privileged bool) map[string]string {

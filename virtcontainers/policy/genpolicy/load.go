@@ -38,9 +38,9 @@ type nameMatch struct {
 
 func (n nameMatch) match() map[string]any {
 	if n.Regex != "" {
-		return map[string]any{"regex": n.Regex}
+		return matcher("regex", n.Regex)
 	}
-	return map[string]any{"exact": n.Exact}
+	return matcher("exact", n.Exact)
 }
 
 // Input is everything read from the YAML documents.

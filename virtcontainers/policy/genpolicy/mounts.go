@@ -14,7 +14,7 @@ type expectedMount struct {
 	Destination string   `json:"destination"`
 	Types       []string `json:"types"`
 	Source      string   `json:"source"`
-	RO          *bool    `json:"ro,omitempty"`
+	RO          *bool    `json:"ro"`
 	Required    bool     `json:"required"`
 	What        string   `json:"what"` // for messages: "configMap volume cfg"
 }
