@@ -105,22 +105,11 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	if err != nil {
 		return nil, err
 	}
-	sock, err := listen(address)
-	if err != nil {
-		if errdefs.IsAlreadyExists(err) {
-			// The pod's shim is alive: this task joins it.
-			result.Address = address
-			return result, nil
-		}
-		return nil, err
-	}
-	defer sock.Close()
-	defer func() {
-		if retErr != nil {
-			_ = shim.RemoveSocket(address)
-		}
-	}()
-
+	// Everything but the fork happens before the socket exists: containerd
+	// kills `start` (SIGKILL, no defer runs) when the CRI call's deadline
+	// passes, and a socket made before that leaks; once the child runs, it
+	// owns the socket and removes it at exit (issue 27).
+	//
 	// The long-running process gets no bootstrap params; keep the runtime
 	// options for it (the sandbox API never resends them).
 	if opts := runtimeOptions(params, legacyOpts); opts != nil {
@@ -139,6 +128,22 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	// The shim library removes the socket of the shim's own id at exit; the
 	// pod's socket is named after the group, which can differ.
 	cmd.Env = append(cmd.Env, AddressEnv+"="+address, sandbox.BootstrapAtEnv+"="+strconv.FormatInt(began.UnixNano(), 10))
+	sock, err := listen(address)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			// The pod's shim is alive: this task joins it.
+			result.Address = address
+			return result, nil
+		}
+		return nil, err
+	}
+	defer sock.Close()
+	defer func() {
+		if retErr != nil {
+			_ = shim.RemoveSocket(address)
+		}
+	}()
+
 	cmd.ExtraFiles = []*os.File{sock}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start shim process: %w", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
@@ -71,7 +72,31 @@ func initServices(ic *plugin.InitContext, deps pod.Deps) (any, error) {
 		}
 		return pub.Close()
 	})
+	go exitIfNoPod(ic.Context, p, sd, noPodTimeout)
 	return svcs, nil
+}
+
+// noPodTimeout is how long a shim waits for containerd to create its pod.
+// containerd sends Create (or CreateSandbox) right after `start` returns; a
+// shim that has none this long after starting was given up on — its `start`
+// was killed by the CRI call's deadline after forking it, or containerd died
+// — and nobody will ever ask it for anything or stop it.
+const noPodTimeout = time.Minute
+
+// exitIfNoPod shuts the shim down (removing its socket) when no pod was
+// created within limit.
+func exitIfNoPod(ctx context.Context, p *pod.Pod, sd shutdown.Service, limit time.Duration) {
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-sd.Done():
+		return
+	}
+	if p.State() == pod.Empty {
+		log.G(ctx).Warnf("no pod was created within %s of this shim's start: containerd gave up on it; exiting", limit)
+		sd.Shutdown()
+	}
 }
 
 // services registers several ttrpc services as one plugin instance.
