@@ -6,6 +6,7 @@ package manager
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -464,4 +465,31 @@ func (m *manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeI
 	}
 	info.Options = &a
 	return info, nil
+}
+
+// Abandoned runs first in the long-running shim (the process `start`
+// forked, which alone has AddressEnv): it reports whether containerd already
+// gave up on it, and then removes the pod's socket. containerd reads the
+// shim's log through the FIFO "log" in the bundle; when the CRI call's
+// deadline passes during `start`, containerd closes that FIFO and removes
+// the bundle. The shim library would then fail opening the log, or block on
+// it forever, and exit (os.Exit) without the socket `start` made for it
+// being removed (issue 27).
+func Abandoned(getenv func(string) string) (bool, string) {
+	address := getenv(AddressEnv)
+	if address == "" {
+		return false, ""
+	}
+	// O_NONBLOCK: opening a FIFO for writing fails with ENXIO when nobody
+	// reads it, instead of blocking.
+	f, err := os.OpenFile("log", os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err == nil {
+		f.Close()
+		return false, ""
+	}
+	if !errors.Is(err, syscall.ENXIO) && !errors.Is(err, os.ErrNotExist) {
+		return false, ""
+	}
+	_ = shim.RemoveSocket(address)
+	return true, fmt.Sprintf("containerd no longer reads this shim's log (%v): it gave up on the shim during start; removed %s and exiting", err, address)
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 
@@ -52,6 +53,10 @@ func main() {
 				os.Exit(run(ctx, os.Args[2:], os.Stdout, os.Stderr))
 			}
 		}
+	}
+	if gone, why := manager.Abandoned(os.Getenv); gone {
+		fmt.Fprintln(os.Stderr, version.RuntimeName+": "+why)
+		os.Exit(1)
 	}
 	plugin.Register(pod.Deps{
 		Factory:    sandbox.New,
