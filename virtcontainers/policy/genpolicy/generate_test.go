@@ -212,3 +212,53 @@ func TestGeneratedPolicyAllowsAndExplains(t *testing.T) {
 		})
 	}
 }
+
+func TestExecSources(t *testing.T) {
+	src := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    " + AllowExecAnnotation + ": |\n      sh -c 'date -u'\n\n      ls /data\nspec:\n  containers:\n  - name: a\n    image: busybox:1.36\n    args: [sleep, '1']\n    livenessProbe: {exec: {command: [cat, /live]}}\n    lifecycle: {preStop: {exec: {command: [kill, '1']}}}\n  - name: b\n    image: busybox:1.36\n    args: [sleep, '2']\n"
+	in, err := Load(strings.NewReader(src), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Generate(context.Background(), in, in.Workloads[0], Options{Images: testImages, AllowExec: [][]string{{"id"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := compile(t, p.Rego)
+	proc := func(args ...string) map[string]any { return map[string]any{"args": args, "cwd": "/"} }
+	for _, c := range []struct {
+		container []string
+		argv      []string
+		allowed   bool
+	}{
+		{[]string{"sleep", "1"}, []string{"cat", "/live"}, true},        // a's probe
+		{[]string{"sleep", "1"}, []string{"kill", "1"}, true},           // a's hook
+		{[]string{"sleep", "2"}, []string{"cat", "/live"}, false},       // not b's
+		{[]string{"sleep", "2"}, []string{"sh", "-c", "date -u"}, true}, // annotation, every container
+		{[]string{"sleep", "2"}, []string{"ls", "/data"}, true},         // annotation, second line
+		{[]string{"sleep", "1"}, []string{"id"}, true},                  // --allow-exec
+		{[]string{"sleep", "3"}, []string{"id"}, false},                 // no such container
+	} {
+		in := map[string]any{"id": "x", "exec_id": "e", "spec": proc(c.argv...), "container_process": proc(c.container...)}
+		if d := decide(t, e, "ExecProcessRequest", in); d.Allowed != c.allowed {
+			t.Errorf("exec %v in %v: allowed %v (%s), want %v", c.argv, c.container, d.Allowed, d.Reason, c.allowed)
+		}
+	}
+	// --allow-all-exec says so loudly in the policy.
+	p, _ = Generate(context.Background(), in, in.Workloads[0], Options{Images: testImages, AllowAllExec: true})
+	if !strings.Contains(p.Rego, "WARNING: ALLOW-ALL-EXEC") {
+		t.Error("--allow-all-exec is not named in the policy")
+	}
+	if d := decide(t, compile(t, p.Rego), "ExecProcessRequest", map[string]any{"spec": proc("rm", "-rf", "/"), "container_process": proc("sleep", "9")}); !d.Allowed {
+		t.Errorf("--allow-all-exec denied: %s", d.Reason)
+	}
+}
+
+func TestCapabilitiesMissingIsExplained(t *testing.T) {
+	e := compile(t, generateFile(t, "testdata/app.yaml", Options{}).Rego)
+	s := sidecarSpec()
+	delete(s["process"].(map[string]any), "capabilities")
+	d := decide(t, e, "PrepareContainerRequest", prepare(s))
+	if d.Allowed || !strings.Contains(d.Reason, "containers[sidecar].capabilities: missing") {
+		t.Fatalf("%+v", d)
+	}
+}
