@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
+
+	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
 // Port-forward (`kubectl port-forward`, `crictl port-forward`): containerd's
@@ -205,7 +206,7 @@ func (f *LoopbackForwarder) forward(ctx context.Context, c net.Conn) {
 	}
 	defer f.untrack(guest)
 	log.G(ctx).Debugf("port-forward to guest port %d", port)
-	splice(c, guest)
+	api.Splice(c, guest)
 }
 
 // originalPort is the port a redirected connection was made to: the
@@ -259,36 +260,3 @@ func originalPort(c net.Conn) (uint16, error) {
 // ip6tSoOriginalDst is IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv6/ip6_tables.h),
 // which x/sys/unix does not name.
 const ip6tSoOriginalDst = 80
-
-// halfCloser is a connection whose sending side can close alone (TCP, vsock).
-type halfCloser interface{ CloseWrite() error }
-
-// spliceGrace is how long the other direction may go on once one has
-// ended. The end is passed on as a half-close, but a half-close does not
-// cross every vsock path (vhost-device-vsock drops it), and a client
-// waiting for the end of an answer would wait forever; containerd's CRI
-// port-forward, the other end of this, gives the same 1 s.
-const spliceGrace = time.Second
-
-// splice copies both ways until one direction ends, passes that end on as
-// a half-close, and gives the other direction spliceGrace to finish before
-// closing both.
-func splice(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	pass := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if hc, ok := dst.(halfCloser); ok {
-			hc.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go pass(a, b)
-	go pass(b, a)
-	<-done
-	select {
-	case <-done:
-	case <-time.After(spliceGrace):
-	}
-	a.Close()
-	b.Close()
-}

@@ -182,7 +182,7 @@ func (s *Server) handle(ctx context.Context, host net.Conn) {
 	if _, err := io.WriteString(host, "OK\n"); err != nil {
 		return
 	}
-	splice(host, local)
+	api.Splice(host, local)
 }
 
 // connect asks the policy, then dials the port on 127.0.0.1, then on ::1
@@ -231,37 +231,4 @@ func readHeader(conn net.Conn) (string, error) {
 		sb.WriteByte(b[0])
 	}
 	return "", fmt.Errorf("port-forward header longer than %d bytes: %w", api.MaxPortForwardHeader, errdefs.ErrInvalidArgument)
-}
-
-// halfCloser is a connection whose sending side can close alone (TCP, vsock).
-type halfCloser interface{ CloseWrite() error }
-
-// spliceGrace is how long the other direction may go on once one has
-// ended. The end is passed on as a half-close, but a half-close does not
-// cross every vsock path (vhost-device-vsock drops it), and a client
-// waiting for the end of an answer would wait forever; containerd's CRI
-// port-forward, the other end of this, gives the same 1 s.
-const spliceGrace = time.Second
-
-// splice copies both ways until one direction ends, passes that end on as
-// a half-close, and gives the other direction spliceGrace to finish before
-// closing both.
-func splice(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	pass := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if hc, ok := dst.(halfCloser); ok {
-			hc.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go pass(a, b)
-	go pass(b, a)
-	<-done
-	select {
-	case <-done:
-	case <-time.After(spliceGrace):
-	}
-	a.Close()
-	b.Close()
 }

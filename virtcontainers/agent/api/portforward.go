@@ -2,8 +2,11 @@ package api
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -64,4 +67,38 @@ func (r *PortForwardRequest) Validate() error {
 		return invalid("port", "%d: want a TCP port 1-65535", p)
 	}
 	return nil
+}
+
+// halfCloser is a connection whose sending side can close alone (TCP, vsock).
+type halfCloser interface{ CloseWrite() error }
+
+// SpliceGrace is how long the other direction of a forward may go on once
+// one has ended. The end is passed on as a half-close, but a half-close
+// does not cross every vsock path (vhost-device-vsock drops it), and a
+// client waiting for the end of an answer would wait forever; containerd's
+// CRI port-forward, the far end of this, gives the same 1 s.
+const SpliceGrace = time.Second
+
+// Splice copies a forward's bytes both ways until one direction ends,
+// passes that end on as a half-close, and gives the other direction
+// SpliceGrace to finish before closing both. Both ends of a forward, the
+// shim and the agent, use it.
+func Splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	pass := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		if hc, ok := dst.(halfCloser); ok {
+			hc.CloseWrite()
+		}
+		done <- struct{}{}
+	}
+	go pass(a, b)
+	go pass(b, a)
+	<-done
+	select {
+	case <-done:
+	case <-time.After(SpliceGrace):
+	}
+	a.Close()
+	b.Close()
 }
