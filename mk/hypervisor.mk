@@ -11,7 +11,8 @@ HYPERVISOR_TIMEOUT ?= 15m
 qemu-deps:
 	scripts/install-deps.sh
 
-# The boot tests need build/guest/vmlinux and its modules (`make kernel`);
+# The boot tests need build/guest/vmlinux and its modules.manifest (and, for
+# Debian's kernel, its modules: `make kernel`);
 # COCO_GUEST_DIR points them elsewhere. They skip, saying why, without them.
 test-hypervisor:
 	@[ -f $(or $(COCO_GUEST_DIR),build/guest)/vmlinux ] || $(MAKE) --no-print-directory kernel
