@@ -156,6 +156,10 @@ func (s *Sandbox) emit(msg any) {
 }
 
 // CreateTask creates a container whose init runs the spec's args.
+// RefusedByGuest, as a container's first argument, makes the fake guest
+// refuse its creation (as a policy or a failed image pull would).
+const RefusedByGuest = "refused-by-guest"
+
 func (s *Sandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, pio sandbox.IO) (*taskAPI.CreateTaskResponse, error) {
 	data, err := os.ReadFile(filepath.Join(r.Bundle, "config.json"))
 	if err != nil {
@@ -176,6 +180,9 @@ func (s *Sandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, 
 	}
 	if _, ok := s.containers[r.ID]; ok {
 		return nil, fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists)
+	}
+	if len(args) > 0 && args[0] == RefusedByGuest {
+		return nil, fmt.Errorf("container %s: refused by the guest: %w", r.ID, errdefs.ErrPermissionDenied)
 	}
 	c := &container{id: r.ID, init: newProc(r.ID, args, pio), execs: map[string]*proc{}}
 	s.containers[r.ID] = c

@@ -114,7 +114,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	defer func() {
 		if retErr != nil {
 			for _, pio := range s.table.remove(r.ID, "") {
-				closeIO(ctx, pio)
+				abandonIO(pio)
 			}
 		}
 	}()
@@ -281,6 +281,15 @@ func closeIO(ctx context.Context, pio *hostio.Process) {
 	pio.Close()
 }
 
+// abandonIO releases the host stdio of a process whose create failed: it
+// never ran, so there is no output to wait for (draining would only hold
+// the CRI error back for drainTimeout).
+func abandonIO(pio *hostio.Process) {
+	if pio != nil {
+		pio.Close()
+	}
+}
+
 // Exec adds an exec process to a container.
 func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *emptypb.Empty, retErr error) {
 	defer func() { retErr = toGRPC(retErr) }()
@@ -290,7 +299,7 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *e
 	defer func() {
 		if retErr != nil {
 			for _, pio := range s.table.remove(r.ID, r.ExecID) {
-				closeIO(ctx, pio)
+				abandonIO(pio)
 			}
 		}
 	}()

@@ -466,3 +466,21 @@ func errNative(err error) error {
 	}
 	return errgrpcToNative(err)
 }
+
+// A create the guest refuses comes back at once: the process never ran, so
+// there is no output to drain before the error reaches containerd.
+func TestRefusedCreateReturnsWithoutDrain(t *testing.T) {
+	h := newHarness(t)
+	h.bootPod("pod1")
+	b := h.bundle("app", containerAnnotations("pod1"), sandboxtest.RefusedByGuest)
+	out := "file://" + filepath.Join(t.TempDir(), "out.log")
+	start := time.Now()
+	_, err := h.svc.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "app", Bundle: b, Stdout: out, Stderr: out})
+	wantCode(t, "refused create", errNative(err), errdefs.IsPermissionDenied, "PermissionDenied")
+	if d := time.Since(start); d >= drainTimeout {
+		t.Fatalf("the refusal took %v: it waited for output of a process that never ran", d)
+	}
+	if _, err := h.svc.State(h.ctx, &taskAPI.StateRequest{ID: "app"}); !errdefs.IsNotFound(errNative(err)) {
+		t.Fatalf("the refused container is still in the table: %v", err)
+	}
+}
