@@ -3,6 +3,7 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,19 +37,22 @@ func OnlineCPUs(root string) ([]int, error) {
 		up[c] = true
 	}
 	var done []int
+	var errs []error
 	for _, c := range present {
 		if up[c] {
 			continue
 		}
 		// cpu0 has no online file on x86 (it cannot go offline), but it
-		// is always online, so it never gets here.
+		// is always online, so it never gets here. One vCPU that will not
+		// come up does not keep the others down.
 		p := filepath.Join(root, fmt.Sprintf("cpu%d", c), "online")
 		if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-			return done, fmt.Errorf("online cpu%d: %w", c, err)
+			errs = append(errs, fmt.Errorf("online cpu%d: %w", c, err))
+			continue
 		}
 		done = append(done, c)
 	}
-	return done, nil
+	return done, errors.Join(errs...)
 }
 
 func readCPUList(path string) ([]int, error) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -43,7 +44,6 @@ func TestOnlineCPUs(t *testing.T) {
 	write("present", "0-2\n")
 	write("online", "0,2\n")
 	write("cpu1/online", "0\n")
-	write("cpu2/online", "1\n")
 	got, err := OnlineCPUs(root)
 	if err != nil || !reflect.DeepEqual(got, []int{1}) {
 		t.Fatalf("OnlineCPUs = %v, %v; want [1]", got, err)
@@ -51,7 +51,17 @@ func TestOnlineCPUs(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(root, "cpu1/online")); string(b) != "1" {
 		t.Errorf("cpu1/online = %q, want 1", b)
 	}
+	// One that cannot come up (no online file here) is named; the next
+	// one still comes up.
+	write("present", "0-3\n")
+	write("online", "0\n")
+	write("cpu3/online", "0\n")
+	got, err = OnlineCPUs(root)
+	if err == nil || !strings.Contains(err.Error(), "cpu2") || !reflect.DeepEqual(got, []int{1, 3}) {
+		t.Errorf("OnlineCPUs with cpu2 missing = %v, %v; want [1 3] and an error naming cpu2", got, err)
+	}
 	// All online: nothing to do.
+	write("present", "0-2\n")
 	write("online", "0-2\n")
 	if got, err := OnlineCPUs(root); err != nil || len(got) != 0 {
 		t.Errorf("all online: OnlineCPUs = %v, %v", got, err)
