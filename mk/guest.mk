@@ -97,6 +97,8 @@ install-guest-assets:
 	install -m 0644 $(GUEST_OUT)/vmlinux $(GUEST_OUT)/vmlinuz $(GUEST_OUT)/initrd.img $(GUEST_OUT)/initrd-dev.img \
 		$(GUEST_OUT)/tools.erofs $(GUEST_OUT)/kernel.release $(DESTDIR)$(SHARE)/
 
-# Boots the kernel with a test init under QEMU TCG (needs `make kernel`).
+# Boots the kernel with a test init under QEMU TCG (needs `make kernel`);
+# TestOwnKernel checks our kernel's config and TEE drivers from inside the
+# guest (it skips Debian's).
 test-guest-boot:
-	$(GO) test -tags integration -count=1 -v -run TestBoot ./guest-assets/internal/boottest/
+	$(GO) test -tags integration -count=1 -v -run 'TestBoot|TestOwnKernel' ./guest-assets/internal/boottest/
