@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,4 +241,107 @@ func rootfsImagesOnly(podID string, live ...string) error {
 		return fmt.Errorf("rootfs images of containers that are gone: %v", extra)
 	}
 	return nil
+}
+
+// TestContainerdRestartThenShimKilled runs one pod per sandboxer through two
+// faults. containerd restarted (SIGTERM, then started again, as for an
+// upgrade): the shim keeps the pod, and the new containerd sees it Ready,
+// its container Running, and ExecSync works. Then the shim is killed -9:
+// the VM and its vsock daemon die with it (they are tethered to the shim),
+// containerd's `delete` removes the pod's state, the container shows as
+// exited, and the pod is removed with nothing left.
+func TestContainerdRestartThenShimKilled(t *testing.T) {
+	requireGuest(t)
+	for _, handler := range []string{"coco", "coco-sandboxer"} {
+		t.Run(handler, func(t *testing.T) {
+			ctx := testCtx(t, 5*time.Minute)
+			before := shared.ctrd.Census()
+			pod, err := shared.ctrd.CRI.RunPod(ctx, handler, harness.PodConfig(harness.PodOptions{Name: "restart-" + handler, LogDir: t.TempDir()}))
+			if err != nil {
+				t.Fatalf("RunPodSandbox: %v", err)
+			}
+			removed := false
+			defer func() {
+				if !removed && shared.ctrd.CRI != nil {
+					shared.ctrd.CRI.RemovePod(context.Background(), pod.ID)
+				}
+			}()
+			ctr, err := shared.ctrd.CRI.StartContainer(ctx, pod, harness.ContainerConfig("sleeper", "sleeper.log", "sleep", "1000"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			qemu := podQEMU(t, pod.ID)
+			shimPID := podShim(t, pod.ID)
+
+			// containerd restarts under the running pod.
+			t0 := time.Now()
+			if err := shared.ctrd.Restart(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("containerd restarted in %s", time.Since(t0).Round(time.Millisecond))
+			cri := shared.ctrd.CRI
+			if p := podShim(t, pod.ID); p != shimPID {
+				t.Errorf("the pod's shim changed across the restart: %d → %d", shimPID, p)
+			}
+			if q := podQEMU(t, pod.ID); q != qemu {
+				t.Errorf("the pod's QEMU changed across the restart: %d → %d", qemu, q)
+			}
+			ps, err := cri.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod.ID})
+			if err != nil {
+				t.Fatalf("PodSandboxStatus after the restart: %v", err)
+			}
+			if ps.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+				t.Errorf("pod after containerd's restart: %s, want SANDBOX_READY", ps.Status.State)
+			}
+			cs, err := cri.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr})
+			if err != nil {
+				t.Fatalf("ContainerStatus after the restart: %v", err)
+			}
+			if cs.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+				t.Errorf("container after containerd's restart: %s, want CONTAINER_RUNNING", cs.Status.State)
+			}
+			if out, _, code, err := cri.Exec(ctx, ctr, 30*time.Second, "echo", "after-restart"); err != nil || code != 0 || strings.TrimSpace(out) != "after-restart" {
+				t.Errorf("ExecSync after containerd's restart: %q, code %d, %v", out, code, err)
+			}
+
+			// The shim dies by SIGKILL: nothing of its may run on.
+			if err := syscall.Kill(shimPID, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, func() (bool, string) {
+				for _, pid := range harness.ProcessesMentioning(pod.ID) {
+					if c := harness.Cmdline(pid); strings.Contains(c, "qemu-system") || strings.Contains(c, "vhost-device-vsock") {
+						return false, fmt.Sprintf("process %d outlived the shim killed -9: %s", pid, c)
+					}
+				}
+				return true, ""
+			})
+			st, err := cri.WaitExited(ctx, ctr, time.Minute)
+			if err != nil {
+				t.Fatalf("container after its shim was killed: %v", err)
+			}
+			t.Logf("container after the shim was killed: exit %d, reason %q", st.ExitCode, st.Reason)
+			if err := cri.RemovePod(ctx, pod.ID); err != nil {
+				t.Fatalf("removing the pod of a killed shim: %v", err)
+			}
+			removed = true
+			assertNoLeftovers(t, pod.ID, ctr)
+			assertCensusBack(t, before, "containerd restart, then shim killed -9")
+		})
+	}
+}
+
+// podShim is the pid of the shim serving pod id (its argv: -id <id>).
+func podShim(t *testing.T, podID string) int {
+	t.Helper()
+	var shims []int
+	for _, pid := range harness.ProcessesMentioning("-id " + podID) {
+		if strings.Contains(harness.Cmdline(pid), "containerd-shim-coco-v2") {
+			shims = append(shims, pid)
+		}
+	}
+	if len(shims) != 1 {
+		t.Fatalf("want exactly one shim serving pod %s, found %v", podID, shims)
+	}
+	return shims[0]
 }

@@ -346,6 +346,14 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 		if err := terminateShim(ctx, ns, role.SandboxID); err != nil {
 			log.G(ctx).WithError(err).Warn("delete: stopping the pod's shim")
 		}
+		// A shim that was killed (-9, OOM) never removed its socket, and
+		// nothing else will: the pod's socket is named after the pod, not
+		// the task containerd cleans up.
+		if addr := recordedAddress(bundle); addr != "" && !shim.CanConnect(addr) {
+			if err := shim.RemoveSocket(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
+				log.G(ctx).WithError(err).Warn("delete: removing the dead shim's socket")
+			}
+		}
 	}
 	return status, nil
 }
@@ -423,23 +431,29 @@ func isPodShim(argv []string, name, ns, id string) bool {
 // one workload never destroys a pod that may still be running; the pod's
 // own sandbox task cleans it up.
 func shimAlive(bundle string) bool {
-	var addr string
+	addr := recordedAddress(bundle)
+	if addr == "" {
+		return true
+	}
+	return shim.CanConnect(addr)
+}
+
+// recordedAddress is the shim address containerd recorded in the bundle
+// ("" when it recorded none).
+func recordedAddress(bundle string) string {
 	if data, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
 		var res struct {
 			Address string `json:"address"`
 		}
-		if json.Unmarshal(data, &res) == nil {
-			addr = res.Address
+		if json.Unmarshal(data, &res) == nil && res.Address != "" {
+			return res.Address
 		}
 	}
-	if addr == "" {
-		a, err := shim.ReadAddress(filepath.Join(bundle, "address"))
-		if err != nil {
-			return true
-		}
-		addr = a
+	a, err := shim.ReadAddress(filepath.Join(bundle, "address"))
+	if err != nil {
+		return ""
 	}
-	return shim.CanConnect(addr)
+	return a
 }
 
 // Info answers `-info`: name, version, and the runtime options echoed back
