@@ -40,3 +40,6 @@ default GetEvidenceRequest := true
 # kubectl port-forward to any port the guest serves on loopback (but the
 # agent's own workload API, which the agent never forwards).
 default PortForwardRequest := true
+
+default UpdateVolumeRequest := true
+default ReadTerminationMessageRequest := true

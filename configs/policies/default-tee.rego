@@ -53,6 +53,18 @@ default GetResourceRequest := true
 default GetTokenRequest := true
 default GetEvidenceRequest := true
 
+# Kubelet file volumes (configMap, secret, projected, downwardAPI) kept in
+# sync: the guest accepts an update only for a volume PrepareContainer
+# brought (files[] show destination and mode, never content). An owner
+# who wants a pod's volumes frozen at creation sets this to false.
+default UpdateVolumeRequest := true
+
+# The termination message a container wrote, read back when it exits so
+# the kubelet can show it in the pod status: only a file the host sent
+# empty (never a secret), at most 4096 bytes. The app writes it for the
+# control plane; an owner who wants nothing back sets this to false.
+default ReadTerminationMessageRequest := true
+
 default SetPolicyRequest := false
 default CheckpointTaskRequest := false
 default ReadStreamRequest := false

@@ -71,6 +71,13 @@ type prepared struct {
 	sandbox bool
 	mounts  []string // to unmount, innermost first
 	process []byte   // the process as the host sent it (spec.Result.HostProcess)
+	// volumes maps a file volume's mount destination to its guest
+	// directory (atomic writer layout); emptyFiles a single-file mount the
+	// host sent empty (a termination message file) to its guest file.
+	// Both are set once Prepare succeeds, under Manager.mu.
+	volumes    map[string]string
+	emptyFiles map[string]string
+	volMu      sync.Mutex // serialises UpdateVolume
 }
 
 // Manager tracks prepared bundles and the sandbox container. It is safe for
@@ -247,6 +254,10 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	if err := cdh.UnsealFiles(ctx, files, m.cfg.Unseal); err != nil {
 		return "", fmt.Errorf("container %s: %w", id, err)
 	}
+	volumes, emptyFiles, err := fileVolumes(filesRoot, r.GetFiles(), res.FileDirs)
+	if err != nil {
+		return "", fmt.Errorf("container %s: %w", id, err)
+	}
 	for _, w := range res.Warnings {
 		log.G(ctx).WithField("id", id).Warn(w)
 	}
@@ -257,6 +268,9 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	if err := os.WriteFile(filepath.Join(p.bundle, "config.json"), data, 0o600); err != nil {
 		return "", err
 	}
+	m.mu.Lock()
+	p.volumes, p.emptyFiles = volumes, emptyFiles
+	m.mu.Unlock()
 	rootfs := filepath.Join(p.bundle, "rootfs")
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return "", err

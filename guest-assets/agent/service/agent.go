@@ -217,3 +217,22 @@ func (s *agentService) DestroySandbox(ctx context.Context, _ *api.DestroySandbox
 	go s.destroy("sandbox destroyed by the host")
 	return &emptypb.Empty{}, nil
 }
+
+// UpdateVolume applies a new version of a container's file volume (the
+// policy judged it as UpdateVolumeRequest; Validate bounded it).
+func (s *agentService) UpdateVolume(ctx context.Context, r *api.UpdateVolumeRequest) (*emptypb.Empty, error) {
+	if err := s.containers.UpdateVolume(ctx, r); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// ReadTerminationMessage returns a container's termination message (the
+// policy judged it as ReadTerminationMessageRequest).
+func (s *agentService) ReadTerminationMessage(ctx context.Context, r *api.ReadTerminationMessageRequest) (*api.ReadTerminationMessageResponse, error) {
+	b, err := s.containers.ReadTerminationMessage(r.GetContainerId(), r.GetDestination())
+	if err != nil {
+		return nil, err
+	}
+	return &api.ReadTerminationMessageResponse{Content: b}, nil
+}

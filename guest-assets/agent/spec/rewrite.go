@@ -67,6 +67,9 @@ type Result struct {
 	// VolumeDirs are the directories under VolumeRoot the spec now binds;
 	// the caller creates them.
 	VolumeDirs []string
+	// FileDirs are the destinations of directory mounts whose content is
+	// the host's files (kubelet file volumes), in spec order.
+	FileDirs []string
 }
 
 // mount types that carry no host path and keep their meaning in the guest.
@@ -135,7 +138,7 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	if err := rewriteNamespaces(&s, o, warn); err != nil {
 		return nil, err
 	}
-	if res.VolumeDirs, err = rewriteMounts(&s, o, warn); err != nil {
+	if res.VolumeDirs, res.FileDirs, err = rewriteMounts(&s, o, warn); err != nil {
 		return nil, err
 	}
 	rewriteLinux(&s, o, warn)
@@ -277,20 +280,20 @@ func nsFile(t specs.LinuxNamespaceType) string {
 	return string(t)
 }
 
-func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]string, error) {
+func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]string, []string, error) {
 	used := map[string]bool{}
-	var dirs []string
+	var dirs, fileDirs []string
 	for i := range s.Mounts {
 		m := &s.Mounts[i]
 		field := fmt.Sprintf("mounts[%d]", i)
 		if m.Destination == "" || !path.IsAbs(m.Destination) || strings.ContainsRune(m.Destination, 0) {
-			return nil, invalid(field+".destination", "%q must be an absolute path", m.Destination)
+			return nil, nil, invalid(field+".destination", "%q must be an absolute path", m.Destination)
 		}
 		m.Destination = path.Clean(m.Destination)
 		bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 		if !bind {
 			if !slices.Contains(guestMountTypes, m.Type) {
-				return nil, invalid(field+".type", "%q is not allowed in the guest: want bind or one of %s", m.Type, strings.Join(guestMountTypes, ", "))
+				return nil, nil, invalid(field+".type", "%q is not allowed in the guest: want bind or one of %s", m.Type, strings.Join(guestMountTypes, ", "))
 			}
 			continue
 		}
@@ -301,6 +304,16 @@ func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]strin
 			continue
 		}
 		if dir, ok := filesUnder(o, m.Destination, used); ok {
+			if slices.ContainsFunc(fileDirs, func(d string) bool {
+				return strings.HasPrefix(m.Destination, d+"/") || strings.HasPrefix(d, m.Destination+"/")
+			}) {
+				// Each keeps its own atomic writer layout: one inside
+				// another's would be moved into its version directory.
+				return nil, nil, invalid(field+".destination", "%q: a file volume nested in another is not supported", m.Destination)
+			}
+			if !slices.Contains(fileDirs, m.Destination) {
+				fileDirs = append(fileDirs, m.Destination)
+			}
 			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: dir, Options: keepBindOptions(m.Options)}
 			continue
 		}
@@ -338,9 +351,9 @@ func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]strin
 	}
 	if len(unused) > 0 {
 		sort.Strings(unused)
-		return nil, fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
 	}
-	return dirs, nil
+	return dirs, fileDirs, nil
 }
 
 // filesUnder returns the guest directory holding the files the host sent

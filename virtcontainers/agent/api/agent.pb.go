@@ -1145,6 +1145,167 @@ func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
+type UpdateVolumeRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// The directory bind mount's destination in the container, as in the
+	// spec PrepareContainer sent: one whose files came with it.
+	Destination string `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// The volume's new files, each destination under the mount's
+	// (same bounds as PrepareContainer's files).
+	Files         []*File `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateVolumeRequest) Reset() {
+	*x = UpdateVolumeRequest{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateVolumeRequest) ProtoMessage() {}
+
+func (x *UpdateVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateVolumeRequest.ProtoReflect.Descriptor instead.
+func (*UpdateVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateVolumeRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateVolumeRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *UpdateVolumeRequest) GetFiles() []*File {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type ReadTerminationMessageRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// The bind mount destination (terminationMessagePath).
+	Destination   string `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadTerminationMessageRequest) Reset() {
+	*x = ReadTerminationMessageRequest{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadTerminationMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadTerminationMessageRequest) ProtoMessage() {}
+
+func (x *ReadTerminationMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadTerminationMessageRequest.ProtoReflect.Descriptor instead.
+func (*ReadTerminationMessageRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReadTerminationMessageRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ReadTerminationMessageRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+type ReadTerminationMessageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Content       []byte                 `protobuf:"bytes,1,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadTerminationMessageResponse) Reset() {
+	*x = ReadTerminationMessageResponse{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadTerminationMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadTerminationMessageResponse) ProtoMessage() {}
+
+func (x *ReadTerminationMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadTerminationMessageResponse.ProtoReflect.Descriptor instead.
+func (*ReadTerminationMessageResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReadTerminationMessageResponse) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
 // ReadStreamRequest and WriteStreamRequest are not calls: they are what the
 // agent policy is asked (rules ReadStreamRequest, WriteStreamRequest) when
 // the host opens a stdio stream on vsock port 1025. A denied stream is still
@@ -1160,7 +1321,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1333,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1346,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1219,7 +1380,7 @@ type WriteStreamRequest struct {
 
 func (x *WriteStreamRequest) Reset() {
 	*x = WriteStreamRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1392,7 @@ func (x *WriteStreamRequest) String() string {
 func (*WriteStreamRequest) ProtoMessage() {}
 
 func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1405,7 @@ func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WriteStreamRequest) GetContainerId() string {
@@ -1275,7 +1436,7 @@ type PortForwardRequest struct {
 
 func (x *PortForwardRequest) Reset() {
 	*x = PortForwardRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1448,7 @@ func (x *PortForwardRequest) String() string {
 func (*PortForwardRequest) ProtoMessage() {}
 
 func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1461,7 @@ func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortForwardRequest.ProtoReflect.Descriptor instead.
 func (*PortForwardRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PortForwardRequest) GetPort() uint32 {
@@ -1392,7 +1553,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\"*\n" +
 	"\x10SetPolicyRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\"\x17\n" +
-	"\x15DestroySandboxRequest\"c\n" +
+	"\x15DestroySandboxRequest\"\x85\x01\n" +
+	"\x13UpdateVolumeRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\x12)\n" +
+	"\x05files\x18\x03 \x03(\v2\x13.coco.agent.v1.FileR\x05files\"d\n" +
+	"\x1dReadTerminationMessageRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\":\n" +
+	"\x1eReadTerminationMessageResponse\x12\x18\n" +
+	"\acontent\x18\x01 \x01(\fR\acontent\"c\n" +
 	"\x11ReadStreamRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
@@ -1401,14 +1571,16 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\"(\n" +
 	"\x12PortForwardRequest\x12\x12\n" +
-	"\x04port\x18\x01 \x01(\rR\x04port2\xd5\x03\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port2\x98\x05\n" +
 	"\x05Agent\x12E\n" +
 	"\x06Health\x12\x1c.coco.agent.v1.HealthRequest\x1a\x1d.coco.agent.v1.HealthResponse\x12J\n" +
 	"\fSetupSandbox\x12\".coco.agent.v1.SetupSandboxRequest\x1a\x16.google.protobuf.Empty\x12c\n" +
 	"\x10PrepareContainer\x12&.coco.agent.v1.PrepareContainerRequest\x1a'.coco.agent.v1.PrepareContainerResponse\x12>\n" +
 	"\x06Events\x12\x1c.coco.agent.v1.EventsRequest\x1a\x14.coco.agent.v1.Event0\x01\x12D\n" +
 	"\tSetPolicy\x12\x1f.coco.agent.v1.SetPolicyRequest\x1a\x16.google.protobuf.Empty\x12N\n" +
-	"\x0eDestroySandbox\x12$.coco.agent.v1.DestroySandboxRequest\x1a\x16.google.protobuf.EmptyB;Z9github.com/coco-runtime/coco/virtcontainers/agent/api;apib\x06proto3"
+	"\x0eDestroySandbox\x12$.coco.agent.v1.DestroySandboxRequest\x1a\x16.google.protobuf.Empty\x12J\n" +
+	"\fUpdateVolume\x12\".coco.agent.v1.UpdateVolumeRequest\x1a\x16.google.protobuf.Empty\x12u\n" +
+	"\x16ReadTerminationMessage\x12,.coco.agent.v1.ReadTerminationMessageRequest\x1a-.coco.agent.v1.ReadTerminationMessageResponseB;Z9github.com/coco-runtime/coco/virtcontainers/agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1422,36 +1594,39 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_agent_proto_goTypes = []any{
-	(*HealthRequest)(nil),            // 0: coco.agent.v1.HealthRequest
-	(*HealthResponse)(nil),           // 1: coco.agent.v1.HealthResponse
-	(*SetupSandboxRequest)(nil),      // 2: coco.agent.v1.SetupSandboxRequest
-	(*PodNetwork)(nil),               // 3: coco.agent.v1.PodNetwork
-	(*NetworkInterface)(nil),         // 4: coco.agent.v1.NetworkInterface
-	(*NetworkRoute)(nil),             // 5: coco.agent.v1.NetworkRoute
-	(*NetworkNeighbor)(nil),          // 6: coco.agent.v1.NetworkNeighbor
-	(*PrepareContainerRequest)(nil),  // 7: coco.agent.v1.PrepareContainerRequest
-	(*Rootfs)(nil),                   // 8: coco.agent.v1.Rootfs
-	(*BlockDevice)(nil),              // 9: coco.agent.v1.BlockDevice
-	(*GuestPull)(nil),                // 10: coco.agent.v1.GuestPull
-	(*File)(nil),                     // 11: coco.agent.v1.File
-	(*PrepareContainerResponse)(nil), // 12: coco.agent.v1.PrepareContainerResponse
-	(*EventsRequest)(nil),            // 13: coco.agent.v1.EventsRequest
-	(*Event)(nil),                    // 14: coco.agent.v1.Event
-	(*SetPolicyRequest)(nil),         // 15: coco.agent.v1.SetPolicyRequest
-	(*DestroySandboxRequest)(nil),    // 16: coco.agent.v1.DestroySandboxRequest
-	(*ReadStreamRequest)(nil),        // 17: coco.agent.v1.ReadStreamRequest
-	(*WriteStreamRequest)(nil),       // 18: coco.agent.v1.WriteStreamRequest
-	(*PortForwardRequest)(nil),       // 19: coco.agent.v1.PortForwardRequest
-	nil,                              // 20: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),            // 22: google.protobuf.Empty
-	(*anypb.Any)(nil),                // 23: google.protobuf.Any
+	(*HealthRequest)(nil),                  // 0: coco.agent.v1.HealthRequest
+	(*HealthResponse)(nil),                 // 1: coco.agent.v1.HealthResponse
+	(*SetupSandboxRequest)(nil),            // 2: coco.agent.v1.SetupSandboxRequest
+	(*PodNetwork)(nil),                     // 3: coco.agent.v1.PodNetwork
+	(*NetworkInterface)(nil),               // 4: coco.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),                   // 5: coco.agent.v1.NetworkRoute
+	(*NetworkNeighbor)(nil),                // 6: coco.agent.v1.NetworkNeighbor
+	(*PrepareContainerRequest)(nil),        // 7: coco.agent.v1.PrepareContainerRequest
+	(*Rootfs)(nil),                         // 8: coco.agent.v1.Rootfs
+	(*BlockDevice)(nil),                    // 9: coco.agent.v1.BlockDevice
+	(*GuestPull)(nil),                      // 10: coco.agent.v1.GuestPull
+	(*File)(nil),                           // 11: coco.agent.v1.File
+	(*PrepareContainerResponse)(nil),       // 12: coco.agent.v1.PrepareContainerResponse
+	(*EventsRequest)(nil),                  // 13: coco.agent.v1.EventsRequest
+	(*Event)(nil),                          // 14: coco.agent.v1.Event
+	(*SetPolicyRequest)(nil),               // 15: coco.agent.v1.SetPolicyRequest
+	(*DestroySandboxRequest)(nil),          // 16: coco.agent.v1.DestroySandboxRequest
+	(*UpdateVolumeRequest)(nil),            // 17: coco.agent.v1.UpdateVolumeRequest
+	(*ReadTerminationMessageRequest)(nil),  // 18: coco.agent.v1.ReadTerminationMessageRequest
+	(*ReadTerminationMessageResponse)(nil), // 19: coco.agent.v1.ReadTerminationMessageResponse
+	(*ReadStreamRequest)(nil),              // 20: coco.agent.v1.ReadStreamRequest
+	(*WriteStreamRequest)(nil),             // 21: coco.agent.v1.WriteStreamRequest
+	(*PortForwardRequest)(nil),             // 22: coco.agent.v1.PortForwardRequest
+	nil,                                    // 23: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	(*timestamppb.Timestamp)(nil),          // 24: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),                  // 25: google.protobuf.Empty
+	(*anypb.Any)(nil),                      // 26: google.protobuf.Any
 }
 var file_agent_proto_depIdxs = []int32{
-	20, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	21, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
+	23, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	24, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
 	3,  // 2: coco.agent.v1.SetupSandboxRequest.network:type_name -> coco.agent.v1.PodNetwork
 	4,  // 3: coco.agent.v1.PodNetwork.interfaces:type_name -> coco.agent.v1.NetworkInterface
 	5,  // 4: coco.agent.v1.PodNetwork.routes:type_name -> coco.agent.v1.NetworkRoute
@@ -1460,26 +1635,31 @@ var file_agent_proto_depIdxs = []int32{
 	11, // 7: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
 	9,  // 8: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
 	10, // 9: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
-	22, // 10: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
-	23, // 11: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
-	21, // 12: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	0,  // 13: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
-	2,  // 14: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
-	7,  // 15: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
-	13, // 16: coco.agent.v1.Agent.Events:input_type -> coco.agent.v1.EventsRequest
-	15, // 17: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
-	16, // 18: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
-	1,  // 19: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
-	22, // 20: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
-	12, // 21: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
-	14, // 22: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
-	22, // 23: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
-	22, // 24: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	25, // 10: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
+	26, // 11: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
+	24, // 12: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 13: coco.agent.v1.UpdateVolumeRequest.files:type_name -> coco.agent.v1.File
+	0,  // 14: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
+	2,  // 15: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
+	7,  // 16: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
+	13, // 17: coco.agent.v1.Agent.Events:input_type -> coco.agent.v1.EventsRequest
+	15, // 18: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
+	16, // 19: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
+	17, // 20: coco.agent.v1.Agent.UpdateVolume:input_type -> coco.agent.v1.UpdateVolumeRequest
+	18, // 21: coco.agent.v1.Agent.ReadTerminationMessage:input_type -> coco.agent.v1.ReadTerminationMessageRequest
+	1,  // 22: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
+	25, // 23: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
+	12, // 24: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
+	14, // 25: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
+	25, // 26: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
+	25, // 27: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	25, // 28: coco.agent.v1.Agent.UpdateVolume:output_type -> google.protobuf.Empty
+	19, // 29: coco.agent.v1.Agent.ReadTerminationMessage:output_type -> coco.agent.v1.ReadTerminationMessageResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1498,7 +1678,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

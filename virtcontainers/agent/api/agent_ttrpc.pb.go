@@ -15,6 +15,8 @@ type AgentService interface {
 	Events(context.Context, *EventsRequest, Agent_EventsServer) error
 	SetPolicy(context.Context, *SetPolicyRequest) (*emptypb.Empty, error)
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*emptypb.Empty, error)
+	UpdateVolume(context.Context, *UpdateVolumeRequest) (*emptypb.Empty, error)
+	ReadTerminationMessage(context.Context, *ReadTerminationMessageRequest) (*ReadTerminationMessageResponse, error)
 }
 
 type Agent_EventsServer interface {
@@ -68,6 +70,20 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 				}
 				return svc.DestroySandbox(ctx, &req)
 			},
+			"UpdateVolume": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateVolumeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateVolume(ctx, &req)
+			},
+			"ReadTerminationMessage": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ReadTerminationMessageRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ReadTerminationMessage(ctx, &req)
+			},
 		},
 		Streams: map[string]ttrpc.Stream{
 			"Events": {
@@ -92,6 +108,8 @@ type AgentClient interface {
 	Events(context.Context, *EventsRequest) (Agent_EventsClient, error)
 	SetPolicy(context.Context, *SetPolicyRequest) (*emptypb.Empty, error)
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*emptypb.Empty, error)
+	UpdateVolume(context.Context, *UpdateVolumeRequest) (*emptypb.Empty, error)
+	ReadTerminationMessage(context.Context, *ReadTerminationMessageRequest) (*ReadTerminationMessageResponse, error)
 }
 
 type agentClient struct {
@@ -168,6 +186,22 @@ func (c *agentClient) SetPolicy(ctx context.Context, req *SetPolicyRequest) (*em
 func (c *agentClient) DestroySandbox(ctx context.Context, req *DestroySandboxRequest) (*emptypb.Empty, error) {
 	var resp emptypb.Empty
 	if err := c.client.Call(ctx, "coco.agent.v1.Agent", "DestroySandbox", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateVolume(ctx context.Context, req *UpdateVolumeRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "coco.agent.v1.Agent", "UpdateVolume", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ReadTerminationMessage(ctx context.Context, req *ReadTerminationMessageRequest) (*ReadTerminationMessageResponse, error) {
+	var resp ReadTerminationMessageResponse
+	if err := c.client.Call(ctx, "coco.agent.v1.Agent", "ReadTerminationMessage", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

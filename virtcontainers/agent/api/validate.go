@@ -155,15 +155,25 @@ func (r *PrepareContainerRequest) Validate() error {
 	if r.GetSandboxContainer() != agentRootfs {
 		return invalid("rootfs", "the sandbox container and only it uses the agent rootfs (sandbox_container=%v)", r.GetSandboxContainer())
 	}
-	if len(r.GetFiles()) > MaxFiles {
-		return invalid("files", "%d files, at most %d", len(r.GetFiles()), MaxFiles)
+	return validateFiles("files", r.GetFiles(), "")
+}
+
+// validateFiles checks files sent for bind mounts: at most MaxFiles, clean
+// absolute destinations given once (under under+"/" when under is set),
+// bounded content, permission bits only.
+func validateFiles(field string, files []*File, under string) error {
+	if len(files) > MaxFiles {
+		return invalid(field, "%d files, at most %d", len(files), MaxFiles)
 	}
 	total := 0
-	seen := make(map[string]bool, len(r.GetFiles()))
-	for i, f := range r.GetFiles() {
-		field := fmt.Sprintf("files[%d]", i)
+	seen := make(map[string]bool, len(files))
+	for i, f := range files {
+		field := fmt.Sprintf("%s[%d]", field, i)
 		if err := ValidateAbsPath(field+".destination", f.GetDestination()); err != nil {
 			return err
+		}
+		if under != "" && !strings.HasPrefix(f.GetDestination(), under+"/") {
+			return invalid(field+".destination", "%q is not under the volume's destination %q", f.GetDestination(), under)
 		}
 		if seen[f.GetDestination()] {
 			return invalid(field+".destination", "%q given twice", f.GetDestination())
@@ -178,9 +188,38 @@ func (r *PrepareContainerRequest) Validate() error {
 		}
 	}
 	if total > MaxTotalFilesBytes {
-		return invalid("files", "%d bytes in all, at most %d", total, MaxTotalFilesBytes)
+		return invalid(field, "%d bytes in all, at most %d", total, MaxTotalFilesBytes)
 	}
 	return nil
+}
+
+// Validate checks an UpdateVolumeRequest: the same bounds as
+// PrepareContainer's files, every file under the volume's destination.
+// Whether the destination is a volume of that container is the guest's
+// to check.
+func (r *UpdateVolumeRequest) Validate() error {
+	if err := ValidateID("container_id", r.GetContainerId()); err != nil {
+		return err
+	}
+	if err := ValidateAbsPath("destination", r.GetDestination()); err != nil {
+		return err
+	}
+	if r.GetDestination() == "/" {
+		return invalid("destination", "a volume cannot be mounted at /")
+	}
+	return validateFiles("files", r.GetFiles(), r.GetDestination())
+}
+
+// MaxTerminationMessage is the most of a termination message the guest
+// returns, as the kubelet reads at most 4096 bytes of one.
+const MaxTerminationMessage = 4096
+
+// Validate checks a ReadTerminationMessageRequest.
+func (r *ReadTerminationMessageRequest) Validate() error {
+	if err := ValidateID("container_id", r.GetContainerId()); err != nil {
+		return err
+	}
+	return ValidateAbsPath("destination", r.GetDestination())
 }
 
 // Validate checks a SetPolicyRequest.

@@ -48,6 +48,11 @@ WriteStreamRequest if input.exec_id != ""
 
 default PortForwardRequest := false
 
+# The pod's declared file volumes, kept in sync (the guest refuses an
+# update for any other destination), and its termination messages.
+default UpdateVolumeRequest := true
+default ReadTerminationMessageRequest := true
+
 PortForwardRequest if input.port in pod.ports
 
 # --- the sandbox ---
