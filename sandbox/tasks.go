@@ -43,6 +43,7 @@ func call[Req, Resp any](g *guestTasks, ctx context.Context, r Req, m func(taskA
 func (g *guestTasks) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	resp, err := call(g, ctx, r, taskAPI.TTRPCTaskService.Delete)
 	if err == nil && r.ExecID == "" {
+		g.s.vols.forget(r.ID)
 		// The guest has unmounted the rootfs; the hot-unplug needs the
 		// guest's ACPI handshake (~0.3 s under TCG) and need not hold up
 		// the answer: a pod being stopped deletes its containers first.

@@ -59,6 +59,9 @@ type vmSandbox struct {
 	disks   map[string]string // container id → rootfs image on the host
 	// forwarder serves port-forward in the pod's namespace (nil: none).
 	forwarder *network.LoopbackForwarder
+	// vols keeps containers' file volumes in sync and copies their
+	// termination messages back (volumesync.go).
+	vols volumeSync
 
 	events       chan Event
 	eventsClosed sync.Once
@@ -282,6 +285,9 @@ func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClien
 		if s.opts.SandboxAPI && containerOf(msg) == s.opts.ID {
 			continue // the guest's own pause container: containerd has no such task
 		}
+		if id, ok := isInitExit(msg); ok {
+			s.vols.exited(ctx, id, s.readTerminationMessage)
+		}
 		if !s.live.observe(msg) {
 			drops.Warn(entry, fmt.Sprintf("the guest reports more than %d live processes; not tracking more", maxLiveProcs))
 		}
@@ -374,6 +380,7 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		return nil, err
 	}
 	cp.CreateMs = ms(time.Since(t))
+	s.vols.watch(ctx, r.ID, spec, s.updateVolume)
 	cp.DoneAtNs = time.Now().UnixNano()
 	s.phases.update(func(p *Phases) { p.Containers = append(p.Containers, cp) })
 	return resp, nil
@@ -540,6 +547,7 @@ func (s *vmSandbox) probe(ctx context.Context) {
 func (s *vmSandbox) teardown(ctx context.Context) error {
 	var errs []error
 	s.stopForwarding()
+	s.vols.stopAll()
 	if err := s.vm.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
