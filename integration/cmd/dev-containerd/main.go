@@ -80,7 +80,7 @@ func start(dir string) error {
 
 With crictl:
   export CONTAINER_RUNTIME_ENDPOINT=unix://%[2]s IMAGE_SERVICE_ENDPOINT=unix://%[2]s
-  POD=$(crictl runp --runtime coco %[6]s)
+  POD=$(crictl --timeout 60s runp --runtime coco %[6]s)   # a VM pod needs more than the default 2s
   CTR=$(crictl create $POD %[7]s %[6]s)
   crictl start $CTR
   crictl exec $CTR uname -r
