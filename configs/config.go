@@ -55,6 +55,7 @@ type Config struct {
 	Agent      Agent      `toml:"agent"`
 	Runtime    Runtime    `toml:"runtime"`
 	Rootfs     Rootfs     `toml:"rootfs"`
+	Volumes    Volumes    `toml:"volumes"`
 }
 
 // Hypervisor is the [hypervisor] table.
@@ -134,6 +135,16 @@ type Runtime struct {
 	// InitData is an init-data TOML file; absolute once loaded, "" for none.
 	InitData string `toml:"initdata"`
 	LogLevel string `toml:"log_level"`
+}
+
+// Volumes is the [volumes] table.
+type Volumes struct {
+	// HostDirs says what a bind mount of a host directory that is neither
+	// a kubelet file volume nor an emptyDir (hostPath, a persistent
+	// volume) becomes: "refuse" (CreateContainer fails naming the mount),
+	// "empty" (an empty guest directory shared by the pod), or "" for the
+	// class's default (refuse with a TEE, empty without).
+	HostDirs string `toml:"host_dirs"`
 }
 
 // Rootfs is the [rootfs] table.

@@ -91,6 +91,7 @@ func (c *Config) validate(file string) error {
 	}
 	v.oneOf("runtime.log_level", c.Runtime.LogLevel, logLevels())
 	v.oneOf("rootfs.fstype", c.Rootfs.FSType, fsTypes())
+	v.oneOf("volumes.host_dirs", c.Volumes.HostDirs, []string{"", "refuse", "empty"})
 	if c.Rootfs.Mkfs == "" {
 		v.add("rootfs.mkfs", "empty; name the mkfs.%s binary", c.Rootfs.FSType)
 	}

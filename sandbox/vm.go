@@ -320,6 +320,9 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	if err != nil {
 		return nil, err
 	}
+	if err := checkHostDirs(spec, hostDirsMode(s.opts.Config.Volumes.HostDirs, s.vmConfig.TEE.Kind.Confidential())); err != nil {
+		return nil, err
+	}
 	prep := &api.PrepareContainerRequest{ContainerId: r.ID, Spec: specBytes}
 	cp := ContainerPhases{ID: r.ID}
 	t := time.Now()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/containerd/errdefs"
 
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
@@ -111,4 +113,67 @@ func readRootFile(root *os.Root, p string, budget *int) ([]byte, uint32, error) 
 	}
 	*budget -= len(b)
 	return b, uint32(st.Mode().Perm()), nil
+}
+
+// emptyDirKind is the kubelet's emptyDir plugin directory.
+const emptyDirKind = "kubernetes.io~empty-dir"
+
+// isEmptyDir says whether a bind mount source is a kubelet emptyDir:
+// <kubelet root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>.
+func isEmptyDir(source string) bool {
+	dir, _ := path.Split(path.Clean(source))
+	return path.Base(dir) == emptyDirKind && path.Base(path.Dir(path.Clean(dir))) == "volumes"
+}
+
+// isEmptyDirSubPath says whether source is the kubelet's bind mount of a
+// subPath of an emptyDir: <root>/pods/<uid>/volume-subpaths/<vol>/<ctr>/<i>
+// where <root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<vol> exists.
+func isEmptyDirSubPath(source string) bool {
+	p := path.Clean(source)
+	vol := path.Dir(path.Dir(p))
+	subpaths := path.Dir(vol)
+	if path.Base(subpaths) != "volume-subpaths" {
+		return false
+	}
+	fi, err := os.Stat(path.Join(path.Dir(subpaths), "volumes", emptyDirKind, path.Base(vol)))
+	return err == nil && fi.IsDir()
+}
+
+// hostDirsMode is the class's [volumes] host_dirs, its default resolved:
+// refuse with a TEE, an empty guest directory without.
+func hostDirsMode(configured string, tee bool) string {
+	if configured != "" {
+		return configured
+	}
+	if tee {
+		return "refuse"
+	}
+	return "empty"
+}
+
+// checkHostDirs refuses, in mode "refuse", every bind mount of a host
+// directory whose content cannot reach the guest: anything but a kubelet
+// file volume (copied), an emptyDir or a subPath of one (guest storage of
+// the pod) and the pod's /dev/shm (the guest's). A confidential pod would
+// otherwise get an empty directory where it expects its data.
+func checkHostDirs(sp *specs.Spec, mode string) error {
+	if mode != "refuse" {
+		return nil
+	}
+	for _, m := range sp.Mounts {
+		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
+			continue
+		}
+		if m.Destination == "/dev/shm" || isFileVolume(m.Source) || isEmptyDir(m.Source) || isEmptyDirSubPath(m.Source) {
+			continue
+		}
+		fi, err := os.Stat(m.Source)
+		if err != nil || !fi.IsDir() {
+			continue // a file is copied; a missing source is the runtime's to report
+		}
+		return fmt.Errorf("mount %s: host directory %s (a hostPath or persistent volume) cannot be shared with a confidential pod, whose guest cannot see host files; "+
+			"use a configMap, secret or emptyDir volume, or a runtime class whose [volumes] host_dirs = \"empty\" gives an empty guest directory instead: %w",
+			m.Destination, m.Source, errdefs.ErrInvalidArgument)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,5 +121,46 @@ func TestTerminationLog(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(other); string(b) != "keep" {
 		t.Errorf("link target written: %q", b)
+	}
+}
+
+// A TEE class refuses a hostPath or PV directory naming the mount; file
+// volumes, emptyDirs (and their subPaths), /dev/shm and files pass, and
+// "empty" keeps the old behaviour.
+func TestCheckHostDirs(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "pods", "u")
+	dirs := map[string]string{
+		"cfg":     filepath.Join(root, "volumes", "kubernetes.io~configmap", "cfg"),
+		"scratch": filepath.Join(root, "volumes", "kubernetes.io~empty-dir", "scratch"),
+		"sub":     filepath.Join(root, "volume-subpaths", "scratch", "app", "0"),
+		"shm":     filepath.Join(root, "shm"),
+		"pv":      filepath.Join(root, "volumes", "kubernetes.io~csi", "pv1", "mount"),
+		"host":    t.TempDir(),
+	}
+	for _, d := range dirs {
+		os.MkdirAll(d, 0o755)
+	}
+	file := filepath.Join(root, "hosts")
+	os.WriteFile(file, nil, 0o644)
+	bind := func(dest, src string) specs.Mount {
+		return specs.Mount{Destination: dest, Type: "bind", Source: src, Options: []string{"rbind"}}
+	}
+	ok := &specs.Spec{Mounts: []specs.Mount{bind("/cfg", dirs["cfg"]), bind("/s", dirs["scratch"]), bind("/sub", dirs["sub"]),
+		bind("/dev/shm", dirs["shm"]), bind("/etc/hosts", file), bind("/gone", filepath.Join(root, "missing"))}}
+	if err := checkHostDirs(ok, hostDirsMode("", true)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"pv", "host"} {
+		sp := &specs.Spec{Mounts: append(ok.Mounts, bind("/data", dirs[k]))}
+		err := checkHostDirs(sp, hostDirsMode("", true))
+		if err == nil || !strings.Contains(err.Error(), "mount /data") || !strings.Contains(err.Error(), "host_dirs") {
+			t.Errorf("%s: %v", k, err)
+		}
+		if err := checkHostDirs(sp, hostDirsMode("", false)); err != nil {
+			t.Errorf("%s without a TEE: %v", k, err)
+		}
+		if err := checkHostDirs(sp, hostDirsMode("refuse", false)); err == nil {
+			t.Errorf("%s: host_dirs = refuse did not refuse", k)
+		}
 	}
 }
