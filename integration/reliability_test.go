@@ -194,10 +194,21 @@ func TestCanceledContainerCallsLeaveNothing(t *testing.T) {
 				if id != "" {
 					// What the kubelet does with a container it could not
 					// start: remove it.
+					// containerd finishes the start in the background
+					// ("container is in starting state"): retry, as the
+					// kubelet's sync loop does.
 					rctx, rcancel := context.WithTimeout(ctx, time.Minute)
-					cri.Runtime.StopContainer(rctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1})
-					if _, err := cri.Runtime.RemoveContainer(rctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
-						t.Errorf("RemoveContainer %s after a canceled start: %v", id, err)
+					for {
+						cri.Runtime.StopContainer(rctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1})
+						_, err := cri.Runtime.RemoveContainer(rctx, &runtimeapi.RemoveContainerRequest{ContainerId: id})
+						if err == nil {
+							break
+						}
+						if rctx.Err() != nil {
+							t.Errorf("RemoveContainer %s after a canceled start: %v", id, err)
+							break
+						}
+						time.Sleep(500 * time.Millisecond)
 					}
 					rcancel()
 				}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -29,6 +30,10 @@ func blockdevArgs(d hypervisor.Disk) map[string]any {
 		"file":      map[string]any{"driver": "file", "filename": d.Path, "read-only": d.ReadOnly},
 	}
 }
+
+// qmpHotplugTimeout bounds one hot-plug's QMP exchanges, whatever the
+// caller's deadline.
+const qmpHotplugTimeout = 10 * time.Second
 
 // AddDisk attaches a raw image while the guest runs: blockdev-add, then a
 // virtio-blk device (serial = ID) in a free hot-plug slot. The guest finds
@@ -58,6 +63,13 @@ func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
 	if err != nil {
 		return err
 	}
+	// The caller's deadline (a CRI CreateContainer's) must not cut a QMP
+	// exchange short: an abandoned exchange closes the monitor for the rest
+	// of the VM's life, and every later hot-plug of the pod would fail with
+	// "QMP monitor closed" (issue 27). QEMU that does not answer within
+	// qmpHotplugTimeout is hung, and then closing the monitor is right.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), qmpHotplugTimeout)
+	defer cancel()
 
 	if err := mon.run(ctx, "blockdev-add", blockdevArgs(d), nil); err != nil {
 		return fmt.Errorf("disk %q (%s): %w", d.ID, d.Path, err)
