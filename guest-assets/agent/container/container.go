@@ -92,6 +92,9 @@ type Manager struct {
 	// vmPod names the pod whose shared namespaces are the VM's (no sandbox
 	// container); "" when a sandbox container holds them.
 	vmPod string
+	// emptyDirs are the pod's emptyDir tmpfs mounts, made by the first
+	// container that mounts each (emptydir.go).
+	emptyDirs map[string]bool
 }
 
 // NewManager returns a manager for cfg.
@@ -236,6 +239,12 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		// makes it on a node.
 		if err := os.MkdirAll(d, 0o777); err != nil {
 			return "", err
+		}
+		if size, ok := res.EmptyDirs[d]; ok {
+			if err := m.mountEmptyDir(d, size); err != nil {
+				return "", err
+			}
+			continue
 		}
 		if err := os.Chmod(d, 0o777); err != nil {
 			return "", err

@@ -3,12 +3,14 @@ package container
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -201,5 +203,35 @@ func TestReadTerminationMessage(t *testing.T) {
 	os.Symlink("/etc/passwd", file)
 	if _, err := m.ReadTerminationMessage("c1", "/dev/termination-log"); err == nil {
 		t.Error("followed a link")
+	}
+}
+
+// Each emptyDir is its own tmpfs, capped by its annotation: writing past
+// it is ENOSPC, and another container of the pod shares the same mount.
+func TestEmptyDirTmpfs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a tmpfs")
+	}
+	vols := t.TempDir()
+	m := NewManager(Config{BundleRoot: t.TempDir(), CgroupParent: "/coco", VolumeRoot: vols})
+	spec := []byte(`{"ociVersion":"1.2.0","process":{"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"},
+		"annotations":{"emptydir.coco-runtime.io/cache":"1Mi"},
+		"mounts":[{"destination":"/cache","type":"bind","source":"/k/pods/u/volumes/kubernetes.io~empty-dir/cache","options":["rbind"]}]}`)
+	var dir string
+	for _, id := range []string{"c1", "c2"} {
+		if _, err := m.Prepare(context.Background(), &api.PrepareContainerRequest{ContainerId: id, Spec: spec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for d := range m.emptyDirs {
+		dir = d
+	}
+	if len(m.emptyDirs) != 1 {
+		t.Fatalf("emptyDir mounts %v", m.emptyDirs)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	err := os.WriteFile(filepath.Join(dir, "big"), bytes.Repeat([]byte("x"), 2<<20), 0o644)
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("writing 2 MiB into a 1 MiB emptyDir: %v", err)
 	}
 }

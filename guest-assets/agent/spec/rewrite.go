@@ -67,6 +67,10 @@ type Result struct {
 	// VolumeDirs are the directories under VolumeRoot the spec now binds;
 	// the caller creates them.
 	VolumeDirs []string
+	// EmptyDirs are the VolumeDirs that stand in for a kubelet emptyDir,
+	// with the tmpfs size for each (0: the kernel's default, half the
+	// guest's memory).
+	EmptyDirs map[string]int64
 	// FileDirs are the destinations of directory mounts whose content is
 	// the host's files (kubelet file volumes), in spec order.
 	FileDirs []string
@@ -138,7 +142,7 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	if err := rewriteNamespaces(&s, o, warn); err != nil {
 		return nil, err
 	}
-	if res.VolumeDirs, res.FileDirs, err = rewriteMounts(&s, o, warn); err != nil {
+	if res.VolumeDirs, res.FileDirs, err = rewriteMounts(&s, o, &res.EmptyDirs, warn); err != nil {
 		return nil, err
 	}
 	rewriteLinux(&s, o, warn)
@@ -280,7 +284,7 @@ func nsFile(t specs.LinuxNamespaceType) string {
 	return string(t)
 }
 
-func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]string, []string, error) {
+func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn func(string, ...any)) ([]string, []string, error) {
 	used := map[string]bool{}
 	var dirs, fileDirs []string
 	for i := range s.Mounts {
@@ -326,6 +330,21 @@ func rewriteMounts(s *specs.Spec, o Options, warn func(string, ...any)) ([]strin
 		// path (an emptyDir works), or each gets an empty private tmpfs.
 		if o.VolumeRoot != "" && m.Destination != "/dev/shm" {
 			dir := path.Join(o.VolumeRoot, VolumeKey(m.Source))
+			if name, ok := EmptyDirName(m.Source); ok {
+				size, err := EmptyDirSize(s.Annotations, name)
+				if err != nil {
+					return nil, nil, err
+				}
+				if *emptyDirs == nil {
+					*emptyDirs = map[string]int64{}
+				}
+				(*emptyDirs)[dir] = size
+				*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: dir, Options: keepBindOptions(m.Options)}
+				if !slices.Contains(dirs, dir) {
+					dirs = append(dirs, dir)
+				}
+				continue
+			}
 			warn("mount %s: host path %q is not shared with the guest; using the pod's empty guest directory for it", m.Destination, m.Source)
 			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: dir, Options: keepBindOptions(m.Options)}
 			if !slices.Contains(dirs, dir) {
