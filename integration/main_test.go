@@ -97,6 +97,13 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	handlers = append(handlers, failing...)
+	kube, err := kubeHandlers(e)
+	if err != nil {
+		os.RemoveAll(root)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	handlers = append(handlers, kube...)
 	ctrd, err := harness.Start(ctx, harness.Options{
 		Repo:     repo,
 		Bins:     bins,
@@ -112,6 +119,13 @@ func runMain(m *testing.M) int {
 	e.ctrd = ctrd
 	shared = e
 	code := m.Run()
+	// The kubelet's pods go before containerd does (kubenode_test.go).
+	if err := stopKubeNode(); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: Kubernetes node teardown: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
 	// containerd's log carries the shims' logs too; keep it for post-mortems.
 	keep := filepath.Join(repo, "build", "integration", "containerd.log")
 	if b, err := os.ReadFile(ctrd.LogPath); err == nil && os.WriteFile(keep, b, 0o644) == nil {

@@ -45,10 +45,12 @@ func RuncHandler() Handler {
 // ("" = the shim's embedded default) and sandboxer ("" or "shim").
 func CocoHandler(name, configPath, sandboxer string) Handler {
 	h := Handler{
-		Name:           name,
-		RuntimeType:    "io.containerd.coco.v2",
-		Sandboxer:      sandboxer,
-		PodAnnotations: []string{"io.katacontainers.*"},
+		Name:        name,
+		RuntimeType: "io.containerd.coco.v2",
+		Sandboxer:   sandboxer,
+		// emptydir.coco-runtime.io/<volume> sizes a pod's emptyDir in the
+		// guest (the CRI does not carry sizeLimit).
+		PodAnnotations: []string{"io.katacontainers.*", "emptydir.coco-runtime.io/*"},
 	}
 	if configPath != "" {
 		h.Options = map[string]string{"ConfigPath": configPath}
