@@ -80,6 +80,14 @@ func Attach(ctx context.Context, root string) (*Containerd, error) {
 // owner died without tearing them down. Only instances this harness recorded
 // (a harness.json in a coco-it-* dir) are touched.
 func CleanStale(ctx context.Context, logf Logf) {
+	// A dead run's kubelet first, before it can act on the containerd below;
+	// its cgroups last, once that containerd's pods have left them.
+	cgroups := cleanStaleKube(logf)
+	defer func() {
+		for _, cg := range cgroups {
+			removeCgroups(cg)
+		}
+	}()
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "coco-it-*", stateFile))
 	for _, f := range dirs {
 		b, err := os.ReadFile(f)

@@ -243,8 +243,10 @@ const kubeStatePrefix = "coco-kube-"
 const ownerFile = "owner"
 
 // cleanStaleKube tears down instances whose owning process is gone: their
-// processes (whose argv names the root), mounts, cgroups and files.
-func cleanStaleKube(logf Logf) {
+// processes (whose argv names the root), mounts, kernel settings and files.
+// It returns their cgroup roots, for the caller to remove once the stale
+// containerd's pods are gone from them.
+func cleanStaleKube(logf Logf) (cgroups []string) {
 	roots, _ := filepath.Glob(filepath.Join(os.TempDir(), kubeStatePrefix+"*"))
 	for _, root := range roots {
 		b, err := os.ReadFile(filepath.Join(root, ownerFile))
@@ -266,9 +268,11 @@ func cleanStaleKube(logf Logf) {
 		}
 		unmountUnder(root)
 		removeCgroups(fields[1])
+		cgroups = append(cgroups, fields[1])
 		restoreSysctls(readSavedSysctls(root))
 		os.RemoveAll(root)
 	}
+	return cgroups
 }
 
 func killAndWait(pid int) {
