@@ -56,6 +56,7 @@ func TestKubeletPod(t *testing.T) {
 			t.Run("volumes", func(t *testing.T) {
 				kubeExpect(ctx, t, k, pod, "main", kubeGreeting, "cat", "/etc/config/greeting")
 				kubeExpect(ctx, t, k, pod, "main", kubePassword, "cat", "/etc/secret/password")
+				kubeExpect(ctx, t, k, pod, "main", pod.Name, "cat", "/etc/podinfo/name")
 			})
 			t.Run("subPath", func(t *testing.T) {
 				kubeExpect(ctx, t, k, pod, "main", kubeGreeting, "cat", "/etc/greeting-file")
@@ -162,7 +163,8 @@ func startKubePod(ctx context.Context, t *testing.T, k *harness.Kube, ns, runtim
 		corev1.VolumeMount{Name: "config", MountPath: "/etc/config"},
 		corev1.VolumeMount{Name: "secret", MountPath: "/etc/secret"},
 		corev1.VolumeMount{Name: "config", MountPath: "/etc/greeting-file", SubPath: "greeting"},
-		corev1.VolumeMount{Name: "limited", MountPath: "/limited"})
+		corev1.VolumeMount{Name: "limited", MountPath: "/limited"},
+		corev1.VolumeMount{Name: "podinfo", MountPath: "/etc/podinfo"})
 	main.EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name}}}}
 	main.Env = []corev1.EnvVar{{Name: "FROM_KEY", ValueFrom: &corev1.EnvVarSource{
 		ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name}, Key: "key"}}}}
@@ -187,6 +189,8 @@ func startKubePod(ctx context.Context, t *testing.T, k *harness.Kube, ns, runtim
 			Volumes: []corev1.Volume{
 				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name}}}},
 				{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: sec.Name}}},
+				{Name: "podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+					Items: []corev1.DownwardAPIVolumeFile{{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
 				{Name: "shared", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				// The CRI does not carry sizeLimit: our runtime reads the
 				// annotation below instead (the README's volume table).
