@@ -25,56 +25,66 @@ import (
 )
 
 var kubeNode struct {
-	once sync.Once
-	k    *harness.Kube
-	err  error
+	mu sync.Mutex
+	k  *harness.Kube
 }
 
-// requireKube returns the shared node, starting it on first use (the build
-// is cached; `make kube-node` builds it before the tests on a fresh machine).
+// requireKube starts a node for this test and stops it when the test ends
+// (the build is cached; `make kube-node` builds it before the tests on a
+// fresh machine). The node must not outlive the test: its kubelet shares
+// the harness's containerd and removes every pod it did not create, which
+// would kill the CRI tests' pods.
 func requireKube(t *testing.T) *harness.Kube {
 	t.Helper()
 	if os.Getenv("COCO_KUBE") == "0" {
 		t.Skip("Kubernetes node tests turned off with COCO_KUBE=0")
 	}
-	kubeNode.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		defer cancel()
-		logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-		start := time.Now()
-		bins, err := harness.BuildKube(ctx, shared.repo, logf)
-		if err != nil {
-			kubeNode.err = fmt.Errorf("build the Kubernetes node (COCO_KUBE=0 skips these tests): %w", err)
-			return
-		}
-		logf("integration: Kubernetes %s binaries ready in %s", harness.KubeVersion, time.Since(start).Round(time.Second))
-		start = time.Now()
-		kubeNode.k, kubeNode.err = harness.StartKube(ctx, harness.KubeOptions{
-			Bins:           bins,
-			Containerd:     shared.ctrd,
-			RuntimeClasses: []string{"runc", "coco", "coco-sandboxer", handlerRefuseHostDirs},
-			Logf:           logf,
-		})
-		if kubeNode.err == nil {
-			logf("integration: Kubernetes node %s Ready in %s", kubeNode.k.NodeName, time.Since(start).Round(time.Second))
+	kubeNode.mu.Lock()
+	defer kubeNode.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	start := time.Now()
+	bins, err := harness.BuildKube(ctx, shared.repo, logf)
+	if err != nil {
+		t.Fatalf("build the Kubernetes node (COCO_KUBE=0 skips these tests): %v", err)
+	}
+	logf("integration: Kubernetes %s binaries ready in %s", harness.KubeVersion, time.Since(start).Round(time.Second))
+	start = time.Now()
+	k, err := harness.StartKube(ctx, harness.KubeOptions{
+		Bins:           bins,
+		Containerd:     shared.ctrd,
+		RuntimeClasses: []string{"runc", "coco", "coco-sandboxer", handlerRefuseHostDirs},
+		Logf:           logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf("integration: Kubernetes node %s Ready in %s", k.NodeName, time.Since(start).Round(time.Second))
+	kubeNode.k = k
+	t.Cleanup(func() {
+		if err := stopKubeNode(); err != nil {
+			t.Errorf("Kubernetes node teardown: %v", err)
 		}
 	})
-	if kubeNode.err != nil {
-		t.Fatal(kubeNode.err)
-	}
-	return kubeNode.k
+	return k
 }
 
-// stopKubeNode is called by TestMain after the tests, before containerd
-// stops: the kubelet's pods go through the kubelet first.
+// stopKubeNode stops the node, if one runs: at the end of the test that
+// started it, and from TestMain (a test that failed to clean up), before
+// containerd stops: the kubelet's pods go through the kubelet first.
 func stopKubeNode() error {
-	if kubeNode.k == nil {
+	kubeNode.mu.Lock()
+	k := kubeNode.k
+	kubeNode.k = nil
+	kubeNode.mu.Unlock()
+	if k == nil {
 		return nil
 	}
-	kubeNode.k.KeepLogs(filepath.Join(shared.repo, "build", "integration"))
+	k.KeepLogs(filepath.Join(shared.repo, "build", "integration"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	return kubeNode.k.Stop(ctx)
+	return k.Stop(ctx)
 }
 
 // handlerRefuseHostDirs is the coco-dev class with [volumes] host_dirs =
