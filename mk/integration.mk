@@ -8,7 +8,7 @@ DEV_CONTAINERD_DIR  ?= /run/coco-dev-containerd
 
 .PHONY: integration demo dev-containerd dev-containerd-stop
 
-integration: kube-node
+integration: kube-node critest
 	$(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) ./integration/...
 
 demo:
