@@ -151,13 +151,15 @@ func (c *Config) teeConfig() (tee.Config, error) {
 		out.PEF = &tee.PEFOptions{}
 	default:
 		// Only reachable for a Config built by hand, not loaded.
-		return tee.Config{}, &Error{File: c.source(), Key: "tee.kind",
+		return tee.Config{}, &Error{File: c.Source(), Key: "tee.kind",
 			Msg: fmt.Sprintf("%q is not allowed; allowed: %s", t.Kind, quoteList(teeKinds()))}
 	}
 	return out, nil
 }
 
-func (c *Config) source() string {
+// Source names where the configuration came from, for errors: its file, or
+// "embedded configuration-NAME.toml".
+func (c *Config) Source() string {
 	if c.Path != "" {
 		return c.Path
 	}
@@ -206,7 +208,7 @@ func (c *Config) CheckAssets() error {
 			err = errors.New("missing")
 		}
 		errs = append(errs, fmt.Errorf("%s: %s = %s: %v; %s: %w",
-			c.source(), a.Key, a.Path, err, assetHint(a.Key), errdefs.ErrNotFound))
+			c.Source(), a.Key, a.Path, err, assetHint(a.Key), errdefs.ErrNotFound))
 	}
 	return errors.Join(errs...)
 }

@@ -13,30 +13,13 @@ import (
 
 	"github.com/coco-runtime/coco/configs"
 	"github.com/coco-runtime/coco/hypervisor"
-	"github.com/coco-runtime/coco/hypervisor/clh"
-	"github.com/coco-runtime/coco/hypervisor/qemu"
-	"github.com/coco-runtime/coco/hypervisor/tee"
 	"github.com/coco-runtime/coco/virtcontainers/agent"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
-	"github.com/coco-runtime/coco/virtcontainers/initdata"
 )
 
-// Pod annotations the sandbox reads, each only when the runtime class's
-// annotations_allowed list admits it.
-const (
-	annotationInitData = "io.katacontainers.config.hypervisor.cc_init_data"
-	annotationPolicy   = "io.katacontainers.config.agent.policy"
-)
-
-func newVM(cfg hypervisor.Config) (hypervisor.VM, error) {
-	switch cfg.Driver {
-	case "qemu":
-		return qemu.New(cfg)
-	case "clh":
-		return clh.New(cfg)
-	}
-	return nil, fmt.Errorf("hypervisor driver %q: must be \"qemu\" or \"clh\": %w", cfg.Driver, errdefs.ErrInvalidArgument)
-}
+// annotationPolicy is the pod annotation with the host's proposed policy,
+// read only when the runtime class's annotations_allowed admits it.
+const annotationPolicy = "io.katacontainers.config.agent.policy"
 
 func dialAgent(ctx context.Context, vm hypervisor.VM) (agentClient, error) {
 	if gl, ok := vm.(hypervisor.GuestListener); ok {
@@ -109,43 +92,6 @@ func waitGuestReady(ctx context.Context, vm hypervisor.VM, gl hypervisor.GuestLi
 }
 
 func mkfsPath(c *configs.Config) string { return c.Rootfs.Mkfs }
-
-// initDataPlan is the pod's init-data as it will be bound and delivered.
-type initDataPlan struct {
-	launchData []byte // digest fitted to the TEE's launch-data field, or nil
-	note       string // why the digest is not bound in hardware, if it is not
-	image      []byte // block image the guest reads
-}
-
-// planInitData takes init-data from the pod annotation (when allowed) or the
-// runtime class's default file, validates it and prepares its binding.
-func planInitData(opts Options, kind tee.Kind) (*initDataPlan, error) {
-	var (
-		id  *initdata.InitData
-		err error
-	)
-	if v, ok := opts.Annotations[annotationInitData]; ok {
-		if !opts.Config.AnnotationAllowed(annotationInitData) {
-			return nil, fmt.Errorf("annotation %s is not allowed by runtime class config %s: add it to [runtime] annotations_allowed: %w",
-				annotationInitData, opts.Config.Path, errdefs.ErrPermissionDenied)
-		}
-		if id, err = initdata.Decode(v); err != nil {
-			return nil, fmt.Errorf("annotation %s: %w", annotationInitData, err)
-		}
-	} else if path := opts.Config.Runtime.InitData; path != "" {
-		if id, err = initdata.ReadFile(path); err != nil {
-			return nil, fmt.Errorf("[runtime] initdata in %s: %w", opts.Config.Path, err)
-		}
-	} else {
-		return nil, nil
-	}
-	image, err := initdata.BlockImage(id.Raw())
-	if err != nil {
-		return nil, err
-	}
-	launch, note := initdata.Binding(kind, id)
-	return &initDataPlan{launchData: launch, note: note, image: image}, nil
-}
 
 // podPolicy returns the agent policy the host proposes: the pod's annotation
 // (base64 Rego) when allowed, else the runtime class's [agent] policy file,

@@ -22,6 +22,7 @@ import (
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/sandbox/network"
 	"github.com/coco-runtime/coco/sandbox/ratelog"
+	"github.com/coco-runtime/coco/sandbox/vmplan"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
@@ -50,7 +51,6 @@ type vmSandbox struct {
 	vmConfig hypervisor.Config
 	vm       hypervisor.VM
 	dial     func(ctx context.Context, vm hypervisor.VM) (agentClient, error)
-	initData *initDataPlan
 	plumber  network.Plumber // nil: no pod network
 
 	mu      sync.Mutex
@@ -84,51 +84,29 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 	if err := checkHostNetwork(opts); err != nil {
 		return nil, err
 	}
-	vmCfg, err := opts.Config.VM(opts.ID, filepath.Join(opts.StateDir, "vm"))
+	plan, err := vmplan.New(opts.Config, vmplan.Pod{ID: opts.ID, Dir: opts.StateDir, Annotations: opts.Annotations})
 	if err != nil {
 		return nil, err
 	}
-	plan, err := planInitData(opts, vmCfg.TEE.Kind)
+	made, err := plan.Create()
 	if err != nil {
 		return nil, err
 	}
-	if plan != nil {
-		// The driver checks boot disks exist, so the image is written now;
-		// a failure below removes the state directory again.
-		image := filepath.Join(opts.StateDir, "initdata.img")
-		if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(image, plan.image, 0o400); err != nil {
-			os.RemoveAll(opts.StateDir)
-			return nil, err
-		}
-		vmCfg.LaunchData = plan.launchData
-		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: api.InitDataDiskSerial, Path: image, ReadOnly: true})
-		if plan.note != "" {
-			log.G(ctx).WithField("sandbox", opts.ID).Warn(plan.note)
-		}
+	if plan.InitData != nil && plan.InitData.Note != "" {
+		log.G(ctx).WithField("sandbox", opts.ID).Warn(plan.InitData.Note)
 	}
-	scratch, err := addScratchDisk(opts, &vmCfg)
+	vm, err := plan.Launch()
 	if err != nil {
-		if plan != nil {
-			os.RemoveAll(opts.StateDir)
-		}
-		return nil, err
-	}
-	vm, err := newVM(vmCfg)
-	if err != nil {
-		if plan != nil || scratch {
+		if made {
 			os.RemoveAll(opts.StateDir)
 		}
 		return nil, err
 	}
 	return &vmSandbox{
 		opts:     opts,
-		vmConfig: vmCfg,
+		vmConfig: plan.VM,
 		vm:       vm,
 		dial:     dialAgent,
-		initData: plan,
 		plumber:  network.Netlink{},
 		disks:    map[string]string{},
 		events:   make(chan Event, 128),
@@ -589,6 +567,17 @@ func (s *vmSandbox) Wait(ctx context.Context) (hypervisor.ExitStatus, error) {
 
 func (s *vmSandbox) Info() hypervisor.Info { return s.vm.Info() }
 
+// Command is what Start launches (hypervisor.Commander): the argv or
+// request body of the VM this sandbox holds, which `vm-command` prints and
+// `measure --config` hashes.
+func (s *vmSandbox) Command() ([]string, []string, error) {
+	c, ok := s.vm.(hypervisor.Commander)
+	if !ok {
+		return nil, nil, fmt.Errorf("hypervisor %q cannot show its command: %w", s.vmConfig.Driver, errdefs.ErrNotImplemented)
+	}
+	return c.Command()
+}
+
 // readSpec reads the host bundle's OCI spec.
 func readSpec(bundle string) ([]byte, *specs.Spec, error) {
 	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
@@ -600,34 +589,6 @@ func readSpec(bundle string) ([]byte, *specs.Spec, error) {
 		return nil, nil, fmt.Errorf("bundle %s: config.json: %w: %w", bundle, err, errdefs.ErrInvalidArgument)
 	}
 	return b, &sp, nil
-}
-
-// addScratchDisk gives a guest-pull VM its sparse scratch disk
-// (rootfs.scratch_mib) in the pod's state directory, which goes with the
-// pod; it says whether it made one.
-func addScratchDisk(opts Options, vmCfg *hypervisor.Config) (bool, error) {
-	mib := opts.Config.Rootfs.ScratchMiB
-	if !opts.Config.Rootfs.GuestPull || mib <= 0 {
-		return false, nil
-	}
-	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
-		return false, err
-	}
-	path := filepath.Join(opts.StateDir, "scratch.img")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return false, fmt.Errorf("rootfs.scratch_mib: %w", err)
-	}
-	err = f.Truncate(int64(mib) << 20)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return false, fmt.Errorf("rootfs.scratch_mib: %d MiB scratch disk: %w", mib, err)
-	}
-	vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: api.ScratchDiskSerial, Path: path})
-	return true, nil
 }
 
 // criImageName is the CRI annotation naming a container's image, as the

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/coco-runtime/coco/configs"
-	"github.com/coco-runtime/coco/hypervisor"
+	"github.com/coco-runtime/coco/sandbox/vmplan"
 )
 
 // shareDir holds what the shipped SEV and SNP classes read: the AmdSev
@@ -113,7 +113,7 @@ func TestConfigMatchesVectors(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			driver := func(hypervisor.Config) ([]string, []string, error) { return argv, nil, nil }
+			driver := func(*vmplan.Plan) ([]string, []string, error) { return argv, nil, nil }
 			rep, err := configReport(o, driver)
 			if err != nil {
 				t.Fatalf("%s %v: %v", label, row, err)

@@ -8,14 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/coco-runtime/coco/configs"
-	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/tee"
+	"github.com/coco-runtime/coco/sandbox/vmplan"
+	"github.com/coco-runtime/coco/shim/cli/vmcommand"
 	"github.com/coco-runtime/coco/virtcontainers/initdata"
 	vcmeasure "github.com/coco-runtime/coco/virtcontainers/measure"
 )
@@ -83,9 +82,9 @@ type RVPSMessage struct {
 	Payload string `json:"payload"`
 }
 
-// commandFunc returns the VMM argv (QEMU) a driver would run for cfg and
-// the driver's notes about it.
-type commandFunc func(cfg hypervisor.Config) (argv, notes []string, err error)
+// commandFunc returns the VMM argv (QEMU) the driver would run for a plan
+// and the driver's notes about it; tests replace it.
+type commandFunc func(p *vmplan.Plan) (argv, notes []string, err error)
 
 func runConfig(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	for name, set := range map[string]bool{"--mode": o.mode != "", "--ovmf": o.ovmf.set, "--kernel": o.kernel.set,
@@ -94,7 +93,7 @@ func runConfig(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 			return usageError(stderr, "%s cannot be combined with --config: the configuration decides it", name)
 		}
 	}
-	rep, err := configReport(o, driverCommand)
+	rep, err := configReport(o, (*vmplan.Plan).Command)
 	if err != nil {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return exitError
@@ -118,28 +117,19 @@ func configReport(o *options, command commandFunc) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Nothing is created there: resolving a VM only names its paths.
-	vmc, err := cfg.VM("measure", filepath.Join(os.TempDir(), "coco-measure"))
+	// The plan the shim launches for a pod of this class (nothing is
+	// created: a plan only names its paths).
+	plan, err := vmplan.New(cfg, vmcommand.Pod(vmcommand.DefaultID, o.initdata))
 	if err != nil {
 		return nil, err
 	}
-	kind := vmc.TEE.Kind
+	kind := plan.VM.TEE.Kind
 	rep := &Report{RuntimeClass: cfg.Name, Config: o.config, TEE: string(kind), ReferenceValues: map[string][]string{}}
-
-	idPath := o.initdata
-	if idPath == "" {
-		idPath = cfg.Runtime.InitData
-	}
-	if idPath != "" {
-		id, err := initdata.ReadFile(idPath)
-		if err != nil {
-			return nil, err
-		}
-		ld, note := initdata.Binding(kind, id)
-		vmc.LaunchData = ld
-		d := id.Digest()
-		rep.InitData = &InitDataRef{Source: idPath, Digest: digestOf(string(id.Algorithm), d),
-			Field: initdata.FieldName(kind), Note: note}
+	if id := plan.InitData; id != nil {
+		ld := plan.VM.LaunchData
+		d := id.Doc.Digest()
+		rep.InitData = &InitDataRef{Source: id.Source, Digest: digestOf(string(id.Doc.Algorithm), d),
+			Field: initdata.FieldName(kind), Note: id.Note}
 		if ld != nil {
 			rep.InitData.LaunchDataHex = hex.EncodeToString(ld)
 			rep.InitData.LaunchDataBase64 = base64.StdEncoding.EncodeToString(ld)
@@ -151,7 +141,7 @@ func configReport(o *options, command commandFunc) (*Report, error) {
 		}
 	}
 
-	if err := measureConfig(o, vmc, command, rep); err != nil {
+	if err := measureConfig(o, plan, command, rep); err != nil {
 		return nil, err
 	}
 	payload, err := json.Marshal(rep.ReferenceValues)
@@ -165,10 +155,11 @@ func configReport(o *options, command commandFunc) (*Report, error) {
 // measureConfig fills the launch and measurement for QEMU launches of the
 // SEV family; other classes get NotComputed with the reason and what a
 // verifier pins instead.
-func measureConfig(o *options, vmc hypervisor.Config, command commandFunc, rep *Report) error {
+func measureConfig(o *options, plan *vmplan.Plan, command commandFunc, rep *Report) error {
+	vmc := plan.VM
 	kind := vmc.TEE.Kind
 	if n := notComputed(vmc); n != nil {
-		l, err := launchOf(vmc, command, rep)
+		l, err := launchOf(plan, command, rep)
 		if err != nil {
 			return fmt.Errorf("resolve the VM of %s: %w", o.config, err)
 		}
@@ -188,7 +179,7 @@ func measureConfig(o *options, vmc hypervisor.Config, command commandFunc, rep *
 		mode = vcmeasure.ModeSNP
 		kernelHashes = vmc.TEE.SNP != nil && vmc.TEE.SNP.KernelHashes
 	}
-	argv, notes, err := command(vmc)
+	argv, notes, err := command(plan)
 	if err != nil {
 		return fmt.Errorf("resolve the VM of %s: %w", o.config, err)
 	}

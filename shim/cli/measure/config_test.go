@@ -12,6 +12,7 @@ import (
 
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/tee"
+	"github.com/coco-runtime/coco/sandbox/vmplan"
 	"github.com/coco-runtime/coco/virtcontainers/initdata"
 )
 
@@ -204,7 +205,8 @@ func TestLaunchFromArgv(t *testing.T) {
 func TestConfigReportUsesDriverArgv(t *testing.T) {
 	cfgPath, _, kernel, _ := classFiles(t, "[tee]\nkind = \"snp\"\n")
 	var seen hypervisor.Config
-	fake := func(c hypervisor.Config) ([]string, []string, error) {
+	fake := func(p *vmplan.Plan) ([]string, []string, error) {
+		c := p.VM
 		seen = c
 		return []string{"-bios", c.Firmware, "-kernel", kernel, "-append", "from-driver", "-smp", "3", "-cpu", "EPYC-Genoa"}, []string{"a note"}, nil
 	}

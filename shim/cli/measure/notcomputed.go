@@ -1,11 +1,13 @@
 package measure
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/tee"
+	"github.com/coco-runtime/coco/sandbox/vmplan"
 )
 
 // NotComputed says why a runtime class has no launch digest here and what a
@@ -76,25 +78,48 @@ func notComputed(vmc hypervisor.Config) *NotComputed {
 	}
 }
 
-// launchOf describes what a class boots when no digest is computed: from
-// the QEMU argv for QEMU, from the configuration for Cloud Hypervisor
-// (whose payload it is).
-func launchOf(vmc hypervisor.Config, command commandFunc, rep *Report) (*Launch, error) {
-	if vmc.Driver == "clh" {
-		return &Launch{Mode: string(vmc.TEE.Kind), Firmware: vmc.Firmware, IGVM: vmc.IGVM, Kernel: vmc.Kernel,
-			Initrd: vmc.Initrd, Cmdline: vmc.KernelParams, VCPUs: int(vmc.VCPUs)}, nil
-	}
-	argv, notes, err := command(vmc)
+// launchOf describes what a class boots when no digest is computed, read
+// from what the driver would launch: the QEMU argv, or the Cloud Hypervisor
+// vm.create body (whose payload it is).
+func launchOf(plan *vmplan.Plan, command commandFunc, rep *Report) (*Launch, error) {
+	lines, notes, err := command(plan)
 	if err != nil {
 		return nil, err
 	}
 	for _, n := range notes {
 		rep.Notes = append(rep.Notes, "driver: "+n)
 	}
-	l, err := launchFromArgv(argv)
+	l, err := ReadLaunch(plan.VM.Driver, lines)
 	if err != nil {
 		return nil, err
 	}
-	l.Mode = string(vmc.TEE.Kind)
+	l.Mode = string(plan.VM.TEE.Kind)
 	return l, nil
+}
+
+// ReadLaunch reads what a launch boots from the lines a driver's Command
+// gives: the QEMU argv, or the Cloud Hypervisor vm.create body.
+func ReadLaunch(driver string, lines []string) (*Launch, error) {
+	if driver == "clh" {
+		return launchFromBody(lines)
+	}
+	return launchFromArgv(lines)
+}
+
+// launchFromBody reads the boot payload and vCPUs from a Cloud Hypervisor
+// vm.create body.
+func launchFromBody(lines []string) (*Launch, error) {
+	var body struct {
+		Cpus struct {
+			BootVcpus int `json:"boot_vcpus"`
+		} `json:"cpus"`
+		Payload struct {
+			Firmware, Kernel, Cmdline, Initramfs, IGVM string
+		} `json:"payload"`
+	}
+	if err := json.Unmarshal([]byte(strings.Join(lines, "\n")), &body); err != nil {
+		return nil, fmt.Errorf("read the Cloud Hypervisor vm.create body: %w", err)
+	}
+	p := body.Payload
+	return &Launch{Firmware: p.Firmware, IGVM: p.IGVM, Kernel: p.Kernel, Initrd: p.Initramfs, Cmdline: p.Cmdline, VCPUs: body.Cpus.BootVcpus}, nil
 }

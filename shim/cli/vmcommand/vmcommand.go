@@ -10,14 +10,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
+	"os"
 
 	"github.com/coco-runtime/coco/configs"
-	"github.com/coco-runtime/coco/hypervisor"
-	"github.com/coco-runtime/coco/hypervisor/clh"
-	"github.com/coco-runtime/coco/hypervisor/qemu"
-	"github.com/coco-runtime/coco/virtcontainers/agent/api"
-	"github.com/coco-runtime/coco/virtcontainers/initdata"
+	"github.com/coco-runtime/coco/sandbox/vmplan"
+	"github.com/coco-runtime/coco/shim/pod"
 )
 
 // Exit codes of Main.
@@ -79,49 +76,16 @@ func run(configPath, class, initFile, id string) ([]string, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	// The same layout the sandbox uses: <state_dir>/<id>/vm for the VM,
-	// the init-data image next to it.
-	podDir := filepath.Join(c.Runtime.StateDir, id)
-	vmCfg, err := c.VM(id, filepath.Join(podDir, "vm"))
+	plan, err := vmplan.New(c, Pod(id, initFile))
 	if err != nil {
 		return nil, nil, err
 	}
-	var notes []string
-	if initFile == "" {
-		initFile = c.Runtime.InitData
-	}
-	if initFile != "" {
-		id, err := initdata.ReadFile(initFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		ld, note := initdata.Binding(vmCfg.TEE.Kind, id)
-		vmCfg.LaunchData = ld
-		vmCfg.Disks = append(vmCfg.Disks, hypervisor.Disk{ID: api.InitDataDiskSerial, Path: filepath.Join(podDir, "initdata.img"), ReadOnly: true})
-		if note != "" {
-			notes = append(notes, note)
-		}
-	}
-	cmd, err := commander(vmCfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	lines, more, err := cmd.Command()
-	if err != nil {
-		return nil, nil, err
-	}
-	return lines, append(notes, more...), nil
+	lines, notes, err := plan.Command()
+	return lines, append(plan.Notes(), notes...), err
 }
 
-// commander picks the driver. QEMU's Plan accepts a host that lacks the
-// binary or the guest assets (they become notes): the command is worth
-// seeing before they are installed.
-func commander(cfg hypervisor.Config) (hypervisor.Commander, error) {
-	switch cfg.Driver {
-	case "", "qemu":
-		return qemu.Plan(cfg)
-	case "clh":
-		return clh.Plan(cfg)
-	}
-	return nil, fmt.Errorf("hypervisor.driver = %q: want \"qemu\" or \"clh\"", cfg.Driver)
+// Pod is the pod the tools show: the shim's own layout under $COCO_RUN_DIR
+// (default /run/coco), with init-data from file when set, else the class's.
+func Pod(id, initFile string) vmplan.Pod {
+	return vmplan.Pod{ID: id, Dir: pod.StateDir(pod.RunDir(os.Getenv), id), InitDataFile: initFile}
 }
