@@ -74,8 +74,10 @@ func (s State) String() string {
 // checks the event against the shim's own record of the pod's processes and
 // returns an error for one that names a process the shim does not know (the
 // event is then dropped); it may rewrite the message (e.g. guest pids into
-// the host's view).
-type Observer func(ev *sandbox.Event) error
+// the host's view). The func it may return runs once the event has been
+// published (or given up on): what depends on containerd having the event
+// (a TaskExit before Wait returns) waits for it.
+type Observer func(ev *sandbox.Event) (published func(), err error)
 
 // Pod is the shim's single pod.
 type Pod struct {
@@ -416,12 +418,16 @@ func (p *Pod) forward(ch <-chan sandbox.Event, observe Observer) {
 			p.dropLog.Warn(entry, "dropping a guest event: no task table to check it against")
 			continue
 		}
-		if err := observe(&ev); err != nil {
+		published, err := observe(&ev)
+		if err != nil {
 			p.dropLog.Warn(entry.WithField("error", ratelog.Clip(err.Error())), "dropping a guest event that names no process of this pod")
 			continue
 		}
 		if err := p.pub.Publish(ctx, topic, ev.Message); err != nil {
 			log.G(ctx).WithError(err).WithField("topic", topic).Error("event lost")
+		}
+		if published != nil {
+			published()
 		}
 	}
 }

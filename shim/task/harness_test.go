@@ -26,8 +26,10 @@ import (
 
 const testNS = "testns"
 
-// recorder is a publisher that keeps every event in order.
+// recorder is a publisher that keeps every event in order. delay, when
+// set, is how long each delivery takes (a containerd under load).
 type recorder struct {
+	delay  time.Duration
 	mu     sync.Mutex
 	topics []string
 	events []any
@@ -36,6 +38,9 @@ type recorder struct {
 func (r *recorder) Publish(ctx context.Context, topic string, ev any) error {
 	if _, err := namespaces.NamespaceRequired(ctx); err != nil {
 		return err
+	}
+	if r.delay > 0 {
+		time.Sleep(r.delay)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -236,6 +236,14 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 	if err := s.table.checkStatus(r.ID, r.ExecID, "delete", created, stopped); err != nil {
 		return nil, err
 	}
+	// An exit is deleted only once containerd has its TaskExit.
+	if _, p, err := s.table.snapshot(r.ID, r.ExecID); err == nil && p.status == stopped {
+		select {
+		case <-p.exited:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	resp := &taskAPI.DeleteResponse{}
 	if g, err := s.guest(); err == nil {
 		gr, err := g.Delete(ctx, r)
@@ -461,21 +469,22 @@ func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 // event stream, so Wait keeps working, and still returns, when the VM dies.
 func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (_ *taskAPI.WaitResponse, retErr error) {
 	defer func() { retErr = toGRPC(retErr) }()
-	_, p, err := s.table.snapshot(r.ID, r.ExecID)
+	// The record itself, not a copy: a Delete racing this Wait may remove
+	// it from the table once the exit is out.
+	p, err := s.table.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
 	select {
 	case <-p.exited:
 	case <-s.pod.Forwarded():
+		// Every exit event is published by now; the rest died with the VM.
 		s.reconcile()
+		<-p.exited
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	_, p, err = s.table.snapshot(r.ID, r.ExecID)
-	if err != nil {
-		return nil, err
-	}
+	// Written before exited was closed and never after.
 	return &taskAPI.WaitResponse{ExitStatus: p.exitStatus, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
 }
 
@@ -509,14 +518,15 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 // observe checks a guest event against the table, updates the table from it
 // and rewrites it into the host's view (host bundle and stdio, the VMM's pid)
 // before it is published. An event that names a container or exec this shim
-// does not have (or a second exit) is an error: the pod drops it.
-func (s *Service) observe(ev *sandbox.Event) error {
+// does not have (or a second exit) is an error: the pod drops it. For an
+// exit it returns what releases the process's waiters once it is published.
+func (s *Service) observe(ev *sandbox.Event) (published func(), err error) {
 	pid := s.pod.VMMPid()
 	switch m := ev.Message.(type) {
 	case *eventstypes.TaskCreate:
 		c, p, err := s.table.snapshot(m.ContainerID, "")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		m.Bundle, m.Rootfs = c.bundle, c.rootfs
 		m.IO = &eventstypes.TaskIO{Stdin: p.stdin, Stdout: p.stdout, Stderr: p.stderr, Terminal: p.terminal}
@@ -524,15 +534,15 @@ func (s *Service) observe(ev *sandbox.Event) error {
 		m.Pid = pid
 	case *eventstypes.TaskStart:
 		if err := s.table.known(m.ContainerID, ""); err != nil {
-			return err
+			return nil, err
 		}
 		s.table.setStatus(m.ContainerID, "", toRunning)
 		m.Pid = pid
 	case *eventstypes.TaskExecAdded:
-		return s.table.known(m.ContainerID, m.ExecID)
+		return nil, s.table.known(m.ContainerID, m.ExecID)
 	case *eventstypes.TaskExecStarted:
 		if err := s.table.known(m.ContainerID, m.ExecID); err != nil {
-			return err
+			return nil, err
 		}
 		s.table.setStatus(m.ContainerID, m.ExecID, toRunning)
 		m.Pid = pid
@@ -541,31 +551,33 @@ func (s *Service) observe(ev *sandbox.Event) error {
 		if m.ExitedAt != nil {
 			at = m.ExitedAt.AsTime()
 		}
-		if err := s.table.exit(m.ContainerID, execOf(m.ContainerID, m.ID), m.ExitStatus, at); err != nil {
-			return err
+		release, err := s.table.exit(m.ContainerID, execOf(m.ContainerID, m.ID), m.ExitStatus, at)
+		if err != nil {
+			return nil, err
 		}
 		m.Pid = pid
+		return release, nil
 	case *eventstypes.TaskOOM:
-		return s.table.known(m.ContainerID, "")
+		return nil, s.table.known(m.ContainerID, "")
 	case *eventstypes.TaskPaused:
 		if err := s.table.known(m.ContainerID, ""); err != nil {
-			return err
+			return nil, err
 		}
 		s.table.setStatus(m.ContainerID, "", func(st status) (status, bool) { return paused, st == running })
 	case *eventstypes.TaskResumed:
 		if err := s.table.known(m.ContainerID, ""); err != nil {
-			return err
+			return nil, err
 		}
 		s.table.setStatus(m.ContainerID, "", func(st status) (status, bool) { return running, st == paused })
 	case *eventstypes.TaskDelete:
 		if err := s.table.deleteEvent(m.ContainerID, execOf(m.ContainerID, m.ID)); err != nil {
-			return err
+			return nil, err
 		}
 		m.Pid = pid
 	default:
-		return fmt.Errorf("%T is not a task event: %w", ev.Message, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%T is not a task event: %w", ev.Message, errdefs.ErrInvalidArgument)
 	}
-	return nil
+	return nil, nil
 }
 
 // execOf maps an event's process id to the table's exec id: the init

@@ -53,7 +53,7 @@ type proc struct {
 	terminal   bool
 	exitStatus uint32
 	exitedAt   time.Time
-	exited     chan struct{} // closed when status becomes stopped
+	exited     chan struct{} // closed once stopped and its TaskExit is published
 }
 
 func newProc(execID string) *proc {
@@ -223,20 +223,21 @@ func (t *table) checkStatus(id, execID, verb string, want ...status) error {
 
 // exit records a process's exit. An exit for a process the table does not
 // know, or a second exit for one, is an error: a guest that reports it is
-// lying, and containerd must not hear it.
-func (t *table) exit(id, execID string, code uint32, at time.Time) error {
+// lying, and containerd must not hear it. Waiters are released by the
+// returned func, which the caller runs once the TaskExit is published:
+// containerd must never see Wait return before the exit it reports.
+func (t *table) exit(id, execID string, code uint32, at time.Time) (release func(), err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	_, p, err := t.getLocked(id, execID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if p.status == stopped {
-		return fmt.Errorf("%s has already exited: %w", name(id, execID), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("%s has already exited: %w", name(id, execID), errdefs.ErrFailedPrecondition)
 	}
 	p.status, p.exitStatus, p.exitedAt = stopped, code, at
-	close(p.exited)
-	return nil
+	return func() { close(p.exited) }, nil
 }
 
 // known fails with NotFound unless the table has the process.
@@ -316,6 +317,14 @@ func (t *table) remove(id, execID string) []*hostio.Process {
 		t.deleted = append(t.deleted, id)
 	}
 	return ios
+}
+
+// process is the live record of a process, for waiting on its exit.
+func (t *table) process(id, execID string) (*proc, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, p, err := t.getLocked(id, execID)
+	return p, err
 }
 
 // snapshot copies a process record for reading without the lock.

@@ -48,12 +48,15 @@ func (waitReaper) Wait(c *exec.Cmd, _ chan runc.Exit) (int, error) {
 	return 0, err
 }
 
+// recorder keeps the topics published; delay is how long a delivery takes.
 type recorder struct {
+	delay  time.Duration
 	mu     sync.Mutex
 	topics []string
 }
 
 func (r *recorder) Publish(_ context.Context, topic string, _ cevents.Event) error {
+	time.Sleep(r.delay)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.topics = append(r.topics, topic)

@@ -91,14 +91,15 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 	return &emptypb.Empty{}, nil
 }
 
-// Wait blocks until the pause process exits.
+// Wait blocks until the pause process has exited and its TaskExit is
+// queued for the host: the host must never see Wait return before the exit.
 func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
 	t, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
 	select {
-	case <-t.exited:
+	case <-t.exitSent:
 	case <-ctx.Done():
 		return nil, errgrpc.ToGRPC(ctx.Err())
 	}
