@@ -97,6 +97,13 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	handlers = append(handlers, failing...)
+	gated, err := gatedHandlers(e)
+	if err != nil {
+		os.RemoveAll(root)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	handlers = append(handlers, gated...)
 	kube, err := kubeHandlers(e)
 	if err != nil {
 		os.RemoveAll(root)

@@ -11,7 +11,9 @@ import (
 
 // PhasesFile is written in the sandbox state directory while the pod runs:
 // how long each step of the pod's start took, for `make bench` and for
-// users asking where start-up time goes.
+// users asking where start-up time goes. The instants of the VMM's exec,
+// the agent's answer and the setup are written as each is reached, so a
+// start that hangs (or a test holding it there) shows how far it got.
 const PhasesFile = "phases.json"
 
 // Phases are the measured steps of one pod start, in milliseconds. Host

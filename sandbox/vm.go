@@ -154,6 +154,9 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	defer podNet.Close() // the VMM holds its own copies of the taps
 	networkTime := lap()
 	vmExecAt := mark
+	// Each step's instant is written as it is reached, not only at the
+	// end: a start that hangs or is canceled shows where it was.
+	s.phases.update(func(p *Phases) { p.StartAtNs, p.VMExecAtNs = t0.UnixNano(), vmExecAt.UnixNano() })
 	if err := s.vm.Start(ctx); err != nil {
 		return err
 	}
@@ -172,6 +175,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	s.mu.Unlock()
 	dialTime := lap()
 	agentUpAt := mark
+	s.phases.update(func(p *Phases) { p.AgentUpAtNs = agentUpAt.UnixNano() })
 	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	stream, err := client.Agent().Events(bg, &api.EventsRequest{})
 	if err != nil {
@@ -195,6 +199,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		return fmt.Errorf("sandbox %s: guest setup: %w%s", s.opts.ID, err, consoleTail(s.vm.Info().ConsoleLog, 10))
 	}
 	setupTime := lap()
+	s.phases.update(func(p *Phases) { p.SetupDoneAtNs = mark.UnixNano() })
 	s.forwardLoopback(ctx)
 	health := client.Health()
 	s.phases.update(func(p *Phases) {
