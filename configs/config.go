@@ -22,6 +22,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/hypervisor/tee"
 )
 
 // The embedded files are read-only, so this is not mutable package state.
@@ -87,38 +89,13 @@ type Vsock struct {
 	DaemonPath string `toml:"daemon_path"`
 }
 
-// TEE is the [tee] table. Only the option table matching Kind is used.
+// TEE is the [tee] table. Only the option table matching Kind is used; the
+// option types are the driver's own, which check themselves (Validate).
 type TEE struct {
-	Kind string     `toml:"kind"`
-	SEV  SEVOptions `toml:"sev"`
-	SNP  SNPOptions `toml:"snp"`
-	TDX  TDXOptions `toml:"tdx"`
-}
-
-// SEVOptions is [tee.sev] (SEV and SEV-ES).
-type SEVOptions struct {
-	Policy          uint32 `toml:"policy"`
-	CBitPos         uint32 `toml:"cbitpos"`
-	ReducedPhysBits uint32 `toml:"reduced_phys_bits"`
-	KernelHashes    bool   `toml:"kernel_hashes"`
-}
-
-// SNPOptions is [tee.snp].
-type SNPOptions struct {
-	Policy           uint64 `toml:"policy"`
-	CBitPos          uint32 `toml:"cbitpos"`
-	ReducedPhysBits  uint32 `toml:"reduced_phys_bits"`
-	KernelHashes     bool   `toml:"kernel_hashes"`
-	IDBlock          string `toml:"id_block"`
-	IDAuth           string `toml:"id_auth"`
-	AuthorKeyEnabled bool   `toml:"author_key_enabled"`
-}
-
-// TDXOptions is [tee.tdx].
-type TDXOptions struct {
-	Attributes            uint64 `toml:"attributes"`
-	SeptVEDisable         bool   `toml:"sept_ve_disable"`
-	QuoteGenerationSocket string `toml:"quote_generation_socket"`
+	Kind string         `toml:"kind"`
+	SEV  tee.SEVOptions `toml:"sev"`
+	SNP  tee.SNPOptions `toml:"snp"`
+	TDX  tee.TDXOptions `toml:"tdx"`
 }
 
 // Agent is the [agent] table.

@@ -1,7 +1,6 @@
 package configs
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,19 +19,13 @@ import (
 // Limits that catch typos (a memory size in bytes, a vCPU count of 1000)
 // rather than describe any real host.
 const (
-	maxVCPUs       = 256
-	minMemoryMiB   = 128 // below this the guest kernel and initrd do not fit
-	maxMemoryMiB   = 1 << 20
 	maxBootTimeout = time.Hour
 	maxDialTimeout = 10 * time.Minute
-
-	snpPolicyReserved = 1 << 17 // SNP ABI: must be 1
-	sevPolicyES       = 1 << 2  // SEV policy: SEV-ES required
-	snpIDBlockSize    = 96
-	snpIDAuthMax      = 4096
 )
 
-// Allowed values, as functions so that no caller can change them.
+// Allowed values, as functions so that no caller can change them. drivers
+// is hypervisor/driver's table (which configs cannot import: the drivers'
+// tests load configs); a test keeps the two equal.
 func drivers() []string    { return []string{"qemu", "clh"} }
 func machines() []string   { return []string{"q35", "microvm", "pseries", "s390-ccw-virtio"} }
 func accels() []string     { return []string{"auto", "kvm", "tcg"} }
@@ -64,11 +57,11 @@ func (c *Config) validate(file string) error {
 	if h.Driver == "clh" && h.Accel == "tcg" {
 		v.add("hypervisor.accel", `"tcg" is not available with driver "clh": Cloud Hypervisor needs KVM; use "auto" or "kvm", or driver "qemu"`)
 	}
-	if h.VCPUs == 0 || h.VCPUs > maxVCPUs {
-		v.add("hypervisor.vcpus", "%d is out of range; allowed 1-%d", h.VCPUs, maxVCPUs)
+	if h.VCPUs == 0 || h.VCPUs > hypervisor.MaxVCPUs {
+		v.add("hypervisor.vcpus", "%d is out of range; allowed 1-%d", h.VCPUs, hypervisor.MaxVCPUs)
 	}
-	if h.MemoryMiB < minMemoryMiB || h.MemoryMiB > maxMemoryMiB {
-		v.add("hypervisor.memory_mib", "%d is out of range; allowed %d-%d (MiB, not bytes)", h.MemoryMiB, minMemoryMiB, maxMemoryMiB)
+	if h.MemoryMiB < hypervisor.MinMemoryMiB || h.MemoryMiB > hypervisor.MaxMemoryMiB {
+		v.add("hypervisor.memory_mib", "%d is out of range; allowed %d-%d (MiB, not bytes)", h.MemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB)
 	}
 	if h.Kernel == "" {
 		v.add("hypervisor.kernel", "empty; name the guest kernel (relative to share_dir, e.g. \"vmlinux\")")
@@ -157,44 +150,35 @@ func (c *Config) validateTEE(v *validator) {
 		c.validateMeasuredBoot(v, kind)
 	}
 
-	switch kind {
-	case tee.SEV, tee.SEVES:
-		o := t.SEV
-		es := o.Policy&sevPolicyES != 0
-		if kind == tee.SEV && es {
-			v.add("tee.sev.policy", "%#x sets bit 2 (SEV-ES); use tee.kind \"sev-es\" or clear the bit", o.Policy)
-		}
-		if kind == tee.SEVES && !es {
-			v.add("tee.sev.policy", "%#x lacks bit 2 (0x4), which SEV-ES requires; e.g. %#x", o.Policy, o.Policy|sevPolicyES)
-		}
-		v.cbit("tee.sev", o.CBitPos, o.ReducedPhysBits)
-	case tee.SNP:
-		o := t.SNP
-		if o.Policy&snpPolicyReserved == 0 {
-			v.add("tee.snp.policy", "%#x lacks bit 17 (0x20000), which the SNP ABI reserves as 1; e.g. %#x", o.Policy, o.Policy|snpPolicyReserved)
-		}
-		v.cbit("tee.snp", o.CBitPos, o.ReducedPhysBits)
-		if o.IDBlock != "" {
-			if b, err := base64.StdEncoding.DecodeString(o.IDBlock); err != nil || len(b) != snpIDBlockSize {
-				v.add("tee.snp.id_block", "must be base64 of exactly %d bytes", snpIDBlockSize)
-			}
-			if o.IDAuth == "" {
-				v.add("tee.snp.id_auth", "empty; an id_block needs its id_auth")
-			}
-		}
-		if o.IDAuth != "" {
-			if b, err := base64.StdEncoding.DecodeString(o.IDAuth); err != nil || len(b) > snpIDAuthMax {
-				v.add("tee.snp.id_auth", "must be base64 of at most %d bytes", snpIDAuthMax)
-			}
-		}
-		if o.AuthorKeyEnabled && o.IDAuth == "" {
-			v.add("tee.snp.author_key_enabled", "true needs tee.snp.id_auth (the author key lives there)")
-		}
-	case tee.TDX:
-		if s := t.TDX.QuoteGenerationSocket; s != "" && !validQGS(s) {
-			v.add("tee.tdx.quote_generation_socket", "%q; allowed: \"\", \"vsock:CID:PORT\" or an absolute unix socket path", s)
+	// The options check themselves; a loaded class sets only its kind's.
+	tc, err := c.teeConfig()
+	if err == nil {
+		err = tc.Validate()
+	}
+	v.addTEE(err)
+}
+
+// addTEE adds the problems tee's checks found, each under its key.
+func (v *validator) addTEE(err error) {
+	for _, e := range unjoin(err) {
+		var fe *tee.FieldError
+		if errors.As(e, &fe) {
+			v.add(fe.Key, "%s", fe.Msg)
+		} else {
+			v.errs = append(v.errs, e)
 		}
 	}
+}
+
+// unjoin lists the errors an errors.Join holds (err itself otherwise).
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
 }
 
 // validateMeasuredBoot checks that a QEMU SEV, SEV-ES or SNP guest has its
@@ -213,21 +197,22 @@ func (c *Config) validateTEE(v *validator) {
 // its assets are installed.
 func (c *Config) validateMeasuredBoot(v *validator, kind tee.Kind) {
 	h := &c.Hypervisor
-	var key string
-	var on bool
-	var mode measure.Mode
-	switch kind {
-	case tee.SEV, tee.SEVES:
-		key, on, mode = "tee.sev.kernel_hashes", c.TEE.SEV.KernelHashes, measure.ModeSEV
-	case tee.SNP:
-		key, on, mode = "tee.snp.kernel_hashes", c.TEE.SNP.KernelHashes, measure.ModeSNP
-	default:
+	tc, err := c.teeConfig()
+	if err != nil {
+		return // reported with tee.kind
+	}
+	if err := tc.CheckKernelHashes(); err != nil {
+		v.addTEE(err)
 		return
 	}
-	if !on {
-		v.add(key, "false with TEE %q: the launch measurement would cover the firmware only, and the host could boot "+
-			"any kernel, initrd or command line unmeasured; set %s = true with the AmdSev OVMF build "+
-			"(hypervisor.firmware = %q)", kind, key, measure.AmdSevFirmware)
+	var mode measure.Mode
+	var key string
+	switch kind {
+	case tee.SEV, tee.SEVES:
+		mode, key = measure.ModeSEV, "tee.sev.kernel_hashes"
+	case tee.SNP:
+		mode, key = measure.ModeSNP, "tee.snp.kernel_hashes"
+	default:
 		return
 	}
 	fw := h.Firmware
@@ -237,7 +222,7 @@ func (c *Config) validateMeasuredBoot(v *validator, kind tee.Kind) {
 	if !filepath.IsAbs(fw) {
 		fw = filepath.Join(h.ShareDir, fw)
 	}
-	err := measure.CheckFirmwareFile(fw, mode)
+	err = measure.CheckFirmwareFile(fw, mode)
 	var nk *measure.NoKernelHashesError
 	switch {
 	case err == nil, errors.Is(err, fs.ErrNotExist):
@@ -252,20 +237,6 @@ func (c *Config) validateMeasuredBoot(v *validator, kind tee.Kind) {
 // amdSevFix says where the AmdSev firmware comes from.
 const amdSevFix = `Set firmware = "` + measure.AmdSevFirmware + `" and install it into share_dir: Debian package ovmf-amdsev ` +
 	`(/usr/share/ovmf/` + measure.AmdSevFirmware + `): "make firmware" extracts it, "make install" copies it`
-
-// validQGS accepts "vsock:CID:PORT" with 32-bit numbers or an absolute path.
-func validQGS(s string) bool {
-	if rest, ok := strings.CutPrefix(s, "vsock:"); ok {
-		cid, port, ok := strings.Cut(rest, ":")
-		if !ok {
-			return false
-		}
-		_, err1 := strconv.ParseUint(cid, 10, 32)
-		_, err2 := strconv.ParseUint(port, 10, 32)
-		return err1 == nil && err2 == nil
-	}
-	return filepath.IsAbs(s)
-}
 
 type validator struct {
 	file string
@@ -293,16 +264,6 @@ func (v *validator) duration(key string, d, max time.Duration) {
 func (v *validator) absolute(key, p string) {
 	if !filepath.IsAbs(p) {
 		v.add(key, "%q is not an absolute path", p)
-	}
-}
-
-func (v *validator) cbit(table string, cbitpos, reduced uint32) {
-	// The C-bit sits in the physical address bits of a page-table entry.
-	if cbitpos < 32 || cbitpos > 63 {
-		v.add(table+".cbitpos", "%d is out of range; allowed 32-63 (the host's CPUID 0x8000001F EBX[5:0], e.g. 47 or 51)", cbitpos)
-	}
-	if reduced < 1 || reduced > 63 {
-		v.add(table+".reduced_phys_bits", "%d is out of range; allowed 1-63 (usually 1)", reduced)
 	}
 }
 

@@ -136,15 +136,14 @@ func (c *Config) teeConfig() (tee.Config, error) {
 	switch out.Kind {
 	case tee.None:
 	case tee.SEV, tee.SEVES:
-		out.SEV = &tee.SEVOptions{Policy: t.SEV.Policy, CBitPos: t.SEV.CBitPos,
-			ReducedPhysBits: t.SEV.ReducedPhysBits, KernelHashes: t.SEV.KernelHashes}
+		o := t.SEV
+		out.SEV = &o
 	case tee.SNP:
-		out.SNP = &tee.SNPOptions{Policy: t.SNP.Policy, CBitPos: t.SNP.CBitPos,
-			ReducedPhysBits: t.SNP.ReducedPhysBits, KernelHashes: t.SNP.KernelHashes,
-			IDBlock: t.SNP.IDBlock, IDAuth: t.SNP.IDAuth, AuthorKeyEnabled: t.SNP.AuthorKeyEnabled}
+		o := t.SNP
+		out.SNP = &o
 	case tee.TDX:
-		out.TDX = &tee.TDXOptions{Attributes: t.TDX.Attributes, SeptVEDisable: t.TDX.SeptVEDisable,
-			QuoteGenerationSocket: t.TDX.QuoteGenerationSocket}
+		o := t.TDX
+		out.TDX = &o
 	case tee.SE:
 		out.SE = &tee.SEOptions{}
 	case tee.PEF:

@@ -215,11 +215,8 @@ func buildPlan(cfg hypervisor.Config, missing *[]string) (*plan, error) {
 	if n := len(filepath.Join(cfg.StateDir, vsockSocketName)) + vsockSuffix; n > maxUnixPath {
 		return nil, invalid("state directory %q is too long for unix sockets (%d > %d bytes): use a shorter state directory", cfg.StateDir, n, maxUnixPath)
 	}
-	if cfg.VCPUs == 0 {
-		return nil, invalid("vcpus must be at least 1")
-	}
-	if cfg.MemoryMiB == 0 {
-		return nil, invalid("memory (MiB) must be at least 1")
+	if err := cfg.CheckSize(); err != nil {
+		return nil, invalid("%v", err)
 	}
 	if cfg.Accel != "" && cfg.Accel != "auto" && cfg.Accel != "kvm" {
 		return nil, invalid("accel %q: Cloud Hypervisor needs KVM; use \"auto\" or \"kvm\", or the QEMU driver for TCG", cfg.Accel)

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -17,12 +16,10 @@ import (
 	"github.com/coco-runtime/coco/hypervisor/vsock"
 )
 
-// Defaults for fields a Config may leave zero.
+// The configuration states every default (configs/defaults.toml); the
+// daemon's name is the driver's own, for a Config built by hand.
 const (
-	DefaultVCPUs       = 1
-	DefaultMemoryMiB   = 512
-	DefaultBootTimeout = 30 * time.Second
-	DefaultDaemon      = "vhost-device-vsock"
+	DefaultDaemon = "vhost-device-vsock"
 
 	// placeholderCID is shown by Command for vhost mode; Start reserves a
 	// free CID on /dev/vhost-vsock instead.
@@ -93,7 +90,7 @@ func resolve(cfg hypervisor.Config, h host, strict bool) (*plan, error) {
 	p.machine = m
 
 	p.tee = cfg.TEE.WithDefaults()
-	if err := p.tee.Validate(); err != nil {
+	if err := errors.Join(p.tee.Validate(), p.tee.CheckKernelHashes()); err != nil {
 		return bad("%v", err)
 	}
 	if p.confidential() && !slices.Contains(m.tees, p.tee.Kind) {
@@ -119,20 +116,11 @@ func resolve(cfg hypervisor.Config, h host, strict bool) (*plan, error) {
 	}
 	p.cpu = cpuModel(cfg.CPUModel, p.accel, p.machine)
 
-	if cfg.VCPUs == 0 {
-		p.cfg.VCPUs = DefaultVCPUs
-	}
-	if p.cfg.VCPUs > 256 {
-		return bad("hypervisor.vcpus = %d: want 1-256", cfg.VCPUs)
-	}
-	if cfg.MemoryMiB == 0 {
-		p.cfg.MemoryMiB = DefaultMemoryMiB
-	}
-	if p.cfg.MemoryMiB < 64 {
-		return bad("hypervisor.memory_mib = %d: a Linux guest needs at least 64", cfg.MemoryMiB)
+	if err := cfg.CheckSize(); err != nil {
+		return bad("%v", err)
 	}
 	if cfg.BootTimeout <= 0 {
-		p.cfg.BootTimeout = DefaultBootTimeout
+		return bad("hypervisor.boot_timeout = %s: want more than 0", cfg.BootTimeout)
 	}
 
 	if err := p.checkLaunchData(); err != nil {

@@ -45,7 +45,7 @@ func TestResolveErrors(t *testing.T) {
 		"memory":           {func(c *hypervisor.Config) { c.MemoryMiB = 16 }, "hypervisor.memory_mib = 16"},
 		"sev-es policy": {func(c *hypervisor.Config) {
 			c.Accel, c.TEE = "kvm", tee.Config{Kind: tee.SEVES, SEV: &tee.SEVOptions{Policy: 1, CBitPos: 51, ReducedPhysBits: 1}}
-		}, "tee.sev.policy = 0x1"},
+		}, "tee.sev.policy: 0x1 lacks bit 2"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -4,6 +4,7 @@ package tee
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -35,31 +36,35 @@ type Config struct {
 
 // SEVOptions configure QEMU's sev-guest object (SEV and SEV-ES).
 type SEVOptions struct {
-	Policy          uint32 // guest policy bits; SEV-ES sets bit 2 (0x4)
-	CBitPos         uint32
-	ReducedPhysBits uint32
+	Policy          uint32 `toml:"policy"` // guest policy bits; SEV-ES sets bit 2 (0x4)
+	CBitPos         uint32 `toml:"cbitpos"`
+	ReducedPhysBits uint32 `toml:"reduced_phys_bits"`
 	// KernelHashes (kernel-hashes=on) puts the kernel, initrd and command
 	// line hashes into the launch measurement; Validate requires it.
-	KernelHashes bool
+	KernelHashes bool `toml:"kernel_hashes"`
 }
 
 // SNPOptions configure sev-snp-guest.
 type SNPOptions struct {
-	Policy           uint64 // default 0x30000
-	CBitPos          uint32
-	ReducedPhysBits  uint32
-	KernelHashes     bool
-	IDBlock          string // base64, 96 bytes
-	IDAuth           string // base64, <= 4096 bytes
-	AuthorKeyEnabled bool
+	Policy           uint64 `toml:"policy"` // default 0x30000
+	CBitPos          uint32 `toml:"cbitpos"`
+	ReducedPhysBits  uint32 `toml:"reduced_phys_bits"`
+	KernelHashes     bool   `toml:"kernel_hashes"`
+	IDBlock          string `toml:"id_block"` // base64, 96 bytes
+	IDAuth           string `toml:"id_auth"`  // base64, <= 4096 bytes
+	AuthorKeyEnabled bool   `toml:"author_key_enabled"`
 }
 
 // TDXOptions configure tdx-guest.
 type TDXOptions struct {
-	Attributes            uint64
-	SeptVEDisable         bool
-	QuoteGenerationSocket string // "vsock:CID:PORT" or a unix socket path
+	Attributes            uint64 `toml:"attributes"`
+	SeptVEDisable         bool   `toml:"sept_ve_disable"`
+	QuoteGenerationSocket string `toml:"quote_generation_socket"` // "vsock:CID:PORT" or a unix socket path
 }
+
+// The option structs carry the TOML names of the configuration file
+// ([tee.sev], [tee.snp], [tee.tdx]): configs decodes straight into them, so
+// the checks below are the only ones.
 
 // SEOptions configure s390-pv-guest (no properties today).
 type SEOptions struct{}
@@ -160,115 +165,135 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// FieldError is a problem with one option, named as the configuration file
+// spells it (tee.<kind>.<key>).
+type FieldError struct {
+	Key string
+	Msg string
+}
+
+func (e *FieldError) Error() string { return e.Key + ": " + e.Msg }
+
+func fieldErr(key, format string, args ...any) error {
+	return &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// AmdSevFirmware is the OVMF build with the SEV hashes page that
+// kernel_hashes needs (Debian's ovmf-amdsev).
+const AmdSevFirmware = "OVMF.amdsev.fd"
+
 // Validate checks that the kind is known, that only its own options are
-// set, and that those options are ones QEMU will accept. Errors name the
-// option as the configuration file spells it (tee.<kind>.<key>).
+// set, and that those options are ones QEMU will accept. Every problem is
+// reported (errors.Join of *FieldError).
 func (c Config) Validate() error {
 	k, err := ParseKind(string(c.Kind))
 	if err != nil {
-		return fmt.Errorf("tee.kind: %w", err)
+		return &FieldError{Key: "tee.kind", Msg: err.Error()}
 	}
 	set := map[string]bool{"sev": c.SEV != nil, "snp": c.SNP != nil, "tdx": c.TDX != nil, "se": c.SE != nil, "pef": c.PEF != nil}
 	own := map[Kind]string{SEV: "sev", SEVES: "sev", SNP: "snp", TDX: "tdx", SE: "se", PEF: "pef"}[k]
 	for _, name := range []string{"sev", "snp", "tdx", "se", "pef"} {
 		if set[name] && name != own {
-			return fmt.Errorf("tee: options for %q are set but tee.kind is %q; remove them or change the kind", name, k)
+			return fieldErr("tee."+name, "options for %q are set but tee.kind is %q; remove them or change the kind", name, k)
 		}
+	}
+	if own != "" && !set[own] {
+		return fieldErr("tee."+own, "options missing for kind %q (use WithDefaults)", k)
 	}
 	switch k {
 	case SEV, SEVES:
-		if c.SEV == nil {
-			return fmt.Errorf("tee.sev: options missing for kind %q (use WithDefaults)", k)
-		}
 		return c.SEV.validate(k)
 	case SNP:
-		if c.SNP == nil {
-			return fmt.Errorf("tee.snp: options missing (use WithDefaults)")
-		}
 		return c.SNP.validate()
 	case TDX:
-		if c.TDX == nil {
-			return fmt.Errorf("tee.tdx: options missing (use WithDefaults)")
-		}
 		_, err := c.TDX.QuoteSocket()
 		return err
 	}
 	return nil
 }
 
-func checkCBit(prefix string, cbit, reduced uint32) error {
+func checkCBit(prefix string, cbit, reduced uint32) []error {
 	// The C-bit lies within the physical address width (at most 52 bits on
 	// x86-64) and above the 4 KiB page offset.
+	var errs []error
 	if cbit < 32 || cbit > 63 {
-		return fmt.Errorf("%s.cbitpos = %d: want the host's C-bit position (CPUID 0x8000001F EBX[5:0], 47 or 51 on current parts)", prefix, cbit)
+		errs = append(errs, fieldErr(prefix+".cbitpos", "%d is out of range; allowed 32-63 (the host's CPUID 0x8000001F EBX[5:0], 47 or 51 on current parts)", cbit))
 	}
 	if reduced < 1 || reduced > 63 {
-		return fmt.Errorf("%s.reduced_phys_bits = %d: QEMU requires it; want the host's value (CPUID 0x8000001F EBX[11:6], usually 1)", prefix, reduced)
+		errs = append(errs, fieldErr(prefix+".reduced_phys_bits", "%d is out of range; allowed 1-63 (the host's CPUID 0x8000001F EBX[11:6], usually 1)", reduced))
 	}
-	return nil
+	return errs
 }
 
 func (o *SEVOptions) validate(k Kind) error {
+	errs := checkCBit("tee.sev", o.CBitPos, o.ReducedPhysBits)
 	es := o.Policy&SEVPolicyES != 0
 	if k == SEVES && !es {
-		return fmt.Errorf("tee.sev.policy = %#x: kind \"sev-es\" needs bit 2 (0x4) set, e.g. 0x5", o.Policy)
+		errs = append(errs, fieldErr("tee.sev.policy", "%#x lacks bit 2 (0x4), which SEV-ES requires; e.g. %#x", o.Policy, o.Policy|SEVPolicyES))
 	}
 	if k == SEV && es {
-		return fmt.Errorf("tee.sev.policy = %#x: bit 2 (0x4) requests SEV-ES; use kind \"sev-es\" or clear the bit", o.Policy)
+		errs = append(errs, fieldErr("tee.sev.policy", "%#x sets bit 2 (0x4), which requests SEV-ES; use tee.kind \"sev-es\" or clear the bit", o.Policy))
 	}
-	if err := checkCBit("tee.sev", o.CBitPos, o.ReducedPhysBits); err != nil {
-		return err
-	}
-	return checkKernelHashes("tee.sev", o.KernelHashes)
+	return errors.Join(errs...)
 }
 
-// checkKernelHashes refuses a QEMU SEV-family launch whose kernel, initrd
-// and command line the launch measurement would not cover: without
-// kernel-hashes the firmware loads whatever the host passes it.
-func checkKernelHashes(prefix string, on bool) error {
-	if !on {
-		return fmt.Errorf("%s.kernel_hashes = false: the launch measurement would not cover the kernel, initrd and command line, "+
-			"which the host could then replace; set it to true (with the AmdSev build of OVMF as firmware)", prefix)
+// CheckKernelHashes refuses an SEV-family launch through firmware (QEMU's)
+// whose kernel, initrd and command line the launch measurement would not
+// cover: without kernel-hashes the firmware loads whatever the host passes
+// it, under a report a verifier accepts. (Cloud Hypervisor boots SNP from an
+// IGVM file, which decides what is measured.)
+func (c Config) CheckKernelHashes() error {
+	var prefix string
+	var on bool
+	switch {
+	case (c.Kind == SEV || c.Kind == SEVES) && c.SEV != nil:
+		prefix, on = "tee.sev", c.SEV.KernelHashes
+	case c.Kind == SNP && c.SNP != nil:
+		prefix, on = "tee.snp", c.SNP.KernelHashes
+	default:
+		return nil
 	}
-	return nil
+	if on {
+		return nil
+	}
+	k := c.Kind
+	return fieldErr(prefix+".kernel_hashes", "false with TEE %q: the launch measurement would cover the firmware only, and the host could boot "+
+		"any kernel, initrd or command line unmeasured; set %s.kernel_hashes = true with the AmdSev OVMF build "+
+		"(hypervisor.firmware = %q)", k, prefix, AmdSevFirmware)
 }
 
 func (o *SNPOptions) validate() error {
+	errs := checkCBit("tee.snp", o.CBitPos, o.ReducedPhysBits)
 	if o.Policy&SNPPolicyReserved == 0 {
-		return fmt.Errorf("tee.snp.policy = %#x: bit 17 (0x20000) is reserved and must be 1, e.g. 0x30000", o.Policy)
-	}
-	if err := checkCBit("tee.snp", o.CBitPos, o.ReducedPhysBits); err != nil {
-		return err
+		errs = append(errs, fieldErr("tee.snp.policy", "%#x lacks bit 17 (0x20000), which the SNP ABI reserves as 1; e.g. %#x", o.Policy, o.Policy|SNPPolicyReserved))
 	}
 	if o.IDBlock != "" {
-		b, err := base64.StdEncoding.DecodeString(o.IDBlock)
-		if err != nil {
-			return fmt.Errorf("tee.snp.id_block: not base64: %w", err)
-		}
-		if len(b) != 96 {
-			return fmt.Errorf("tee.snp.id_block: decodes to %d bytes, QEMU requires exactly 96", len(b))
+		if b, err := base64.StdEncoding.DecodeString(o.IDBlock); err != nil || len(b) != snpIDBlockSize {
+			errs = append(errs, fieldErr("tee.snp.id_block", "must be base64 of exactly %d bytes", snpIDBlockSize))
 		}
 		if o.IDAuth == "" {
-			return fmt.Errorf("tee.snp.id_auth: required when id_block is set")
+			errs = append(errs, fieldErr("tee.snp.id_auth", "empty; an id_block needs its id_auth"))
 		}
 	}
 	if o.IDAuth != "" {
 		if o.IDBlock == "" {
-			return fmt.Errorf("tee.snp.id_auth: set without id_block")
+			errs = append(errs, fieldErr("tee.snp.id_auth", "set without id_block"))
 		}
-		b, err := base64.StdEncoding.DecodeString(o.IDAuth)
-		if err != nil {
-			return fmt.Errorf("tee.snp.id_auth: not base64: %w", err)
-		}
-		if len(b) > 4096 {
-			return fmt.Errorf("tee.snp.id_auth: decodes to %d bytes, QEMU allows at most 4096", len(b))
+		if b, err := base64.StdEncoding.DecodeString(o.IDAuth); err != nil || len(b) > snpIDAuthMax {
+			errs = append(errs, fieldErr("tee.snp.id_auth", "must be base64 of at most %d bytes", snpIDAuthMax))
 		}
 	}
 	if o.AuthorKeyEnabled && o.IDAuth == "" {
-		return fmt.Errorf("tee.snp.author_key_enabled: needs id_auth (the author key lives in it)")
+		errs = append(errs, fieldErr("tee.snp.author_key_enabled", "true needs tee.snp.id_auth (the author key lives there)"))
 	}
-	return checkKernelHashes("tee.snp", o.KernelHashes)
+	return errors.Join(errs...)
 }
+
+// SNP ID block sizes QEMU accepts.
+const (
+	snpIDBlockSize = 96
+	snpIDAuthMax   = 4096
+)
 
 // QuoteSocket is TDXOptions.QuoteGenerationSocket parsed: nil when unset,
 // else QEMU's SocketAddress ({"type":"vsock","cid":..,"port":..} or
@@ -281,16 +306,18 @@ func (o *TDXOptions) QuoteSocket() (map[string]string, error) {
 	case strings.HasPrefix(s, "vsock:"):
 		parts := strings.Split(s, ":")
 		if len(parts) != 3 {
-			return nil, fmt.Errorf("tee.tdx.quote_generation_socket = %q: want \"vsock:CID:PORT\"", s)
+			return nil, fieldErr(qgsKey, "%q: want \"vsock:CID:PORT\"", s)
 		}
 		for _, p := range parts[1:] {
 			if _, err := strconv.ParseUint(p, 10, 32); err != nil {
-				return nil, fmt.Errorf("tee.tdx.quote_generation_socket = %q: %q is not a 32-bit number", s, p)
+				return nil, fieldErr(qgsKey, "%q: %q is not a 32-bit number; want \"vsock:CID:PORT\"", s, p)
 			}
 		}
 		return map[string]string{"type": "vsock", "cid": parts[1], "port": parts[2]}, nil
 	case strings.HasPrefix(s, "/"):
 		return map[string]string{"type": "unix", "path": s}, nil
 	}
-	return nil, fmt.Errorf("tee.tdx.quote_generation_socket = %q: want \"vsock:CID:PORT\" or an absolute unix socket path", s)
+	return nil, fieldErr(qgsKey, "%q: want \"\", \"vsock:CID:PORT\" or an absolute unix socket path", s)
 }
+
+const qgsKey = "tee.tdx.quote_generation_socket"

@@ -2,6 +2,7 @@ package tee
 
 import (
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -59,25 +60,25 @@ func TestValidateErrors(t *testing.T) {
 		{Config{Kind: "x"}, "tee.kind"},
 		{Config{Kind: SNP, SNP: &SNPOptions{Policy: 0x30000, CBitPos: 51, ReducedPhysBits: 1}, TDX: &TDXOptions{}}, `options for "tdx" are set`},
 		{Config{Kind: SNP}, "tee.snp: options missing"},
-		{Config{Kind: SEV, SEV: &SEVOptions{Policy: 0x5, CBitPos: 47, ReducedPhysBits: 1}}, `use kind "sev-es"`},
-		{Config{Kind: SEVES, SEV: &SEVOptions{Policy: 0x1, CBitPos: 47, ReducedPhysBits: 1}}, "needs bit 2"},
-		{Config{Kind: SEV, SEV: &SEVOptions{Policy: 0x1, CBitPos: 0, ReducedPhysBits: 1}}, "tee.sev.cbitpos = 0"},
-		{Config{Kind: SEV, SEV: &SEVOptions{Policy: 0x1, CBitPos: 47}}, "tee.sev.reduced_phys_bits = 0"},
+		{Config{Kind: SEV, SEV: &SEVOptions{Policy: 0x5, CBitPos: 47, ReducedPhysBits: 1}}, `use tee.kind "sev-es"`},
+		{Config{Kind: SEVES, SEV: &SEVOptions{Policy: 0x1, CBitPos: 47, ReducedPhysBits: 1}}, "lacks bit 2"},
+		{Config{Kind: SEV, SEV: &SEVOptions{Policy: 0x1, CBitPos: 0, ReducedPhysBits: 1}}, "tee.sev.cbitpos: 0 is out of range"},
+		{Config{Kind: SEV, SEV: &SEVOptions{Policy: 0x1, CBitPos: 47}}, "tee.sev.reduced_phys_bits: 0 is out of range"},
 		{snp(func(o *SNPOptions) { o.Policy = 0x10000 }), "bit 17"},
 		{snp(func(o *SNPOptions) { o.IDBlock, o.IDAuth = b64(95), b64(10) }), "exactly 96"},
-		{snp(func(o *SNPOptions) { o.IDBlock = "!!" }), "tee.snp.id_block: not base64"},
-		{snp(func(o *SNPOptions) { o.IDBlock = b64(96) }), "tee.snp.id_auth: required"},
+		{snp(func(o *SNPOptions) { o.IDBlock = "!!" }), "tee.snp.id_block: must be base64"},
+		{snp(func(o *SNPOptions) { o.IDBlock = b64(96) }), "tee.snp.id_auth: empty; an id_block needs"},
 		{snp(func(o *SNPOptions) { o.IDAuth = b64(10) }), "set without id_block"},
 		{snp(func(o *SNPOptions) { o.IDBlock, o.IDAuth = b64(96), b64(4097) }), "at most 4096"},
-		{snp(func(o *SNPOptions) { o.AuthorKeyEnabled = true }), "needs id_auth"},
-		{snp(func(o *SNPOptions) { o.KernelHashes = false }), "tee.snp.kernel_hashes = false"},
-		{Config{Kind: SEVES, SEV: &SEVOptions{Policy: 0x5, CBitPos: 47, ReducedPhysBits: 1}}, "tee.sev.kernel_hashes = false"},
+		{snp(func(o *SNPOptions) { o.AuthorKeyEnabled = true }), "needs tee.snp.id_auth"},
+		{snp(func(o *SNPOptions) { o.KernelHashes = false }), "tee.snp.kernel_hashes: false"},
+		{Config{Kind: SEVES, SEV: &SEVOptions{Policy: 0x5, CBitPos: 47, ReducedPhysBits: 1}}, "tee.sev.kernel_hashes: false"},
 		{Config{Kind: TDX, TDX: &TDXOptions{QuoteGenerationSocket: "vsock:2"}}, `want "vsock:CID:PORT"`},
 		{Config{Kind: TDX, TDX: &TDXOptions{QuoteGenerationSocket: "vsock:x:1"}}, `"x" is not a 32-bit number`},
 		{Config{Kind: TDX, TDX: &TDXOptions{QuoteGenerationSocket: "qgs.sock"}}, "absolute unix socket path"},
 	}
 	for _, tc := range cases {
-		err := tc.c.Validate()
+		err := errors.Join(tc.c.Validate(), tc.c.CheckKernelHashes())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: want error with %q, got %v", tc.c, tc.want, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/coco-runtime/coco/configs"
+	"github.com/coco-runtime/coco/hypervisor/driver"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 	"github.com/coco-runtime/coco/virtcontainers/initdata"
 )
@@ -87,5 +88,25 @@ func TestCreateWritesTheAttachedDisks(t *testing.T) {
 	// A second pod in the same directory must not reuse the scratch disk.
 	if _, err := p.Create(); err == nil {
 		t.Fatal("Create over an existing scratch disk succeeded")
+	}
+}
+
+// Every driver the configuration accepts is in the driver table.
+func TestEveryConfiguredDriverExists(t *testing.T) {
+	for _, name := range []string{"qemu", "clh"} {
+		body := "[hypervisor]\ndriver = \"" + name + "\"\n"
+		path := filepath.Join(t.TempDir(), "c.toml")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := configs.Load(path); err != nil {
+			t.Fatalf("driver %s: %v", name, err)
+		}
+		if _, err := driver.Get(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := driver.Names(); len(got) != 2 {
+		t.Fatalf("driver table %v: update configs' drivers() and this test", got)
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/coco-runtime/coco/hypervisor/tee"
 )
 
 // AmdSevFirmware is the file name Debian's ovmf-amdsev package installs
 // (/usr/share/ovmf/OVMF.amdsev.fd) and the runtime classes expect in
 // share_dir: the OvmfPkg/AmdSev build of OVMF.
-const AmdSevFirmware = "OVMF.amdsev.fd"
+const AmdSevFirmware = tee.AmdSevFirmware
 
 // footerReadLen is how much of a firmware file CheckFirmwareFile reads: the
 // footer table and the SEV metadata sit in the reset-vector area, the last
