@@ -552,7 +552,7 @@ func BenchmarkBootToVsock(b *testing.B) {
 		b.StopTimer()
 		state, _ := os.MkdirTemp("", "qb")
 		os.Remove(state)
-		cfg := hypervisor.Config{ID: filepath.Base(state), StateDir: state, Machine: "q35", Accel: "tcg",
+		cfg := hypervisor.Config{ID: filepath.Base(state), StateDir: state, Machine: "q35", Accel: "tcg", VCPUs: 1, MemoryMiB: 512,
 			Kernel: env.kernel, Initrd: env.initrd, KernelParams: "quiet", Vsock: hypervisor.Vsock{Mode: "vhost-user"},
 			BootTimeout: time.Minute}
 		vm, err := New(cfg)
