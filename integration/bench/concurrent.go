@@ -21,6 +21,9 @@ type ConcurrentResult struct {
 	SlowMs  float64 `json:"slowest_ms"` // the slowest single RunPodSandbox
 	// Per pod, averaged: the shim, plus QEMU and vhost-device-vsock for coco.
 	PerPodMem Mem `json:"per_pod_mem"`
+	// Per pod, averaged: the pod's own host processes without the VM
+	// (HostMem: coco's shim + vhost-device-vsock, runc's shim + pause).
+	PerPodHostMem Mem `json:"per_pod_host_mem"`
 }
 
 // Concurrent starts n pods at once under handler, waits for all, samples
@@ -52,28 +55,30 @@ func Concurrent(ctx context.Context, env Env, handler string, coco bool, n int) 
 	wg.Wait()
 	res.TotalMs = msSince(t0)
 	res.SlowMs = Summarize(durs).Max
-	var total Mem
+	var total, host Mem
 	for _, id := range ids {
 		if id == "" {
 			continue
 		}
+		var st struct {
+			VMStateDir string `json:"vm_state_dir"`
+			VMPID      int    `json:"vm_pid"`
+		}
 		if coco {
-			total = total.Add(SumMem(FindProcs("containerd-shim-coco-v2", id, false)))
-			var st struct {
-				VMStateDir string `json:"vm_state_dir"`
-				VMPID      int    `json:"vm_pid"`
-			}
 			if err := readJSON(filepath.Join(env.CocoStateDir, id, "sandbox.json"), &st); err == nil {
 				if m, err := ReadMem(st.VMPID); err == nil {
 					total = total.Add(m)
 				}
-				total = total.Add(SumMem(FindProcs("vhost-device-vsock", st.VMStateDir, true)))
 			}
-		} else {
-			total = total.Add(SumMem(FindProcs("containerd-shim-runc-v2", id, false)))
 		}
+		shim, helpers := HostMem(coco, id, st.VMStateDir)
+		host = host.Add(shim).Add(helpers)
+		total = total.Add(shim).Add(helpers)
 	}
-	res.PerPodMem = Mem{RSSKiB: total.RSSKiB / float64(n), PSSKiB: total.PSSKiB / float64(n)}
+	per := func(m Mem) Mem {
+		return Mem{RSSKiB: m.RSSKiB / float64(n), PSSKiB: m.PSSKiB / float64(n), AnonKiB: m.AnonKiB / float64(n)}
+	}
+	res.PerPodMem, res.PerPodHostMem = per(total), per(host)
 	for i, id := range ids {
 		if id == "" {
 			continue

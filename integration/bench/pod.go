@@ -57,14 +57,16 @@ type PodSample struct {
 	// The agent's first exchange on its announced connection (guest clock,
 	// ms since kernel start), as its later Health reports it: the shim's
 	// first Health read, and its answer written. 0 when not reported.
-	GuestFirstRequestMs float64  `json:"guest_first_request_ms"`
-	GuestFirstReplyMs   float64  `json:"guest_first_reply_ms"`
-	StopPodMs           float64  `json:"stop_pod_ms"` // StopPodSandbox + RemovePodSandbox
-	ShimMem             Mem      `json:"shim_mem"`    // the pod's shim process
-	VMMMem              Mem      `json:"vmm_mem"`     // QEMU (coco only)
-	VsockMem            Mem      `json:"vsock_mem"`   // vhost-device-vsock (coco only)
-	QEMUArgv            []string `json:"-"`
-	ExecErrors          []string `json:"exec_errors,omitempty"`
+	GuestFirstRequestMs float64 `json:"guest_first_request_ms"`
+	GuestFirstReplyMs   float64 `json:"guest_first_reply_ms"`
+	StopPodMs           float64 `json:"stop_pod_ms"` // StopPodSandbox + RemovePodSandbox
+	ShimMem             Mem     `json:"shim_mem"`    // the pod's shim process
+	VMMMem              Mem     `json:"vmm_mem"`     // QEMU (coco only)
+	// HelperMem is the pod's other host processes: vhost-device-vsock for
+	// coco, the pause process for runc (see HostMem).
+	HelperMem  Mem      `json:"helper_mem"`
+	QEMUArgv   []string `json:"-"`
+	ExecErrors []string `json:"exec_errors,omitempty"`
 
 	// Phases is the shim's phases.json (coco only).
 	Phases *sandbox.Phases `json:"phases,omitempty"`
@@ -152,10 +154,9 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 	s.ExecSyncMs = Summarize(execs).Median
 
 	if !coco {
-		s.ShimMem = SumMem(FindProcs("containerd-shim-runc-v2", pod.ID, false))
+		s.ShimMem, s.HelperMem = HostMem(false, pod.ID, "")
 		return s, nil
 	}
-	s.ShimMem = SumMem(FindProcs("containerd-shim-coco-v2", pod.ID, false))
 	podDir := filepath.Join(env.CocoStateDir, pod.ID)
 	var ph sandbox.Phases
 	if err := readJSON(filepath.Join(podDir, sandbox.PhasesFile), &ph); err != nil {
@@ -179,8 +180,8 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.VMPID))
 		s.QEMUArgv = strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 	}
+	s.ShimMem, s.HelperMem = HostMem(true, pod.ID, st.VMStateDir)
 	if st.VMStateDir != "" {
-		s.VsockMem = SumMem(FindProcs("vhost-device-vsock", st.VMStateDir, true))
 		if r, err := agentRTT(ctx, filepath.Join(st.VMStateDir, "vsock.sock"), env.RoundTrips); err == nil {
 			s.AgentRTTMs, s.GuestZeroAt = r.median, r.zero
 			s.GuestFirstRequestMs = float64(r.last.GetFirstRequestNs()) / 1e6

@@ -96,3 +96,52 @@ func SumMem(pids []int) Mem {
 	}
 	return total
 }
+
+// Children returns the pids of ppid's children whose command (comm) is
+// name, e.g. the pause process the runc shim keeps for a pod.
+func Children(ppid int, name string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		open, close := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(string(raw[close+1:]))
+		if len(f) < 2 || string(raw[open+1:close]) != name {
+			continue
+		}
+		if p, err := strconv.Atoi(f[1]); err == nil && p == ppid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// HostMem is what one pod costs the host in processes of its own besides
+// the workload: for coco the shim and vhost-device-vsock (QEMU is the
+// pod's VM, reported apart), for runc the shim and its pause process.
+func HostMem(coco bool, podID, vmStateDir string) (shim, helpers Mem) {
+	if coco {
+		shim = SumMem(FindProcs("containerd-shim-coco-v2", podID, false))
+		if vmStateDir != "" {
+			helpers = SumMem(FindProcs("vhost-device-vsock", vmStateDir, true))
+		}
+		return shim, helpers
+	}
+	pids := FindProcs("containerd-shim-runc-v2", podID, false)
+	shim = SumMem(pids)
+	for _, p := range pids {
+		helpers = helpers.Add(SumMem(Children(p, "pause")))
+	}
+	return shim, helpers
+}

@@ -5,6 +5,8 @@ package bench
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -21,7 +23,7 @@ type Report struct {
 	CocoGeneric  []NamedStat        `json:"coco_generic,omitempty"`
 	FloorGeneric []NamedStat        `json:"floor_generic,omitempty"`
 	Memory       []NamedStat        `json:"memory"`            // KiB
-	Ratios       map[string]float64 `json:"ratios"`            // coco / baseline, medians
+	Ratios       map[string]Stat    `json:"ratios"`            // per-run quotients: median, min, max (Paired)
 	Concurrent   []ConcurrentResult `json:"concurrent"`        // bursts of pods
 	Network      []NetSample        `json:"network,omitempty"` // pod to pod over the CNI bridge, medians
 	Samples      []PodSample        `json:"samples"`
@@ -66,8 +68,9 @@ const (
 	FloorExit      = "bare QEMU boot: exec → QEMU exited after power-off"
 )
 
-// AddCoco appends one coco sample's phases to s.
-func AddCoco(s *Series, p PodSample) {
+// AddCoco appends one coco sample's phases to s and returns its host-side
+// share of RunPodSandbox (ms), for the per-run ratio.
+func AddCoco(s *Series, p PodSample) (hostShareMs float64) {
 	ph := p.Phases
 	s.Add(PodTotal, p.RunPodMs)
 	var pause float64
@@ -123,7 +126,8 @@ func AddCoco(s *Series, p PodSample) {
 	s.Add(PhSetup, ph.SetupMs)
 	s.Add(PhPause, pause)
 	s.Add(PhAfterSetup, after)
-	s.Add(PodHostShare, before+(sent-conn)+dialLag+after)
+	hostShareMs = before + (sent - conn) + dialLag + after
+	s.Add(PodHostShare, hostShareMs)
 	s.Add(CtrCreate, p.CreateMs)
 	s.Add(CtrStart, p.StartMs)
 	// containerd's CRI creates the task (the shim's CreateTask, timed in
@@ -138,6 +142,7 @@ func AddCoco(s *Series, p PodSample) {
 	}
 	addCommon(s, p)
 	s.Add(AgentRTT, p.AgentRTTMs)
+	return hostShareMs
 }
 
 // AddRunc appends one runc sample.
@@ -220,9 +225,10 @@ func (r *Report) WriteTable(out io.Writer) {
 	w.Flush()
 	fmt.Fprintln(out)
 	if len(r.Concurrent) > 0 {
-		line("concurrent pods", "N", "total ms", "slowest ms", "per-pod RSS KiB", "per-pod PSS KiB")
+		line("concurrent pods", "N", "total ms", "slowest ms", "per-pod RSS KiB", "per-pod PSS KiB", "host processes PSS KiB", "anonymous KiB")
 		for _, c := range r.Concurrent {
-			line(c.Handler, fmt.Sprint(c.N), f1(c.TotalMs), f1(c.SlowMs), f0(c.PerPodMem.RSSKiB), f0(c.PerPodMem.PSSKiB))
+			line(c.Handler, fmt.Sprint(c.N), f1(c.TotalMs), f1(c.SlowMs), f0(c.PerPodMem.RSSKiB), f0(c.PerPodMem.PSSKiB),
+				f0(c.PerPodHostMem.PSSKiB), f0(c.PerPodHostMem.AnonKiB))
 		}
 		w.Flush()
 		fmt.Fprintln(out)
@@ -236,9 +242,10 @@ func (r *Report) WriteTable(out io.Writer) {
 		w.Flush()
 		fmt.Fprintln(out)
 	}
-	line("ratio (medians)", "value")
+	line("ratio, per run (paired)", "median", "min", "max", "runs")
 	for _, k := range sortedKeys(r.Ratios) {
-		line(k, fmt.Sprintf("%.2f", r.Ratios[k]))
+		x := r.Ratios[k]
+		line(k, fmt.Sprintf("%.2f", x.Median), fmt.Sprintf("%.2f", x.Min), fmt.Sprintf("%.2f", x.Max), fmt.Sprint(x.N))
 	}
 	w.Flush()
 	for _, e := range r.Errors {
@@ -246,18 +253,7 @@ func (r *Report) WriteTable(out io.Writer) {
 	}
 }
 
-func sortedKeys(m map[string]float64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
-}
+func sortedKeys(m map[string]Stat) []string { return slices.Sorted(maps.Keys(m)) }
 
 func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
 func f0(v float64) string { return fmt.Sprintf("%.0f", v) }

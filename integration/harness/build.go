@@ -104,7 +104,9 @@ func BuildPeers(ctx context.Context, repo string, logf Logf) (Binaries, error) {
 	if cache == "" {
 		cache = DefaultCacheDir
 	}
-	dir := filepath.Join(cache, fmt.Sprintf("peers-containerd-%s-runc-%s-%s", ctrdVer, runcVer, runtime.Version()), "bin")
+	// "static-shim": the runc shim is built as containerd's release builds
+	// it (below); older caches held a cgo, dynamically linked one.
+	dir := filepath.Join(cache, fmt.Sprintf("peers-containerd-%s-runc-%s-%s-static-shim", ctrdVer, runcVer, runtime.Version()), "bin")
 	b := Binaries{
 		Containerd: filepath.Join(dir, "containerd"),
 		Ctr:        filepath.Join(dir, "ctr"),
@@ -135,7 +137,15 @@ func BuildPeers(ctx context.Context, repo string, logf Logf) (Binaries, error) {
 	out := filepath.Join(tmp, "out")
 	if err := buildInModule(ctx, repo, filepath.Join(tmp, "containerd"), out,
 		"github.com/containerd/containerd/v2", ctrdVer, nil, []string{"-tags", "no_btrfs"},
-		"cmd/containerd", "cmd/ctr", "cmd/containerd-shim-runc-v2"); err != nil {
+		"cmd/containerd", "cmd/ctr"); err != nil {
+		return b, err
+	}
+	// The runc shim as containerd's releases ship it (its Makefile's
+	// SHIM_CGO_ENABLED=0): static, so the baseline's memory and start-up
+	// are what users run, not a dynamically linked cgo build's.
+	if err := buildInModule(ctx, repo, filepath.Join(tmp, "containerd-shim"), out,
+		"github.com/containerd/containerd/v2", ctrdVer, []string{"CGO_ENABLED=0"}, []string{"-tags", "no_btrfs"},
+		"cmd/containerd-shim-runc-v2"); err != nil {
 		return b, err
 	}
 	// Static with seccomp, as in the guest; libseccomp-dev comes from scripts/install-deps.sh.

@@ -249,7 +249,7 @@ func run(o options) error {
 	}()
 	env := bench.Env{CRI: ctrd.CRI, CocoStateDir: "/run/coco", LogDir: filepath.Join(ctrd.Root, "logs"), RoundTrips: o.roundTrips}
 
-	rep := &bench.Report{Runs: o.runs, Meta: meta(guest, generic, o), Ratios: map[string]float64{}}
+	rep := &bench.Report{Runs: o.runs, Meta: meta(guest, generic, o)}
 	rep.Meta["config"] = cocoCfg
 	if o.kernelArgs != "" {
 		rep.Meta["config"] += fmt.Sprintf(" (coco-dev + kernel_params %q)", o.kernelArgs)
@@ -257,9 +257,7 @@ func run(o options) error {
 	rep.Meta["config"] += fmt.Sprintf(", sandboxer %s", o.sandboxer)
 	var coco, cocoGeneric, runc, floor, floorGeneric, mem bench.Series
 	var qemuArgv, floorArgv, floorGenericArgv []string
-	var podOverFloor []float64 // per run: RunPodSandbox / the bare boot after it
-	// per run, ours / generic: bare boot, its kernel part, RunPodSandbox
-	var floorPaired, guestInitPaired, podPaired []float64
+	paired := bench.Paired{}
 	floorConsole := filepath.Join(work, "floor-console.log")
 	for i := -o.warmup; i < o.runs; i++ {
 		tag := fmt.Sprintf("run %d/%d", i+1, o.runs)
@@ -339,27 +337,42 @@ func run(o options) error {
 		if i < 0 {
 			continue
 		}
-		bench.AddCoco(&coco, cs)
+		hostShare := bench.AddCoco(&coco, cs)
 		if genericCfg != "" {
 			bench.AddCoco(&cocoGeneric, gs)
-			podPaired = append(podPaired, cs.RunPodMs/gs.RunPodMs)
+			paired.Add(bench.RatioPodGeneric, cs.RunPodMs, gs.RunPodMs)
 			rep.Samples = append(rep.Samples, gs)
 		}
 		bench.AddRunc(&runc, rs)
+		paired.Add(bench.RatioRunPod, cs.RunPodMs, rs.RunPodMs)
+		paired.Add(bench.RatioHostShare, hostShare, rs.RunPodMs)
+		paired.Add(bench.RatioToOutput, cs.ToOutputMs, rs.ToOutputMs)
+		paired.Add(bench.RatioStart, cs.StartMs, rs.StartMs)
+		paired.Add(bench.RatioStop, cs.StopPodMs, rs.StopPodMs)
+		paired.Add(bench.RatioExec, cs.ExecSyncMs, rs.ExecSyncMs)
+		cocoHost, runcHost := cs.ShimMem.Add(cs.HelperMem), rs.ShimMem.Add(rs.HelperMem)
+		paired.Add(bench.RatioHostMem, cocoHost.PSSKiB, runcHost.PSSKiB)
+		paired.Add(bench.RatioHostMemAnon, cocoHost.AnonKiB, runcHost.AnonKiB)
+		paired.Add(bench.RatioShimPSS, cs.ShimMem.PSSKiB, rs.ShimMem.PSSKiB)
+		mem.Add("coco per-pod host processes PSS (shim + vhost-device-vsock)", cocoHost.PSSKiB)
+		mem.Add("coco per-pod host processes anonymous", cocoHost.AnonKiB)
+		mem.Add("runc per-pod host processes PSS (static shim + pause)", runcHost.PSSKiB)
+		mem.Add("runc per-pod host processes anonymous", runcHost.AnonKiB)
 		mem.Add("coco shim RSS", cs.ShimMem.RSSKiB)
 		mem.Add("coco shim PSS", cs.ShimMem.PSSKiB)
 		mem.Add("coco shim anonymous", cs.ShimMem.AnonKiB)
 		mem.Add("runc shim RSS (containerd-shim-runc-v2)", rs.ShimMem.RSSKiB)
 		mem.Add("runc shim PSS (containerd-shim-runc-v2)", rs.ShimMem.PSSKiB)
 		mem.Add("runc shim anonymous", rs.ShimMem.AnonKiB)
+		mem.Add("runc pause PSS", rs.HelperMem.PSSKiB)
 		mem.Add("QEMU RSS", cs.VMMMem.RSSKiB)
 		mem.Add("QEMU PSS", cs.VMMMem.PSSKiB)
 		mem.Add("QEMU anonymous (TCG code cache, heap; guest RAM is a shared memfd)", cs.VMMMem.AnonKiB)
 		if genericCfg != "" {
 			mem.Add("QEMU RSS, generic kernel", gs.VMMMem.RSSKiB)
 		}
-		mem.Add("vhost-device-vsock RSS", cs.VsockMem.RSSKiB)
-		mem.Add("vhost-device-vsock PSS", cs.VsockMem.PSSKiB)
+		mem.Add("vhost-device-vsock RSS", cs.HelperMem.RSSKiB)
+		mem.Add("vhost-device-vsock PSS", cs.HelperMem.PSSKiB)
 		rep.Samples = append(rep.Samples, cs, rs)
 		// The bare boot right after the pods it is the floor of: the
 		// machine is shared, and its speed drifts over a run.
@@ -385,7 +398,10 @@ func run(o options) error {
 			if fr, err = bareBoot(floorArgv, &floor, ""); err != nil {
 				return err
 			}
-			podOverFloor = append(podOverFloor, cs.RunPodMs/fr.InitMs)
+			paired.Add(bench.RatioPodFloor, cs.RunPodMs, fr.InitMs)
+			// What a user waits for, against the least any VM runtime could
+			// do: boot this kernel, then start a container as runc does.
+			paired.Add(bench.RatioFirstOutput, cs.ToOutputMs, fr.InitMs+rs.ToOutputMs-rs.RunPodMs)
 		}
 		if floorGenericArgv != nil && !genericFirst {
 			if gr, err = bareBoot(floorGenericArgv, &floorGeneric, ", generic kernel"); err != nil {
@@ -393,8 +409,8 @@ func run(o options) error {
 			}
 		}
 		if floorArgv != nil && floorGenericArgv != nil {
-			floorPaired = append(floorPaired, fr.InitMs/gr.InitMs)
-			guestInitPaired = append(guestInitPaired, fr.GuestInitMs/gr.GuestInitMs)
+			paired.Add(bench.RatioFloorGeneric, fr.InitMs, gr.InitMs)
+			paired.Add(bench.RatioInitGeneric, fr.GuestInitMs, gr.GuestInitMs)
 		}
 	}
 
@@ -430,24 +446,19 @@ func run(o options) error {
 
 	rep.Coco, rep.Runc, rep.Floor, rep.Memory = coco.Stats(), runc.Stats(), floor.Stats(), mem.Stats()
 	rep.CocoGeneric, rep.FloorGeneric = cocoGeneric.Stats(), floorGeneric.Stats()
-	for name, xs := range map[string][]float64{
-		"floor ours / generic kernel, paired per run (median)":                     floorPaired,
-		"floor kernel start → init ours / generic kernel, paired per run (median)": guestInitPaired,
-		"RunPodSandbox ours / generic kernel, paired per run (median)":             podPaired,
-	} {
-		if len(xs) > 0 {
-			rep.Ratios[name] = bench.Summarize(xs).Median
+	// Bursts: N pods at once against one, each burst measured once.
+	burst := map[int]float64{}
+	for _, c := range rep.Concurrent {
+		if c.Handler == "coco-burst" {
+			burst[c.N] = c.TotalMs
 		}
 	}
-	cm, rm := bench.Median(rep.Coco, bench.PodTotal), bench.Median(rep.Runc, bench.PodTotal)
-	rep.Ratios["RunPodSandbox coco/runc"] = bench.Ratio(cm, rm)
-	rep.Ratios["first output coco/runc (end to end)"] = bench.Ratio(bench.Median(rep.Coco, bench.ToOutput), bench.Median(rep.Runc, bench.ToOutput))
-	rep.Ratios["pod ready / bare boot (RunPodSandbox / exec → init running)"] = bench.Ratio(cm, bench.Median(rep.Floor, bench.FloorInit))
-	if len(podOverFloor) > 0 {
-		rep.Ratios["pod ready / bare boot, paired per run (median)"] = bench.Summarize(podOverFloor).Median
+	for n, t := range burst {
+		if n > 1 {
+			paired.Add(fmt.Sprintf("%d concurrent coco pods / one (burst total time)", n), t, burst[1])
+		}
 	}
-	rep.Ratios["shim PSS coco/runc"] = bench.Ratio(bench.Median(rep.Memory, "coco shim PSS"), bench.Median(rep.Memory, "runc shim PSS (containerd-shim-runc-v2)"))
-	rep.Ratios["ExecSync coco/runc"] = bench.Ratio(bench.Median(rep.Coco, bench.ExecSync), bench.Median(rep.Runc, bench.ExecSync))
+	rep.Ratios = paired.Stats()
 
 	data, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
