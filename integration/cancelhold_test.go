@@ -37,6 +37,26 @@ const (
 // gateDir holds the QEMU wrapper, its gate file and its log.
 func gateDir() string { return filepath.Join(shared.failDir, "gate") }
 
+// reliabilityHandlers registers the handlers of the reliability tests:
+// gated (the QEMU wrapper), load (a boot timeout for a crowded machine) and
+// small-run (its own run directory, a tiny tmpfs), each for the task API
+// and the sandbox API.
+func reliabilityHandlers(e *env) ([]harness.Handler, error) {
+	gated, err := gatedHandlers(e)
+	if err != nil {
+		return nil, err
+	}
+	load, err := loadHandlers(e)
+	if err != nil {
+		return nil, err
+	}
+	small, err := smallRunHandler(e)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(gated, load...), small), nil
+}
+
 // gatedHandlers registers the two gated handlers (task API, sandbox API).
 func gatedHandlers(e *env) ([]harness.Handler, error) {
 	dir := filepath.Join(e.failDir, "gate")
@@ -57,7 +77,9 @@ func gatedHandlers(e *env) ([]harness.Handler, error) {
 	var hs []harness.Handler
 	for name, sandboxer := range map[string]string{handlerGated: "", handlerGatedSB: "shim"} {
 		// accel "tcg": accel "auto" would probe KVM through the wrapper.
-		body := fmt.Sprintf("[hypervisor]\npath = %q\naccel = \"tcg\"\ninitrd = \"initrd-dev.img\"\ntools_image = \"tools.erofs\"\n", wrapper)
+		// The boot timeout bounds how long a shim whose caller is gone
+		// waits for QEMU behind the closed gate.
+		body := fmt.Sprintf("[hypervisor]\npath = %q\naccel = \"tcg\"\ninitrd = \"initrd-dev.img\"\ntools_image = \"tools.erofs\"\nboot_timeout = \"20s\"\n", wrapper)
 		path := filepath.Join(e.failDir, name+".toml")
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			return nil, err

@@ -97,13 +97,13 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	handlers = append(handlers, failing...)
-	gated, err := gatedHandlers(e)
+	reliability, err := reliabilityHandlers(e)
 	if err != nil {
 		os.RemoveAll(root)
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	handlers = append(handlers, gated...)
+	handlers = append(handlers, reliability...)
 	kube, err := kubeHandlers(e)
 	if err != nil {
 		os.RemoveAll(root)
@@ -111,6 +111,13 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	handlers = append(handlers, kube...)
+	crit, err := critestHandlers(e)
+	if err != nil {
+		os.RemoveAll(root)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	handlers = append(handlers, crit...)
 	ctrd, err := harness.Start(ctx, harness.Options{
 		Repo:     repo,
 		Bins:     bins,

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // diskSerial is the virtio-blk serial the guest finds a container's root
@@ -73,9 +74,27 @@ func buildRootfsImage(ctx context.Context, mkfs, bundle, root string, mounts []*
 		if errorsIsNotFound(err) {
 			return fmt.Errorf("%s not found: install erofs-utils (scripts/install-deps.sh) or set [rootfs] mkfs in the config", mkfs)
 		}
+		if free, ok := bytesFree(filepath.Dir(image)); ok && free < fullBelow {
+			// mkfs.erofs says "Error 28" among other lines; say it plainly.
+			return fmt.Errorf("container rootfs image %s: the state filesystem is full (%d bytes free): free space there or point %s at a larger filesystem: %s: %w",
+				image, free, "COCO_RUN_DIR", strings.TrimSpace(string(out)), errdefs.ErrResourceExhausted)
+		}
 		return fmt.Errorf("%s %s: %w: %s", mkfs, src, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// fullBelow is the free space under which a failed image write is blamed
+// on a full filesystem.
+const fullBelow = 1 << 20
+
+// bytesFree is what an unprivileged writer may still write under dir.
+func bytesFree(dir string) (uint64, bool) {
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) != nil {
+		return 0, false
+	}
+	return st.Bavail * uint64(st.Bsize), true
 }
 
 func errorsIsNotFound(err error) bool {

@@ -208,13 +208,18 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	}
 	go v.reap()
 
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// QEMU's monitor coming up is part of the boot: on a crowded host
+	// (8 TCG pods starting on 2 cores) it took longer than a fixed 10 s.
+	qctx, cancel := context.WithTimeout(ctx, p.cfg.BootTimeout)
 	defer cancel()
 	mon, err := dialMonitor(qctx, p.paths.qmp, v.running)
 	if err != nil {
 		select { // let a dying QEMU finish its last words
 		case <-v.exited:
 		case <-time.After(time.Second):
+		}
+		if qctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			err = fmt.Errorf("%w (waited hypervisor.boot_timeout = %s for QEMU's monitor)", err, p.cfg.BootTimeout)
 		}
 		return fmt.Errorf("%w; qemu stderr: %s", err, v.stderrTail())
 	}

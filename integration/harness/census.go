@@ -112,6 +112,9 @@ func (c *Containerd) livePID() int {
 	return c.pid
 }
 
+// FDCount is how many fds a process has open (0 once it is gone).
+func FDCount(pid int) int { return fdCount(pid) }
+
 func fdCount(pid int) int {
 	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	return len(fds)

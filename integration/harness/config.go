@@ -24,6 +24,9 @@ type Handler struct {
 	// Snapshotter is the handler's snapshotter: "" (the default,
 	// overlayfs) or CocoSnapshotter (guest pull).
 	Snapshotter string
+	// RuntimePath, when set, is the shim binary containerd runs (a
+	// wrapper giving one handler its own environment).
+	RuntimePath string
 }
 
 // CocoSnapshotter is the proxy snapshotter's name in containerd's config.
@@ -115,6 +118,9 @@ func renderConfig(root, sandboxImage string, handlers []Handler, netw network) s
 		key := fmt.Sprintf(`plugins."io.containerd.cri.v1.runtime".containerd.runtimes.%s`, q(h.Name))
 		p("    [%s]", key)
 		p("      runtime_type = %s", q(h.RuntimeType))
+		if h.RuntimePath != "" {
+			p("      runtime_path = %s", q(h.RuntimePath))
+		}
 		if h.Sandboxer != "" {
 			p("      sandboxer = %s", q(h.Sandboxer))
 		}
