@@ -100,18 +100,15 @@ type TEE struct {
 
 // Agent is the [agent] table.
 type Agent struct {
-	DialTimeout Duration `toml:"dial_timeout"`
 	// Policy is a Rego file; absolute once loaded, "" for the built-in default.
 	Policy string `toml:"policy"`
 }
 
 // Runtime is the [runtime] table.
 type Runtime struct {
-	StateDir           string   `toml:"state_dir"`
 	AnnotationsAllowed []string `toml:"annotations_allowed"`
 	// InitData is an init-data TOML file; absolute once loaded, "" for none.
 	InitData string `toml:"initdata"`
-	LogLevel string `toml:"log_level"`
 }
 
 // Volumes is the [volumes] table.
@@ -126,8 +123,9 @@ type Volumes struct {
 
 // Rootfs is the [rootfs] table.
 type Rootfs struct {
-	FSType string `toml:"fstype"`
-	Mkfs   string `toml:"mkfs"`
+	// Mkfs is the mkfs.erofs binary that builds container root filesystem
+	// images.
+	Mkfs string `toml:"mkfs"`
 	// GuestPull has the guest pull each container's image itself (from the
 	// CRI image name); the host builds no root filesystem image.
 	GuestPull bool `toml:"guest_pull"`
@@ -348,6 +346,10 @@ func overlay(c *Config, file string, data []byte) error {
 			continue
 		}
 		reported[k.String()] = true
+		if why, ok := removedKeys()[k.String()]; ok {
+			errs = append(errs, &Error{File: file, Key: k.String(), Msg: "removed key: " + why})
+			continue
+		}
 		table, allowed := allowedKeys(k[:len(k)-1])
 		where := "the top level"
 		if table != "" {
@@ -357,6 +359,19 @@ func overlay(c *Config, file string, data []byte) error {
 			Msg: fmt.Sprintf("unknown key; %s allows: %s", where, strings.Join(allowed, ", "))})
 	}
 	return errors.Join(errs...)
+}
+
+// removedKeys are keys older files may still hold, with what replaces them:
+// each was documented but never read by the shim.
+func removedKeys() map[string]string {
+	return map[string]string{
+		"runtime.state_dir": "the shim keeps every pod's state under $COCO_RUN_DIR (default /run/coco), whatever the class; " +
+			"delete the line, and set COCO_RUN_DIR in the shim's environment to move it",
+		"runtime.log_level": "the shim logs at containerd's level (containerd's [debug] level, passed to the shim as -debug); delete the line",
+		"rootfs.fstype":     "container root filesystem images are always EROFS (rootfs.mkfs names mkfs.erofs); delete the line",
+		"agent.dial_timeout": "hypervisor.boot_timeout bounds the wait for the guest agent, from power-on; delete the line " +
+			"and set hypervisor.boot_timeout instead",
+	}
 }
 
 // tomlErr matches the decoder's type errors, which are not ParseErrors.

@@ -66,7 +66,7 @@ func TestShippedFilesLoadAndYieldVM(t *testing.T) {
 			if c.Name != strings.TrimSuffix(strings.TrimPrefix(name, "configuration-"), ".toml") {
 				t.Errorf("Name = %q", c.Name)
 			}
-			vm, err := c.VM("pod-1", "")
+			vm, err := c.VM("pod-1", "/run/coco/pod-1")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,11 +140,11 @@ func TestDefault(t *testing.T) {
 	if os.Getenv(EnvShareDir) == "" && h.Kernel != "/opt/coco/share/vmlinux" {
 		t.Errorf("kernel = %q, want /opt/coco/share/vmlinux", h.Kernel)
 	}
-	if h.BootTimeout.D() != 30*time.Second || c.Agent.DialTimeout.D() != 10*time.Second {
-		t.Errorf("timeouts %v %v", h.BootTimeout, c.Agent.DialTimeout)
+	if h.BootTimeout.D() != 30*time.Second {
+		t.Errorf("boot timeout %v", h.BootTimeout)
 	}
-	if c.Runtime.StateDir != "/run/coco" || c.Rootfs.FSType != "erofs" || c.Runtime.LogLevel != "info" {
-		t.Errorf("runtime/rootfs defaults: %+v %+v", c.Runtime, c.Rootfs)
+	if c.Rootfs.Mkfs != "mkfs.erofs" {
+		t.Errorf("rootfs defaults: %+v", c.Rootfs)
 	}
 	for _, a := range []string{"io.katacontainers.config.hypervisor.cc_init_data", "io.katacontainers.config.agent.policy"} {
 		if !c.AnnotationAllowed(a) {
@@ -223,8 +223,7 @@ func TestWrongTypes(t *testing.T) {
 		"hypervisor.memory_mib":   "[hypervisor]\nmemory_mib = -1\n",
 		"tee.snp.kernel_hashes":   "[tee.snp]\nkernel_hashes = \"yes\"\n",
 		"hypervisor.boot_timeout": "[hypervisor]\nboot_timeout = 30\n",
-		"agent.dial_timeout":      "[agent]\ndial_timeout = \"ten seconds\"\n",
-		"runtime.state_dir":       "[runtime]\nstate_dir = [\"/run\"]\n",
+		"runtime.initdata":        "[runtime]\ninitdata = [\"/run\"]\n",
 	}
 	for key, body := range cases {
 		t.Run(key, func(t *testing.T) {
@@ -348,16 +347,18 @@ func TestVMResolution(t *testing.T) {
 		t.Errorf("%+v", vm)
 	}
 	for _, id := range []string{"", "a/b", "..", "."} {
-		if _, err := c.VM(id, ""); !errdefs.IsInvalidArgument(err) {
+		if _, err := c.VM(id, "/tmp/state"); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("VM(%q) err = %v", id, err)
 		}
 	}
-	if _, err := c.VM("abc", "relative/dir"); !errdefs.IsInvalidArgument(err) {
-		t.Errorf("relative state dir: %v", err)
+	for _, dir := range []string{"relative/dir", ""} {
+		if _, err := c.VM("abc", dir); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("state dir %q: %v", dir, err)
+		}
 	}
 	// A hand-built config with a bad kind is refused, naming the key.
 	c.TEE.Kind = "sgx"
-	if _, err := c.VM("abc", ""); err == nil || !strings.Contains(err.Error(), "tee.kind") {
+	if _, err := c.VM("abc", "/tmp/state"); err == nil || !strings.Contains(err.Error(), "tee.kind") {
 		t.Errorf("err = %v", err)
 	}
 }

@@ -30,7 +30,7 @@ func FuzzLoad(f *testing.F) {
 			}
 			return
 		}
-		if _, err := c.VM("fuzz", ""); err != nil {
+		if _, err := c.VM("fuzz", "/run/coco/fuzz"); err != nil {
 			t.Fatalf("accepted config yields no VM: %v", err)
 		}
 		again, err := parse("fuzz.toml", data, noEnv)

@@ -27,7 +27,7 @@ func TestGoldenVM(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			vm, err := c.VM("pod", "")
+			vm, err := c.VM("pod", "/run/coco/pod")
 			if err != nil {
 				t.Fatal(err)
 			}

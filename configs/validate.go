@@ -20,7 +20,6 @@ import (
 // rather than describe any real host.
 const (
 	maxBootTimeout = time.Hour
-	maxDialTimeout = 10 * time.Minute
 )
 
 // Allowed values, as functions so that no caller can change them. drivers
@@ -31,10 +30,6 @@ func machines() []string   { return []string{"q35", "microvm", "pseries", "s390-
 func accels() []string     { return []string{"auto", "kvm", "tcg"} }
 func vsockModes() []string { return []string{"auto", "vhost", "vhost-user"} }
 func clhTEEs() []string    { return []string{string(tee.None), string(tee.SNP), string(tee.TDX)} }
-func logLevels() []string {
-	return []string{"trace", "debug", "info", "warn", "error", "fatal", "panic"}
-}
-func fsTypes() []string { return []string{"erofs"} }
 func teeKinds() []string {
 	return []string{string(tee.None), string(tee.SEV), string(tee.SEVES), string(tee.SNP),
 		string(tee.TDX), string(tee.SE), string(tee.PEF)}
@@ -75,18 +70,14 @@ func (c *Config) validate(file string) error {
 
 	c.validateTEE(v)
 
-	v.duration("agent.dial_timeout", c.Agent.DialTimeout.D(), maxDialTimeout)
-	v.absolute("runtime.state_dir", c.Runtime.StateDir)
 	for i, p := range c.Runtime.AnnotationsAllowed {
 		if _, err := path.Match(p, ""); err != nil || p == "" {
 			v.add(fmt.Sprintf("runtime.annotations_allowed[%d]", i), "%q is not an annotation name or glob (\"*\", \"?\", \"[...]\" as in path.Match)", p)
 		}
 	}
-	v.oneOf("runtime.log_level", c.Runtime.LogLevel, logLevels())
-	v.oneOf("rootfs.fstype", c.Rootfs.FSType, fsTypes())
 	v.oneOf("volumes.host_dirs", c.Volumes.HostDirs, []string{"", "refuse", "empty"})
 	if c.Rootfs.Mkfs == "" {
-		v.add("rootfs.mkfs", "empty; name the mkfs.%s binary", c.Rootfs.FSType)
+		v.add("rootfs.mkfs", "empty; name the mkfs.erofs binary (a name in PATH or an absolute path)")
 	}
 	switch {
 	case c.Rootfs.ScratchMiB < 0 || c.Rootfs.ScratchMiB > maxScratchMiB:

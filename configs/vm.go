@@ -71,7 +71,7 @@ func lookPath(p string) string {
 }
 
 // VM resolves the configuration into the description a hypervisor driver
-// starts. stateDir "" means <runtime.state_dir>/<id>. Disks holds the tools
+// starts in stateDir (absolute; sandbox/vmplan names it). Disks holds the tools
 // disk (hypervisor.tools_image) if any; LaunchData and the init-data disk
 // are left for the caller (they depend on the pod).
 //
@@ -80,9 +80,6 @@ func lookPath(p string) string {
 func (c *Config) VM(id, stateDir string) (hypervisor.Config, error) {
 	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
 		return hypervisor.Config{}, fmt.Errorf("configs: VM id %q: %w: want a non-empty name without '/'", id, errdefs.ErrInvalidArgument)
-	}
-	if stateDir == "" {
-		stateDir = filepath.Join(c.Runtime.StateDir, id)
 	}
 	if !filepath.IsAbs(stateDir) {
 		return hypervisor.Config{}, fmt.Errorf("configs: VM state dir %q: %w: want an absolute path", stateDir, errdefs.ErrInvalidArgument)

