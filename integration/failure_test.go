@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/coco-runtime/coco/guest-assets/initrd"
 	"github.com/coco-runtime/coco/integration/harness"
 	"github.com/coco-runtime/coco/sandbox"
@@ -216,7 +218,8 @@ func TestContainerWithoutRuntime(t *testing.T) {
 }
 
 // TestQEMUKilled: the VM dies under a running pod. Its containers must exit
-// with a reason, containerd must see TaskExit, and removal must clean up.
+// with a reason, containerd must see TaskExit (before any delete), the pod
+// must go NotReady, and removal must clean up (census back).
 func TestQEMUKilled(t *testing.T) {
 	forEachHandler(t, func(t *testing.T, h handlerCase) {
 		if !h.coco {
@@ -225,6 +228,7 @@ func TestQEMUKilled(t *testing.T) {
 		ctx := testCtx(t, 4*time.Minute)
 		cri := shared.ctrd.CRI
 		events := watchEvents(t)
+		before := shared.ctrd.Census()
 		pod, ctr, removed := sleepingPod(t, ctx, h.name, "qkill-"+h.name)
 		if err := syscall.Kill(podQEMU(t, pod.ID), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -242,11 +246,22 @@ func TestQEMUKilled(t *testing.T) {
 		waitFor(t, 30*time.Second, func() (bool, string) {
 			return events.has("/tasks/exit", ctr), "no /tasks/exit event for " + ctr + "; events:\n" + events.String()
 		})
+		waitFor(t, time.Minute, func() (bool, string) {
+			ps, err := cri.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod.ID})
+			if err != nil {
+				return false, err.Error()
+			}
+			return ps.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY, "pod after its VM was killed: " + ps.Status.State.String()
+		})
 		if err := cri.RemovePod(ctx, pod.ID); err != nil {
 			t.Fatal(err)
 		}
 		*removed = true
 		assertNoLeftovers(t, pod.ID, ctr)
+		if bad := exitBeforeDelete(events.String()); len(bad) > 0 {
+			t.Errorf("containerd's events: %s", strings.Join(bad, "; "))
+		}
+		assertCensusBack(t, before, "QEMU killed")
 	})
 }
 
