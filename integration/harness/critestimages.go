@@ -4,14 +4,15 @@ package harness
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log"
-	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,37 +31,79 @@ var critestRegistries = []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io"}
 
 // critestImage is one image critest pulls, made from Debian's busybox.
 type critestImage struct {
-	user  string            // the config's User
-	cmd   []string          // the config's Cmd ("sh" when empty)
-	extra map[string]string // files added to (or replacing) busybox's
+	user  string   // the config's User
+	cmd   []string // the config's Cmd ("sh" when empty)
+	extra []file   // entries added to busybox's, replacing those of the same name
 }
 
-// httpServer answers GET / with 200 on port 80, as the nginx and httpd
-// images critest uses do (it only checks the status code).
-func httpServer(port int) critestImage {
+func textFile(name, content string) file {
+	return file{Name: name, Mode: 0o644, Data: []byte(content)}
+}
+
+func script(name, content string) file {
+	return file{Name: name, Mode: 0o755, Data: []byte("#!/bin/sh\n" + content)}
+}
+
+// critestTools stand in for what the upstream busybox image has and
+// Debian's busybox-static lacks, or has only as a link to busybox.
+var critestTools = []file{
+	// MaskedPaths masks /bin/ls and expects sh to still run: as a link,
+	// the mask would land on busybox itself.
+	script("bin/ls", "exec /bin/busybox ls \"$@\"\n"),
+	script("usr/bin/pgrep", `# pgrep NAME: the pids whose command is NAME
+rc=1
+for d in /proc/[0-9]*; do
+	if [ "$(cat "$d/comm" 2>/dev/null)" = "$1" ]; then echo "${d#/proc/}"; rc=0; fi
+done
+exit $rc
+`),
+	script("usr/bin/ipcs", "# ipcs -m: the System V shared memory segments, with their ids\ncat /proc/sysvipc/shm\n"),
+}
+
+// webServer answers GET / with 200 on port (critest checks only the status).
+func webServer(port int, banner string) critestImage {
 	return critestImage{
-		cmd:   []string{"httpd", "-f", "-p", fmt.Sprint(port), "-h", "/www"},
-		extra: map[string]string{"www/index.html": "coco critest web server\n"},
+		cmd:   []string{"sh", "-c", fmt.Sprintf("echo %s; exec httpd -f -p %d -h /www", banner, port)},
+		extra: []file{{Name: "www", Mode: 0o755, Dir: true}, textFile("www/index.html", "coco critest web server\n")},
 	}
+}
+
+// nginx is a web server whose process is named nginx, writes its pid to
+// /var/run/nginx.pid and has "master process" in its command line, which
+// the PID namespace specs look for.
+func nginx() critestImage {
+	img := webServer(80, "nginx")
+	img.cmd = []string{"sh", "-c", "echo $$ >/var/run/nginx.pid; " +
+		"exec -a httpd /usr/sbin/nginx -f -p 80 -h /www -c '/etc/nginx: master process.conf'"}
+	img.extra = append(img.extra,
+		file{Name: "usr/sbin/nginx", Mode: 0o777, Linkname: "/bin/busybox"},
+		textFile("etc/nginx: master process.conf", ""),
+		file{Name: "var/run", Mode: 0o755, Dir: true})
+	return img
 }
 
 // critestImages are the images cri-tools' pkg/validate names (consts.go,
-// consts_linux.go, multi_container_linux.go), keyed by repository path and
-// tag inside their registries. Not here: test-image-digest, whose name pins
-// a digest of the upstream image that no image built here can have.
-func critestImages() map[string]critestImage {
+// consts_linux.go, multi_container_linux.go, security_context_linux.go),
+// keyed by repository path and tag inside their registries. Not here:
+// test-image-digest, whose name pins the upstream image's digest.
+func critestImages(euid []byte) map[string]critestImage {
 	const staging = "k8s-staging-cri-tools/"
 	users := "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
 	groups := "root:x:0:\nnogroup:x:65534:\n"
-	www := map[string]string{
-		"etc/passwd": users + "www-data:x:33:33:www-data:/var/www:/bin/false\n",
-		"etc/group":  groups + "www-data:x:33:\n",
+	www := []file{
+		textFile("etc/passwd", users+"www-data:x:33:33:www-data:/var/www:/bin/false\n"),
+		textFile("etc/group", groups+"www-data:x:33:\n"),
 	}
 	imgs := map[string]critestImage{
-		"e2e-test-images/busybox:1.29-2":           {},
-		"e2e-test-images/nginx:1.14-2":             httpServer(80),
-		"e2e-test-images/httpd:2.4.39-4":           httpServer(80),
-		staging + "hostnet-nginx-amd64":            httpServer(12003),
+		"e2e-test-images/busybox:1.29-2": {},
+		"e2e-test-images/nginx:1.14-2":   nginx(),
+		"e2e-test-images/httpd:2.4.39-4": webServer(80, "httpd"),
+		// A set-uid root program printing its effective uid (NoNewPrivs).
+		"e2e-test-images/nonewprivs:1.3": {cmd: []string{"/usr/local/bin/euid"}, extra: []file{
+			{Name: "usr/local", Mode: 0o755, Dir: true}, {Name: "usr/local/bin", Mode: 0o755, Dir: true},
+			{Name: "usr/local/bin/euid", Mode: 0o4755, Data: euid},
+		}},
+		staging + "hostnet-nginx-amd64":            webServer(12003, "nginx"),
 		"pause:3.9":                                {cmd: []string{"sleep", "2147483647"}},
 		staging + "test-image-latest":              {},
 		staging + "test-image-tag:test":            {},
@@ -71,9 +114,9 @@ func critestImages() map[string]critestImage {
 		staging + "test-image-user-username-group": {user: "www-data:www-data", extra: www},
 		// uid 1000 is a member of group 50000 in the image's /etc/group
 		// (SupplementalGroupsPolicy specs).
-		staging + "test-image-predefined-group": {user: "1000", extra: map[string]string{
-			"etc/passwd": users + "default-user:x:1000:1000::/home/default-user:/bin/sh\n",
-			"etc/group":  groups + "default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n",
+		staging + "test-image-predefined-group": {user: "1000", extra: []file{
+			textFile("etc/passwd", users+"default-user:x:1000:1000::/home/default-user:/bin/sh\n"),
+			textFile("etc/group", groups+"default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n"),
 		}},
 	}
 	for i := 1; i <= 3; i++ {
@@ -83,33 +126,31 @@ func critestImages() map[string]critestImage {
 	// its names, and a spec expecting one tag sees several), except one
 	// image under three tags and pause:3.9 under two registries.
 	for ref, c := range imgs {
-		c.extra = maps.Clone(c.extra)
-		if c.extra == nil {
-			c.extra = map[string]string{}
-		}
-		c.extra["image-name"] = ref
+		c.extra = append(slices.Clone(c.extra), textFile("image-name", ref))
 		imgs[ref] = c
 	}
 	for i := 1; i <= 3; i++ {
-		imgs[fmt.Sprintf("%stest-image-tags:%d", staging, i)] = critestImage{extra: map[string]string{"image-name": "test-image-tags"}}
+		imgs[fmt.Sprintf("%stest-image-tags:%d", staging, i)] = critestImage{extra: []file{textFile("image-name", "test-image-tags")}}
 	}
 	return imgs
 }
 
 func (c critestImage) build() (v1.Image, error) {
-	files, err := busyboxFiles("/bin/busybox")
+	base, err := busyboxFiles("/bin/busybox")
 	if err != nil {
 		return nil, err
 	}
-	// layerTar keeps the first entry of a name: extra files go first.
-	var extra []file
-	for n, content := range c.extra {
-		extra = append(extra, file{Name: n, Mode: 0o644, Data: []byte(content)})
-		if dir := filepath.Dir(n); dir != "." && dir != "etc" {
-			extra = append(extra, file{Name: dir, Mode: 0o755, Dir: true})
+	files := append(slices.Clone(c.extra), critestTools...)
+	replaced := map[string]bool{}
+	for _, f := range files {
+		replaced[f.Name] = true
+	}
+	for _, f := range base {
+		if !replaced[f.Name] {
+			files = append(files, f)
 		}
 	}
-	layer, err := layerTar(append(extra, files...))
+	layer, err := layerTar(files)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +180,11 @@ type CritestRegistry struct {
 
 // ServeCritestRegistry starts the registry, pushes the images and writes
 // the hosts.toml files; Close undoes all of it.
-func ServeCritestRegistry(ctrdRoot string) (*CritestRegistry, error) {
+func ServeCritestRegistry(ctx context.Context, repo, ctrdRoot string) (*CritestRegistry, error) {
+	euid, err := buildEuid(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -155,7 +200,7 @@ func ServeCritestRegistry(ctrdRoot string) (*CritestRegistry, error) {
 			r.Close()
 		}
 	}()
-	for ref, c := range critestImages() {
+	for ref, c := range critestImages(euid) {
 		img, err := c.build()
 		if err != nil {
 			return nil, fmt.Errorf("harness: critest image %s: %w", ref, err)
@@ -192,4 +237,14 @@ func (r *CritestRegistry) Close() error {
 		os.RemoveAll(dir)
 	}
 	return r.srv.Close()
+}
+
+// buildEuid builds integration/cmd/euid (static, small) and returns it.
+func buildEuid(ctx context.Context, repo string) ([]byte, error) {
+	out := filepath.Join(repo, "build", "integration", "euid")
+	if o, err := run(ctx, repo, []string{"CGO_ENABLED=0"}, "go", "build", "-tags", "integration",
+		"-ldflags", "-s -w", "-o", out, "./integration/cmd/euid"); err != nil {
+		return nil, fmt.Errorf("harness: build euid: %w\n%s", err, o)
+	}
+	return os.ReadFile(out)
 }
