@@ -116,8 +116,10 @@ type Volumes struct {
 	// HostDirs says what a bind mount of a host directory that is neither
 	// a kubelet file volume nor an emptyDir (hostPath, a persistent
 	// volume) becomes: "refuse" (CreateContainer fails naming the mount),
-	// "empty" (an empty guest directory shared by the pod), or "" for the
-	// class's default (refuse with a TEE, empty without).
+	// "empty" (an empty guest directory shared by the pod), "copy" (its
+	// regular files copied in at creation, within the file budget, and
+	// mounted read-only), or "" for the class's default (refuse with a
+	// TEE, empty without).
 	HostDirs string `toml:"host_dirs"`
 }
 

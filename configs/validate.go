@@ -75,7 +75,7 @@ func (c *Config) validate(file string) error {
 			v.add(fmt.Sprintf("runtime.annotations_allowed[%d]", i), "%q is not an annotation name or glob (\"*\", \"?\", \"[...]\" as in path.Match)", p)
 		}
 	}
-	v.oneOf("volumes.host_dirs", c.Volumes.HostDirs, []string{"", "refuse", "empty"})
+	v.oneOf("volumes.host_dirs", c.Volumes.HostDirs, []string{"", "refuse", "empty", "copy"})
 	if c.Rootfs.Mkfs == "" {
 		v.add("rootfs.mkfs", "empty; name the mkfs.erofs binary (a name in PATH or an absolute path)")
 	}

@@ -26,16 +26,17 @@ const (
 // from the host, and of the kubelet's file volumes (secret, configMap,
 // projected, downwardAPI directories). The guest cannot see host paths, so
 // small files travel with the request; other directories do not (the
-// agent gives the pod an empty directory for each), and sources that do
-// not exist are left to the guest as before.
-func hostFiles(sp *specs.Spec) ([]*api.File, error) {
+// agent gives the pod an empty directory for each) unless copyDirs
+// ([volumes] host_dirs = "copy") copies their regular files too, and
+// sources that do not exist are left to the guest as before.
+func hostFiles(sp *specs.Spec, copyDirs bool) ([]*api.File, error) {
 	var files []*api.File
 	budget := maxHostFiles
 	for _, m := range sp.Mounts {
 		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
 			continue
 		}
-		if isFileVolume(m.Source) {
+		if isFileVolume(m.Source) || (copyDirs && copiedHostDir(m)) {
 			vol, err := readFileVolume(m.Source, m.Destination, &budget)
 			if err != nil {
 				return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)

@@ -22,7 +22,7 @@ func hostFilesWithin(t *testing.T, src string) (string, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		files, err := hostFiles(&specs.Spec{Mounts: []specs.Mount{{Destination: "/etc/hosts", Type: "bind", Source: src, Options: []string{"rbind", "ro"}}}})
+		files, err := hostFiles(&specs.Spec{Mounts: []specs.Mount{{Destination: "/etc/hosts", Type: "bind", Source: src, Options: []string{"rbind", "ro"}}}}, false)
 		r := result{err: err}
 		if len(files) == 1 {
 			r.content = string(files[0].Content)

@@ -65,7 +65,7 @@ func TestHostFiles(t *testing.T) {
 		{Destination: "/proc", Type: "proc", Source: "proc"}, // not a bind
 		{Destination: "/gone", Source: filepath.Join(dir, "missing"), Options: []string{"bind"}},
 	}}
-	files, err := hostFiles(sp)
+	files, err := hostFiles(sp, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestHostFiles(t *testing.T) {
 	big := filepath.Join(dir, "big")
 	os.WriteFile(big, make([]byte, maxHostFile+1), 0o644)
 	sp.Mounts = append(sp.Mounts, specs.Mount{Destination: "/big", Type: "bind", Source: big})
-	_, err = hostFiles(sp)
+	_, err = hostFiles(sp, false)
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "/big") {
 		t.Fatalf("oversized file: err = %v", err)
 	}

@@ -336,8 +336,14 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Block{Block: &api.BlockDevice{Serial: serial, Fstype: "erofs"}}}
 	}
 	cp.RootfsMs = ms(time.Since(t))
-	if prep.Files, err = hostFiles(spec); err != nil {
+	copyDirs := hostDirsMode(s.opts.Config.Volumes.HostDirs, s.vmConfig.TEE.Kind.Confidential()) == "copy"
+	if prep.Files, err = hostFiles(spec, copyDirs); err != nil {
 		return nil, err
+	}
+	if copyDirs {
+		if prep.Spec, err = readOnlyHostDirs(prep.Spec, spec); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.addResolvConf(prep, spec); err != nil {
 		return nil, err

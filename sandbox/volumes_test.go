@@ -35,7 +35,7 @@ func secretVolume(t *testing.T, files map[string]string) string {
 func TestFileVolumeCopied(t *testing.T) {
 	src := secretVolume(t, map[string]string{"password": "sealed.a.b.c", "nested/ca.crt": "PEM"})
 	sp := &specs.Spec{Mounts: []specs.Mount{{Destination: "/etc/creds", Type: "bind", Source: src, Options: []string{"rbind", "ro"}}}}
-	files, err := hostFiles(sp)
+	files, err := hostFiles(sp, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,60 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// copiedHostDir says whether a bind mount is a host directory that
+// [volumes] host_dirs = "copy" copies into the guest: anything but a
+// kubelet file volume (copied and kept in sync anyway), an emptyDir or a
+// subPath of one (guest storage of the pod) and the pod's /dev/shm. A
+// source that is no directory is left to the file copy.
+func copiedHostDir(m specs.Mount) bool {
+	if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
+		return false
+	}
+	return m.Destination != "/dev/shm" && !isFileVolume(m.Source) && !isEmptyDir(m.Source) && !isEmptyDirSubPath(m.Source)
+}
+
+// readOnlyHostDirs returns the spec (raw, as containerd wrote it) with
+// every copied host directory mounted read-only: the guest holds a
+// snapshot taken at creation, and a write that would never reach the host
+// fails loudly rather than vanishing. The raw JSON is edited in place, so
+// fields this runtime-spec version does not know survive.
+func readOnlyHostDirs(raw []byte, sp *specs.Spec) ([]byte, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("spec: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	var mounts []map[string]json.RawMessage
+	if err := json.Unmarshal(doc["mounts"], &mounts); err != nil || len(mounts) != len(sp.Mounts) {
+		return nil, fmt.Errorf("spec: mounts do not parse as %d mounts: %w", len(sp.Mounts), errdefs.ErrInvalidArgument)
+	}
+	changed := false
+	for i, m := range sp.Mounts {
+		if !copiedHostDir(m) || slices.Contains(m.Options, "ro") {
+			continue
+		}
+		opts := slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "rw" })
+		b, err := json.Marshal(append(opts, "ro"))
+		if err != nil {
+			return nil, err
+		}
+		mounts[i]["options"] = b
+		changed = true
+	}
+	if !changed {
+		return raw, nil
+	}
+	b, err := json.Marshal(mounts)
+	if err != nil {
+		return nil, err
+	}
+	doc["mounts"] = b
+	return json.Marshal(doc)
+}
