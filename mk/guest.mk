@@ -12,7 +12,9 @@ GUEST_KERNEL  ?= debian
 KERNEL_SRC_PIN := guest-assets/kernel/kernel-source.pin
 # Modules the guest loads (their dependencies are added, built-ins dropped).
 # sev-guest (/dev/sev-guest, SNP reports) is loaded only by a TEE guest.
-GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon,sev-guest,dm-crypt,xts
+# bridge: a privileged container may make one (critest's Privileged spec
+# runs `brctl addbr`), as it can on a runc node.
+GUEST_MODULES ?= vsock,vmw_vsock_virtio_transport,virtio_pci,virtio_blk,virtio_net,erofs,overlay,virtio_balloon,sev-guest,dm-crypt,xts,bridge
 # 1 keeps the modules' signatures, for guest kernels that enforce them
 # (Secure Boot lockdown); stripped by default: see moddep.Install.
 KEEP_MODULE_SIGNATURES ?=
@@ -96,6 +98,9 @@ install-guest-assets:
 	install -d $(DESTDIR)$(SHARE)
 	install -m 0644 $(GUEST_OUT)/vmlinux $(GUEST_OUT)/vmlinuz $(GUEST_OUT)/initrd.img $(GUEST_OUT)/initrd-dev.img \
 		$(GUEST_OUT)/tools.erofs $(GUEST_OUT)/kernel.release $(DESTDIR)$(SHARE)/
+	@# Our kernel's build config: `check` reads it to tell what a TEE class's guest kernel has.
+	@if [ -f $(GUEST_OUT)/kernel.config ]; then install -m 0644 $(GUEST_OUT)/kernel.config $(DESTDIR)$(SHARE)/; \
+		else rm -f $(DESTDIR)$(SHARE)/kernel.config; fi
 
 # Boots the kernel with a test init under QEMU TCG (needs `make kernel`);
 # TestOwnKernel checks our kernel's config and TEE drivers from inside the

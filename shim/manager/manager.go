@@ -456,12 +456,17 @@ func recordedAddress(bundle string) string {
 	return a
 }
 
-// Info answers `-info`: name, version, and the runtime options echoed back
-// once they parse.
+// Info answers `-info`: name, version, the guest's features and the
+// runtime options echoed back once they parse.
 func (m *manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
+	feat, err := marshalFeatures()
+	if err != nil {
+		return nil, err
+	}
 	info := &types.RuntimeInfo{
-		Name:    m.name,
-		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
+		Name:     m.name,
+		Version:  &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
+		Features: feat,
 	}
 	data, err := io.ReadAll(io.LimitReader(optionsR, 1<<20))
 	if err != nil {

@@ -3,11 +3,16 @@ package manager
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	runtimeopts "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	// containerd's typeurl registration of features.Features, as in containerd.
+	_ "github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -100,5 +105,26 @@ func TestIsPodShim(t *testing.T) {
 		if got := isPodShim(tc.argv, name, "k8s.io", "pod1"); got != tc.want {
 			t.Errorf("isPodShim(%q) = %v, want %v", tc.argv, got, tc.want)
 		}
+	}
+}
+
+// containerd decodes the features with its own typeurl registry; they must
+// come back as runtime-spec's type, naming rro and user namespaces.
+func TestInfoFeatures(t *testing.T) {
+	m := &manager{name: "io.containerd.coco.v2"}
+	info, err := m.Info(context.Background(), bytes.NewReader(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := typeurl.UnmarshalAny(info.Features)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, ok := v.(*features.Features)
+	if !ok {
+		t.Fatalf("features decode as %T", v)
+	}
+	if !slices.Contains(f.MountOptions, "rro") || !slices.Contains(f.Linux.Namespaces, "user") || !*f.Linux.MountExtensions.IDMap.Enabled {
+		t.Fatalf("features %+v", f)
 	}
 }

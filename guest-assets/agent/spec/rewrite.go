@@ -79,8 +79,11 @@ type Result struct {
 // mount types that carry no host path and keep their meaning in the guest.
 var guestMountTypes = []string{"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"}
 
-// bindOptions are the mount options kept on a rewritten bind mount.
-var bindOptions = []string{"ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate", "slave", "rslave", "shared", "rshared"}
+// bindOptions are the mount options kept on a rewritten bind mount; the
+// shim advertises the same to containerd (shim/manager/features.go). The
+// recursive ones (rro: RecursiveReadOnly) and idmap (a user namespace
+// pod's volumes) are crun's, done in the guest kernel.
+var bindOptions = []string{"ro", "rw", "rro", "rrw", "nosuid", "nodev", "noexec", "private", "rprivate", "slave", "rslave", "shared", "rshared", "idmap", "ridmap"}
 
 func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("spec.%s: %s: %w", field, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
@@ -304,7 +307,7 @@ func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn f
 		ro := slices.Contains(m.Options, "ro")
 		if src, ok := o.Files[m.Destination]; ok {
 			used[m.Destination] = true
-			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: src, Options: keepBindOptions(m.Options)}
+			*m = guestBind(*m, src)
 			continue
 		}
 		if dir, ok := filesUnder(o, m.Destination, used); ok {
@@ -318,7 +321,7 @@ func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn f
 			if !slices.Contains(fileDirs, m.Destination) {
 				fileDirs = append(fileDirs, m.Destination)
 			}
-			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: dir, Options: keepBindOptions(m.Options)}
+			*m = guestBind(*m, dir)
 			continue
 		}
 		if m.Destination == "/dev/shm" && o.ShmDir != "" {
@@ -339,14 +342,14 @@ func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn f
 					*emptyDirs = map[string]int64{}
 				}
 				(*emptyDirs)[dir] = size
-				*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: dir, Options: keepBindOptions(m.Options)}
+				*m = guestBind(*m, dir)
 				if !slices.Contains(dirs, dir) {
 					dirs = append(dirs, dir)
 				}
 				continue
 			}
 			warn("mount %s: host path %q is not shared with the guest; using the pod's empty guest directory for it", m.Destination, m.Source)
-			*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: dir, Options: keepBindOptions(m.Options)}
+			*m = guestBind(*m, dir)
 			if !slices.Contains(dirs, dir) {
 				dirs = append(dirs, dir)
 			}
@@ -396,6 +399,13 @@ func filesUnder(o Options, dest string, used map[string]bool) (string, bool) {
 func VolumeKey(hostPath string) string {
 	sum := sha256.Sum256([]byte(path.Clean(hostPath)))
 	return hex.EncodeToString(sum[:16])
+}
+
+// guestBind is m as a bind mount of the guest directory src, keeping its
+// bindOptions and id mappings.
+func guestBind(m specs.Mount, src string) specs.Mount {
+	return specs.Mount{Destination: m.Destination, Type: "bind", Source: src, Options: keepBindOptions(m.Options),
+		UIDMappings: m.UIDMappings, GIDMappings: m.GIDMappings}
 }
 
 func keepBindOptions(in []string) []string {

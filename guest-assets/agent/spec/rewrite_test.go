@@ -356,3 +356,29 @@ func TestRewriteProtectsProc(t *testing.T) {
 		t.Fatalf("privileged container's readonlyPaths = %q, want what the host sent", res.Spec.Linux.ReadonlyPaths)
 	}
 }
+
+// A RecursiveReadOnly mount (rro, which containerd sets once the shim
+// advertises it) and a user namespace pod's id mappings reach crun.
+func TestRewriteKeepsRecursiveReadOnlyAndIDMap(t *testing.T) {
+	var s specs.Spec
+	if err := json.Unmarshal(hostSpec(t), &s); err != nil {
+		t.Fatal(err)
+	}
+	ids := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 65536}}
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/mnt", Type: "bind", Source: "/tmp/host-dir",
+		Options: []string{"rbind", "rro", "rprivate", "bogus"}, UIDMappings: ids, GIDMappings: ids})
+	b, _ := json.Marshal(&s)
+	res, err := Rewrite(b, Options{ContainerID: "c1", VolumeRoot: "/run/coco/volumes", PodNamespace: SandboxNamespaces(9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range res.Spec.Mounts {
+		if m.Destination == "/mnt" {
+			if !contains(m.Options, "rro") || contains(m.Options, "bogus") || len(m.UIDMappings) != 1 || len(m.GIDMappings) != 1 {
+				t.Fatalf("/mnt = %+v", m)
+			}
+			return
+		}
+	}
+	t.Fatal("no /mnt mount")
+}
