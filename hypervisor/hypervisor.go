@@ -73,12 +73,6 @@ type Quitter interface {
 	Quit(ctx context.Context) error
 }
 
-// Pauser is implemented by VMs whose vCPUs can be stopped and resumed.
-type Pauser interface {
-	Pause(ctx context.Context) error
-	Resume(ctx context.Context) error
-}
-
 // Commander is implemented by drivers that can show what they would launch
 // without launching it (the `vm-command` subcommand).
 type Commander interface {

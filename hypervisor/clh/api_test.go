@@ -190,22 +190,6 @@ func TestHotplugAndPause(t *testing.T) {
 	if err := v.AddDisk(ctx, hypervisor.Disk{ID: "c2", Path: d.Path}); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "409") {
 		t.Errorf("AddDisk conflicting in the VMM: %v, want 409 / ErrAlreadyExists", err)
 	}
-
-	if err := v.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if info, _ := v.api.info(ctx); info.State != "Paused" {
-		t.Errorf("state after Pause = %s", info.State)
-	}
-	if err := v.Pause(ctx); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "405") {
-		t.Errorf("Pause twice: %v, want 405 / ErrFailedPrecondition", err)
-	}
-	if err := v.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if info, _ := v.api.info(ctx); info.State != "Running" {
-		t.Errorf("state after Resume = %s", info.State)
-	}
 }
 
 // TestStopSequence runs Stop against the in-process fake; the fake's

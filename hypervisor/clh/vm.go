@@ -42,8 +42,7 @@ const (
 )
 
 // VM is one Cloud Hypervisor guest. It implements hypervisor.VM,
-// hypervisor.Commander, hypervisor.DiskHotplugger, hypervisor.Pauser and
-// hypervisor.NICAttacher.
+// hypervisor.Commander, hypervisor.DiskHotplugger and hypervisor.NICAttacher.
 type VM struct {
 	cfg  hypervisor.Config
 	plan *plan
@@ -66,7 +65,6 @@ var (
 	_ hypervisor.VM             = (*VM)(nil)
 	_ hypervisor.Commander      = (*VM)(nil)
 	_ hypervisor.DiskHotplugger = (*VM)(nil)
-	_ hypervisor.Pauser         = (*VM)(nil)
 	_ hypervisor.NICAttacher    = (*VM)(nil)
 )
 
@@ -463,28 +461,12 @@ func (v *VM) Dial(ctx context.Context, port uint32) (net.Conn, error) {
 	return nil, fmt.Errorf("clh: vm %s: %w%s", v.cfg.ID, err, consoleTail(filepath.Join(v.cfg.StateDir, consoleLogName)))
 }
 
-// Pause stops the vCPUs (PUT vm.pause).
 // ListenGuest accepts guest-initiated connections to host port port: Cloud
 // Hypervisor forwards them to the unix socket <vsock socket>_<port>.
 func (v *VM) ListenGuest(port uint32) (net.Listener, error) {
 	path := fmt.Sprintf("%s_%d", filepath.Join(v.cfg.StateDir, vsockSocketName), port)
 	os.Remove(path)
 	return net.Listen("unix", path)
-}
-
-func (v *VM) Pause(ctx context.Context) error {
-	if _, err := v.running("pause"); err != nil {
-		return err
-	}
-	return v.api.put(ctx, "vm.pause", nil, nil)
-}
-
-// Resume restarts paused vCPUs (PUT vm.resume).
-func (v *VM) Resume(ctx context.Context) error {
-	if _, err := v.running("resume"); err != nil {
-		return err
-	}
-	return v.api.put(ctx, "vm.resume", nil, nil)
 }
 
 // AddDisk hot-plugs a virtio-blk disk (PUT vm.add-disk); the guest finds it

@@ -237,14 +237,6 @@ func TestBootVsock(t *testing.T) {
 		}
 		c.Close()
 		times = append(times, elapsed)
-		if i == 0 {
-			if err := vm.Pause(ctx); err != nil {
-				t.Errorf("pause: %v", err)
-			}
-			if err := vm.Resume(ctx); err != nil {
-				t.Errorf("resume: %v", err)
-			}
-		}
 		if i == 1 {
 			// The second boot ends through Quit (what the sandbox does after
 			// DestroySandbox): QEMU is gone on return, Stop still tidies up.
@@ -644,59 +636,6 @@ func TestQEMUFailsToStart(t *testing.T) {
 	if err := vm.Stop(ctx); err != nil {
 		t.Errorf("Stop after a failed Start: %v", err)
 	}
-}
-
-// TestStartPausedSEVFlow runs the SEV pre-attestation plumbing on a guest
-// without SEV: started paused (-S) the guest does not run; the raw
-// query-sev-launch-measure reaches QEMU, which answers that SEV is off
-// (what it must say here); after Resume (cont) the guest boots and answers.
-func TestStartPausedSEVFlow(t *testing.T) {
-	env := setupBoot(t)
-	cfg := env.config(t, "")
-	vm, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm.SetStartPaused(true)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := vm.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Stop(ctx)
-	var st struct {
-		Running bool   `json:"running"`
-		Status  string `json:"status"`
-	}
-	err = vm.mon.Load().run(ctx, "query-status", nil, &st)
-	if err != nil || st.Running || st.Status != "prelaunch" && st.Status != "paused" {
-		t.Fatalf("query-status after a paused start = %+v, %v; want not running", st, err)
-	}
-	_, err = vm.SEVLaunchMeasure(ctx)
-	// QEMU's own words ("SEV launch measurement is not available"), not
-	// an error of the driver: the command got there and was understood.
-	if err == nil || !strings.Contains(err.Error(), "SEV launch measurement is not available") {
-		t.Errorf("launch measure on a non-SEV guest: want QEMU's SEV error, got %v", err)
-	}
-	if err := vm.SEVInjectLaunchSecret(ctx, []byte("hdr"), []byte("secret"), 0); err == nil {
-		t.Error("secret injection into a non-SEV guest succeeded")
-	}
-	time.Sleep(2 * time.Second)
-	if strings.Contains(tailLines(vm.Info().ConsoleLog, 5), "Linux version") {
-		t.Error("the guest ran while paused")
-	}
-	if err := vm.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
-	c, err := vm.Dial(ctx, 1024)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	if err := vm.Stop(ctx); err != nil {
-		t.Error(err)
-	}
-	assertNothingLeft(t, cfg)
 }
 
 // TestStaleStateDir: sockets left in the state dir by a VM that crashed

@@ -76,8 +76,7 @@ type plan struct {
 	cpu     string
 	mode    string // modeVhost or modeVhostUser
 	cid     uint32
-	vhostFD int  // fd number of a reserved /dev/vhost-vsock in QEMU, 0 = none
-	paused  bool // -S: vCPUs stay stopped until QMP cont (SEV launch secret)
+	vhostFD int // fd number of a reserved /dev/vhost-vsock in QEMU, 0 = none
 	paths   paths
 	notes   []string
 }
@@ -142,9 +141,6 @@ func (p *plan) argv() ([]string, error) {
 	c.flag("-no-user-config")
 	c.flag("-nographic")
 	c.flag("-no-reboot")
-	if p.paused {
-		c.flag("-S")
-	}
 
 	m := newOpts(p.machine.name)
 	if p.confidential() {

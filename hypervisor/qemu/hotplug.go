@@ -164,21 +164,3 @@ func (v *VM) RemoveDisk(ctx context.Context, id string) error {
 	delete(v.disks, id)
 	return nil
 }
-
-// Pause stops the guest's vCPUs (QMP stop).
-func (v *VM) Pause(ctx context.Context) error {
-	mon, err := v.monitorFor("pause")
-	if err != nil {
-		return err
-	}
-	return mon.run(ctx, "stop", nil, nil)
-}
-
-// Resume restarts the guest's vCPUs (QMP cont).
-func (v *VM) Resume(ctx context.Context) error {
-	mon, err := v.monitorFor("resume")
-	if err != nil {
-		return err
-	}
-	return mon.run(ctx, "cont", nil, nil)
-}

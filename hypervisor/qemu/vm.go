@@ -33,7 +33,7 @@ const consoleTailLines = 20
 type KVMProber func(ctx context.Context, qemuPath string) error
 
 // VM is one QEMU virtual machine. It implements hypervisor.VM, Commander,
-// DiskHotplugger, Pauser and NICAttacher.
+// DiskHotplugger, NICAttacher and Quitter.
 type VM struct {
 	plan    *plan
 	planned bool // made by Plan: can show its command, cannot start
@@ -63,7 +63,6 @@ var (
 	_ hypervisor.VM             = (*VM)(nil)
 	_ hypervisor.Commander      = (*VM)(nil)
 	_ hypervisor.DiskHotplugger = (*VM)(nil)
-	_ hypervisor.Pauser         = (*VM)(nil)
 	_ hypervisor.NICAttacher    = (*VM)(nil)
 )
 
@@ -93,10 +92,6 @@ func newVM(cfg hypervisor.Config, h host, strict bool) (*VM, error) {
 	}
 	return &VM{plan: p, planned: !strict, host: h, probe: defaultProber(), exited: make(chan struct{}), disks: map[string]int{}}, nil
 }
-
-// SetKVMProber replaces the probe used by accel "auto" (tests; hosts with
-// their own knowledge). Call before Start.
-func (v *VM) SetKVMProber(p KVMProber) { v.probe = p }
 
 // Command returns the QEMU argv, one element per line, and notes.
 func (v *VM) Command() ([]string, []string, error) {
