@@ -28,8 +28,9 @@ type Sandbox interface {
 	// Start boots the VM and returns once the guest agent has set the pod up.
 	Start(ctx context.Context) error
 	// CreateTask prepares the container's root filesystem and stdio in the
-	// guest, then creates the task there. io carries the host-side stdio.
-	CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, io IO) (*taskAPI.CreateTaskResponse, error)
+	// guest, then creates the task there. c is what the shim read of the
+	// bundle and decided about the container; io carries the host-side stdio.
+	CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, c Container, io IO) (*taskAPI.CreateTaskResponse, error)
 	// Exec adds a process to a running container, with its host-side stdio.
 	Exec(ctx context.Context, r *taskAPI.ExecProcessRequest, io IO) error
 	// Task is the guest's task API for every call that carries no host
@@ -45,6 +46,22 @@ type Sandbox interface {
 	Wait(ctx context.Context) (hypervisor.ExitStatus, error)
 	// Info describes the running pod VM.
 	Info() hypervisor.Info
+}
+
+// Container is what the shim read and decided about a container before
+// creating it: the sandbox reads no bundle spec and knows no CRI annotation.
+type Container struct {
+	// Spec is the bundle's config.json as the shim read it (the guest gets
+	// these bytes) and Parsed its decoding; Parsed nil means the bundle has
+	// none.
+	Spec   []byte
+	Parsed *specs.Spec
+	// Pause is the pod's CRI sandbox (pause) container: the guest runs its
+	// own in its place, with no root filesystem from the host.
+	Pause bool
+	// Image is the image the pod spec names for the container ("" when
+	// none); a guest-pull runtime class pulls it in the guest.
+	Image string
 }
 
 // IO is the host side of a process's stdio. Nil members are not connected.

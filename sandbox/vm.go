@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -294,31 +292,30 @@ func (s *vmSandbox) client() (agentClient, error) {
 	return s.agent, nil
 }
 
-func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, pio IO) (_ *taskAPI.CreateTaskResponse, retErr error) {
+func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, ctr Container, pio IO) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	c, err := s.client()
 	if err != nil {
 		return nil, err
 	}
-	specBytes, spec, err := readSpec(r.Bundle)
-	if err != nil {
-		return nil, err
+	spec := ctr.Parsed
+	if spec == nil {
+		return nil, fmt.Errorf("container %s: bundle %s has no config.json: %w", r.ID, r.Bundle, errdefs.ErrInvalidArgument)
 	}
 	if err := checkHostDirs(spec, hostDirsMode(s.opts.Config.Volumes.HostDirs, s.vmConfig.TEE.Kind.Confidential())); err != nil {
 		return nil, err
 	}
-	prep := &api.PrepareContainerRequest{ContainerId: r.ID, Spec: specBytes}
+	prep := &api.PrepareContainerRequest{ContainerId: r.ID, Spec: ctr.Spec}
 	cp := ContainerPhases{ID: r.ID}
 	t := time.Now()
-	if isSandboxContainer(spec, r.ID, s.opts.ID) {
+	if ctr.Pause {
 		prep.SandboxContainer = true
 		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Agent{Agent: &emptypb.Empty{}}}
 	} else if s.opts.Config.Rootfs.GuestPull {
-		image := spec.Annotations[criImageName]
-		if image == "" {
-			return nil, fmt.Errorf("container %s: rootfs.guest_pull is on, but the spec has no %s annotation naming the image: run containers of this runtime class through the CRI: %w",
-				r.ID, criImageName, errdefs.ErrInvalidArgument)
+		if ctr.Image == "" {
+			return nil, fmt.Errorf("container %s: rootfs.guest_pull is on, but no image is named for it: run containers of this runtime class through the CRI: %w",
+				r.ID, errdefs.ErrInvalidArgument)
 		}
-		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_GuestPull{GuestPull: &api.GuestPull{Image: image}}}
+		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_GuestPull{GuestPull: &api.GuestPull{Image: ctr.Image}}}
 	} else {
 		root := ""
 		if spec.Root != nil {
@@ -587,30 +584,6 @@ func (s *vmSandbox) Command() ([]string, []string, error) {
 		return nil, nil, fmt.Errorf("hypervisor %q cannot show its command: %w", s.vmConfig.Driver, errdefs.ErrNotImplemented)
 	}
 	return c.Command()
-}
-
-// readSpec reads the host bundle's OCI spec.
-func readSpec(bundle string) ([]byte, *specs.Spec, error) {
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("read bundle spec: %w", err)
-	}
-	var sp specs.Spec
-	if err := json.Unmarshal(b, &sp); err != nil {
-		return nil, nil, fmt.Errorf("bundle %s: config.json: %w: %w", bundle, err, errdefs.ErrInvalidArgument)
-	}
-	return b, &sp, nil
-}
-
-// criImageName is the CRI annotation naming a container's image, as the
-// pod spec gave it (the guest pulls it under rootfs.guest_pull).
-const criImageName = "io.kubernetes.cri.image-name"
-
-func isSandboxContainer(sp *specs.Spec, id, sandboxID string) bool {
-	if t, ok := sp.Annotations["io.kubernetes.cri.container-type"]; ok {
-		return t == "sandbox"
-	}
-	return id == sandboxID && sp.Annotations["io.kubernetes.cri.sandbox-id"] != ""
 }
 
 // containerOf names the container a task event is about.

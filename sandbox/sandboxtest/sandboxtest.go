@@ -100,6 +100,7 @@ type Sandbox struct {
 	exited     chan struct{}
 	exit       hypervisor.ExitStatus
 	containers map[string]*container
+	created    map[string]sandbox.Container // what CreateTask was told, by id
 }
 
 type container struct {
@@ -160,18 +161,21 @@ func (s *Sandbox) emit(msg any) {
 // refuse its creation (as a policy or a failed image pull would).
 const RefusedByGuest = "refused-by-guest"
 
-func (s *Sandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, pio sandbox.IO) (*taskAPI.CreateTaskResponse, error) {
-	data, err := os.ReadFile(filepath.Join(r.Bundle, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	var sp specs.Spec
-	if err := json.Unmarshal(data, &sp); err != nil {
-		return nil, fmt.Errorf("config.json: %v: %w", err, errdefs.ErrInvalidArgument)
+// Created is what CreateTask was told about container id.
+func (s *Sandbox) Created(id string) (sandbox.Container, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.created[id]
+	return c, ok
+}
+
+func (s *Sandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, ctr sandbox.Container, pio sandbox.IO) (*taskAPI.CreateTaskResponse, error) {
+	if ctr.Parsed == nil {
+		return nil, fmt.Errorf("container %s: no config.json: %w", r.ID, errdefs.ErrInvalidArgument)
 	}
 	var args []string
-	if sp.Process != nil {
-		args = sp.Process.Args
+	if ctr.Parsed.Process != nil {
+		args = ctr.Parsed.Process.Args
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -186,6 +190,10 @@ func (s *Sandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest, 
 	}
 	c := &container{id: r.ID, init: newProc(r.ID, args, pio), execs: map[string]*proc{}}
 	s.containers[r.ID] = c
+	if s.created == nil {
+		s.created = map[string]sandbox.Container{}
+	}
+	s.created[r.ID] = ctr
 	s.emit(&eventstypes.TaskCreate{ContainerID: r.ID, Bundle: "/run/guest/" + r.ID, Pid: 1000})
 	return &taskAPI.CreateTaskResponse{Pid: 1000}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -30,6 +31,9 @@ const (
 	SandboxIDAnnotation     = "io.kubernetes.cri.sandbox-id"
 	ContainerTypeSandbox    = "sandbox"
 	ContainerTypeContainer  = "container"
+	// ImageNameAnnotation names the container's image as the pod spec gave
+	// it (a guest-pull class pulls it in the guest).
+	ImageNameAnnotation = "io.kubernetes.cri.image-name"
 )
 
 // ConfigEnv names the configuration file when the runtime options do not.
@@ -112,19 +116,32 @@ func ParseSpec(data []byte) (*specs.Spec, error) {
 // ReadSpec reads bundle/config.json. A bundle without one (containerd's
 // sandbox API may create the sandbox bundle without a spec) yields nil, nil.
 func ReadSpec(bundle string) (*specs.Spec, error) {
+	_, s, err := ReadSpecFile(bundle)
+	return s, err
+}
+
+// ReadSpecFile is ReadSpec that also returns the bytes it decoded, for
+// passing on unchanged (the guest's policy sees what the shim checked). It
+// reads at most one byte past maxSpecSize.
+func ReadSpecFile(bundle string) ([]byte, *specs.Spec, error) {
 	p := filepath.Join(bundle, "config.json")
-	data, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSpecSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", p, err)
 	}
 	s, err := ParseSpec(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+		return nil, nil, fmt.Errorf("%s: %w", p, err)
 	}
-	return s, nil
+	return data, s, nil
 }
 
 // NetNSPath is the network namespace the spec asks the container to join,

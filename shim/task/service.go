@@ -85,7 +85,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, fmt.Errorf("restore of container %s from a checkpoint: %s: %w", r.ID, noCheckpoint, errdefs.ErrNotImplemented)
 	}
-	spec, err := options.ReadSpec(r.Bundle)
+	raw, spec, err := options.ReadSpecFile(r.Bundle)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", r.Bundle, err)
 	}
@@ -141,7 +141,10 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
-	resp, err := sb.CreateTask(ctx, r, pio.IO())
+	// The guest runs its own pause container in place of the CRI's.
+	ctr := sandbox.Container{Spec: raw, Parsed: spec, Pause: role.IsSandbox && hasPodAnnotation(annotations),
+		Image: annotations[options.ImageNameAnnotation]}
+	resp, err := sb.CreateTask(ctx, r, ctr, pio.IO())
 	if err != nil {
 		return nil, err
 	}

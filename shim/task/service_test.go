@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/coco-runtime/coco/sandbox/sandboxtest"
+	"github.com/coco-runtime/coco/shim/options"
 )
 
 const (
@@ -482,5 +483,30 @@ func TestRefusedCreateReturnsWithoutDrain(t *testing.T) {
 	}
 	if _, err := h.svc.State(h.ctx, &taskAPI.StateRequest{ID: "app"}); !errdefs.IsNotFound(errNative(err)) {
 		t.Fatalf("the refused container is still in the table: %v", err)
+	}
+}
+
+// The shim tells the sandbox each container's role and image from the CRI
+// annotations, with the spec bytes it read: the sandbox reads neither.
+func TestCreateTellsTheSandboxTheRole(t *testing.T) {
+	h := newHarness(t)
+	h.bootPod("pod1")
+	a := containerAnnotations("pod1")
+	a[options.ImageNameAnnotation] = "registry.example/app:1"
+	b := h.bundle("app", a, "sleep")
+	if _, err := h.svc.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "app", Bundle: b}); err != nil {
+		t.Fatal(err)
+	}
+	pause, ok := h.fake().Created("pod1")
+	if !ok || !pause.Pause || pause.Image != "" {
+		t.Fatalf("sandbox container: %+v, %v; want Pause", pause, ok)
+	}
+	app, _ := h.fake().Created("app")
+	raw, err := os.ReadFile(filepath.Join(b, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app.Pause || app.Image != "registry.example/app:1" || string(app.Spec) != string(raw) || app.Parsed == nil || app.Parsed.Process.Args[0] != "sleep" {
+		t.Fatalf("workload container: %+v", app)
 	}
 }
