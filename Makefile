@@ -19,9 +19,10 @@ all: build
 deps:
 	@bash scripts/install-deps.sh
 
-# The README's test command: unit tests, then the integration tests through a
-# real containerd, real QEMU and the real guest.
-test: deps lint guest-assets unit integration
+# The README's test command: unit tests, a short fuzzing budget (mk/fuzz.mk),
+# then the integration tests through a real containerd, real QEMU and the
+# real guest.
+test: deps lint guest-assets unit fuzz-short integration
 
 build: shim snapshotter
 

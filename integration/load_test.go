@@ -50,7 +50,7 @@ func loadScale() loadSize {
 	if os.Getenv("COCO_LOAD") == "long" {
 		return loadSize{pods: 8, cycles: 50, execs: 1000}
 	}
-	return loadSize{pods: 8, cycles: 4, execs: 150}
+	return loadSize{pods: 8, cycles: 2, execs: 100}
 }
 
 // TestConcurrentPodsAndCyclesLeaveNothing starts 8 pods at once (half per

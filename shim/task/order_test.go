@@ -27,7 +27,7 @@ func orderRounds(t *testing.T) int {
 	if testing.Short() {
 		return 20
 	}
-	return 150
+	return 80
 }
 
 // TestExitOrderUnderRaces: for every container and exec, containerd gets
