@@ -81,6 +81,92 @@ func (p *phaseLog) update(f func(*Phases)) {
 	}
 }
 
+// The steps of Start, in order, as an observer is told them.
+const (
+	stepState   = "state"   // state file written
+	stepNetwork = "network" // the pod's network plumbed
+	stepVM      = "vm"      // the VMM launched
+	stepAgent   = "agent"   // the guest booted and its agent answered
+	stepSetup   = "setup"   // events subscribed, SetupSandbox done
+	stepServe   = "serve"   // port-forward listener up
+)
+
+// startObserver is told the steps of Start as they begin, the way
+// containerd traces spans: Start says what it does, the observer decides
+// what to keep. Each step ends when the next begins, or at done.
+type startObserver interface {
+	step(name string)
+	// agentUp hands over the agent connection once it answered.
+	agentUp(c agentClient)
+	// done: Start succeeded.
+	done()
+}
+
+// phaseObserver turns Start's steps into phases.json: each step's
+// duration, and the instants (written as they are reached, so a start that
+// hangs shows how far it got).
+type phaseObserver struct {
+	log    *phaseLog
+	now    func() time.Time
+	began  map[string]time.Time
+	last   string
+	agent  agentClient
+	ended  map[string]time.Duration
+	getenv func(string) string
+}
+
+func newPhaseObserver(log *phaseLog) *phaseObserver {
+	return &phaseObserver{log: log, now: time.Now, began: map[string]time.Time{}, ended: map[string]time.Duration{}, getenv: os.Getenv}
+}
+
+func (o *phaseObserver) step(name string) {
+	t := o.now()
+	if o.last != "" {
+		o.ended[o.last] = t.Sub(o.began[o.last])
+	}
+	o.began[name], o.last = t, name
+	switch name {
+	case stepVM:
+		o.log.update(func(p *Phases) { p.StartAtNs, p.VMExecAtNs = o.began[stepState].UnixNano(), t.UnixNano() })
+	case stepSetup:
+		o.log.update(func(p *Phases) { p.AgentUpAtNs = t.UnixNano() })
+	case stepServe:
+		o.log.update(func(p *Phases) { p.SetupDoneAtNs = t.UnixNano() })
+	}
+}
+
+func (o *phaseObserver) agentUp(c agentClient) { o.agent = c }
+
+func (o *phaseObserver) done() {
+	t0 := o.began[stepState]
+	total := o.now().Sub(t0)
+	o.log.update(func(p *Phases) {
+		p.InitDataMs, p.NetworkMs, p.VMStartMs = ms(o.ended[stepState]), ms(o.ended[stepNetwork]), ms(o.ended[stepVM])
+		p.AgentDialMs, p.SetupMs, p.TotalMs = ms(o.ended[stepAgent]), ms(o.ended[stepSetup]), ms(total)
+		p.StartAtNs, p.VMExecAtNs = t0.UnixNano(), o.began[stepVM].UnixNano()
+		p.AgentUpAtNs, p.SetupDoneAtNs = o.began[stepSetup].UnixNano(), o.began[stepServe].UnixNano()
+		p.ShimStartAtNs = initAt.UnixNano()
+		if b := bootstrapAt(o.getenv); !b.IsZero() {
+			p.BootstrapAtNs = b.UnixNano()
+		}
+		c := o.agent
+		if c == nil {
+			return
+		}
+		if z := c.GuestClockZero(); !z.IsZero() {
+			p.GuestZeroAtNs = z.UnixNano()
+		}
+		if began, sent := c.HandshakeTimes(); !began.IsZero() {
+			p.AgentConnAtNs, p.HealthSentAtNs = began.UnixNano(), sent.UnixNano()
+		}
+		health := c.Health()
+		p.GuestAgentStartMs = float64(health.GetAgentStartNs()) / 1e6
+		p.GuestAgentReadyMs = float64(health.GetAgentReadyNs()) / 1e6
+		p.GuestAnnouncedMs = float64(health.GetAnnouncedNs()) / 1e6
+		p.GuestHealthMs = float64(health.GetNowNs()) / 1e6
+	})
+}
+
 // BootstrapAtEnv carries, from the shim's `start` command to the
 // long-running shim it launches, when `start` began (Unix ns): containerd
 // runs `start` first, and its cost is the shim's, not containerd's.

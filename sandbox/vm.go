@@ -65,6 +65,7 @@ type vmSandbox struct {
 	eventsClosed sync.Once
 	live         liveProcs
 	phases       phaseLog
+	observe      startObserver // told Start's steps (phases.json)
 	bgCancel     context.CancelFunc
 	stopOnce     sync.Once
 	stopErr      error
@@ -100,7 +101,7 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 		}
 		return nil, err
 	}
-	return &vmSandbox{
+	sb := &vmSandbox{
 		opts:     opts,
 		vmConfig: plan.VM,
 		vm:       vm,
@@ -109,7 +110,9 @@ func New(ctx context.Context, opts Options) (Sandbox, error) {
 		disks:    map[string]string{},
 		events:   make(chan Event, 128),
 		phases:   phaseLog{dir: opts.StateDir},
-	}, nil
+	}
+	sb.observe = newPhaseObserver(&sb.phases)
+	return sb, nil
 }
 
 func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
@@ -123,14 +126,8 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	s.started = true
 	s.mu.Unlock()
 	log.G(ctx).WithField("sandbox", s.opts.ID).Debug("starting pod VM")
-	t0 := time.Now()
-	mark := t0
-	lap := func() time.Duration {
-		now := time.Now()
-		d := now.Sub(mark)
-		mark = now
-		return d
-	}
+	obs := s.observe
+	obs.step(stepState)
 	if err := os.MkdirAll(s.opts.StateDir, 0o700); err != nil {
 		return err
 	}
@@ -144,21 +141,20 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir, NetNS: s.opts.NetNSPath}); err != nil {
 		return err
 	}
-	initDataTime := lap()
+
+	obs.step(stepNetwork)
 	podNet, err := s.plumbNetwork(ctx)
 	if err != nil {
 		return err
 	}
 	defer podNet.Close() // the VMM holds its own copies of the taps
-	networkTime := lap()
-	vmExecAt := mark
-	// Each step's instant is written as it is reached, not only at the
-	// end: a start that hangs or is canceled shows where it was.
-	s.phases.update(func(p *Phases) { p.StartAtNs, p.VMExecAtNs = t0.UnixNano(), vmExecAt.UnixNano() })
+
+	obs.step(stepVM)
 	if err := s.vm.Start(ctx); err != nil {
 		return err
 	}
-	vmStartTime := lap()
+
+	obs.step(stepAgent)
 	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir, VMPID: s.vm.Info().PID, NetNS: s.opts.NetNSPath}); err != nil {
 		return err
 	}
@@ -171,9 +167,9 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	s.mu.Lock()
 	s.agent = client
 	s.mu.Unlock()
-	dialTime := lap()
-	agentUpAt := mark
-	s.phases.update(func(p *Phases) { p.AgentUpAtNs = agentUpAt.UnixNano() })
+	obs.agentUp(client)
+
+	obs.step(stepSetup)
 	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	stream, err := client.Agent().Events(bg, &api.EventsRequest{})
 	if err != nil {
@@ -185,7 +181,6 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	s.mu.Lock()
 	s.bgCancel = bgCancel
 	s.mu.Unlock()
-
 	setup, err := s.setupRequest()
 	if err != nil {
 		return err
@@ -196,30 +191,10 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 		// says why it is one): the user sees it with the refusal.
 		return fmt.Errorf("sandbox %s: guest setup: %w%s", s.opts.ID, err, consoleTail(s.vm.Info().ConsoleLog, 10))
 	}
-	setupTime := lap()
-	s.phases.update(func(p *Phases) { p.SetupDoneAtNs = mark.UnixNano() })
+
+	obs.step(stepServe)
 	s.forwardLoopback(ctx)
-	health := client.Health()
-	s.phases.update(func(p *Phases) {
-		p.InitDataMs, p.VMStartMs, p.AgentDialMs, p.SetupMs = ms(initDataTime), ms(vmStartTime), ms(dialTime), ms(setupTime)
-		p.NetworkMs = ms(networkTime)
-		p.TotalMs = ms(time.Since(t0))
-		p.StartAtNs, p.VMExecAtNs, p.AgentUpAtNs, p.SetupDoneAtNs = t0.UnixNano(), vmExecAt.UnixNano(), agentUpAt.UnixNano(), mark.UnixNano()
-		p.ShimStartAtNs = initAt.UnixNano()
-		if b := bootstrapAt(os.Getenv); !b.IsZero() {
-			p.BootstrapAtNs = b.UnixNano()
-		}
-		if z := client.GuestClockZero(); !z.IsZero() {
-			p.GuestZeroAtNs = z.UnixNano()
-		}
-		if began, sent := client.HandshakeTimes(); !began.IsZero() {
-			p.AgentConnAtNs, p.HealthSentAtNs = began.UnixNano(), sent.UnixNano()
-		}
-		p.GuestAgentStartMs = float64(health.GetAgentStartNs()) / 1e6
-		p.GuestAgentReadyMs = float64(health.GetAgentReadyNs()) / 1e6
-		p.GuestAnnouncedMs = float64(health.GetAnnouncedNs()) / 1e6
-		p.GuestHealthMs = float64(health.GetNowNs()) / 1e6
-	})
+	obs.done()
 	return nil
 }
 
