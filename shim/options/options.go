@@ -23,6 +23,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/coco-runtime/coco/configs"
 )
 
 // Annotations containerd's CRI plugin puts on every container spec.
@@ -36,8 +38,9 @@ const (
 	ImageNameAnnotation = "io.kubernetes.cri.image-name"
 )
 
-// ConfigEnv names the configuration file when the runtime options do not.
-const ConfigEnv = "COCO_CONFIG"
+// ConfigEnv names the configuration file when the runtime options do not
+// (configs.EnvConfig: one name for the shim and the tools).
+const ConfigEnv = configs.EnvConfig
 
 // maxSpecSize bounds config.json; real specs are a few KiB.
 const maxSpecSize = 4 << 20
