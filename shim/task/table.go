@@ -338,15 +338,6 @@ func (t *table) snapshot(id, execID string) (container, proc, error) {
 	return *c, *p, nil
 }
 
-// setIO attaches the opened host stdio.
-func (t *table) setIO(id, execID string, pio *hostio.Process) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, p, err := t.getLocked(id, execID); err == nil {
-		p.io = pio
-	}
-}
-
 func (c *container) procs() []*proc {
 	ps := []*proc{c.init}
 	for _, e := range c.execs {
