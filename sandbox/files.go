@@ -36,7 +36,7 @@ func hostFiles(sp *specs.Spec, copyDirs bool) ([]*api.File, error) {
 		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
 			continue
 		}
-		if isFileVolume(m.Source) || (copyDirs && copiedHostDir(m)) {
+		if isFileVolume(m.Source) || (copyDirs && copiedHostDir(m) && isDir(m.Source)) {
 			vol, err := readFileVolume(m.Source, m.Destination, &budget)
 			if err != nil {
 				return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)

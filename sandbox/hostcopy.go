@@ -3,6 +3,7 @@ package sandbox
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/containerd/errdefs"
@@ -21,6 +22,13 @@ func copiedHostDir(m specs.Mount) bool {
 	return m.Destination != "/dev/shm" && !isFileVolume(m.Source) && !isEmptyDir(m.Source) && !isEmptyDirSubPath(m.Source)
 }
 
+// isDir says whether p is a directory, following links as the bind mount
+// does (a hostPath may be a link to a directory).
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
 // readOnlyHostDirs returns the spec (raw, as containerd wrote it) with
 // every copied host directory mounted read-only: the guest holds a
 // snapshot taken at creation, and a write that would never reach the host
@@ -37,7 +45,7 @@ func readOnlyHostDirs(raw []byte, sp *specs.Spec) ([]byte, error) {
 	}
 	changed := false
 	for i, m := range sp.Mounts {
-		if !copiedHostDir(m) || slices.Contains(m.Options, "ro") {
+		if !copiedHostDir(m) || !isDir(m.Source) || slices.Contains(m.Options, "ro") {
 			continue
 		}
 		opts := slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "rw" })

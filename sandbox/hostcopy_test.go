@@ -3,6 +3,7 @@ package sandbox
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,9 +32,16 @@ func TestHostDirCopied(t *testing.T) {
 	emptyDir := filepath.Join(t.TempDir(), "pods", "uid", "volumes", emptyDirKind, "scratch")
 	os.MkdirAll(emptyDir, 0o755)
 	os.WriteFile(filepath.Join(emptyDir, "host-side"), []byte("kept on the host"), 0o644)
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644)
+	link := filepath.Join(t.TempDir(), "data-link")
+	os.Symlink(dir, link)
 	sp := &specs.Spec{Mounts: []specs.Mount{
 		{Destination: "/data", Type: "bind", Source: dir, Options: []string{"rbind", "rw"}},
+		{Destination: "/linked", Type: "bind", Source: link, Options: []string{"rbind"}},
 		{Destination: "/scratch", Type: "bind", Source: emptyDir, Options: []string{"rbind"}},
+		// A file bind mount (the CRI's /etc/hosts) stays a file copy.
+		{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"rbind", "ro"}},
 	}}
 	files, err := hostFiles(sp, true)
 	if err != nil {
@@ -43,12 +51,13 @@ func TestHostDirCopied(t *testing.T) {
 	for _, f := range files {
 		got[f.Destination] = string(f.Content)
 	}
-	want := map[string]string{"/data/flag": "", "/data/sub/conf": "x=1"}
-	if len(got) != len(want) || got["/data/flag"] != "" || got["/data/sub/conf"] != "x=1" {
+	want := map[string]string{"/data/flag": "", "/data/sub/conf": "x=1", "/linked/flag": "", "/linked/sub/conf": "x=1",
+		"/etc/hosts": "127.0.0.1 localhost\n"}
+	if !maps.Equal(got, want) {
 		t.Fatalf("files %v, want %v", got, want)
 	}
 	// Off (host_dirs = "empty" or "refuse"), nothing of the directory travels.
-	if files, err := hostFiles(sp, false); err != nil || len(files) != 0 {
+	if files, err := hostFiles(sp, false); err != nil || len(files) != 1 || files[0].Destination != "/etc/hosts" {
 		t.Fatalf("without copy: %v, %v", files, err)
 	}
 }
@@ -73,7 +82,9 @@ func TestReadOnlyHostDirs(t *testing.T) {
 	raw := []byte(`{"ociVersion":"1.3.0","futureField":{"a":1},"mounts":[` +
 		`{"destination":"/proc","type":"proc","source":"proc"},` +
 		`{"destination":"/data","type":"bind","source":"` + dir + `","options":["rbind","rw"]},` +
-		`{"destination":"/dev/shm","type":"bind","source":"` + dir + `","options":["rbind"]}]}`)
+		`{"destination":"/dev/shm","type":"bind","source":"` + dir + `","options":["rbind"]},` +
+		`{"destination":"/etc/hosts","type":"bind","source":"` + filepath.Join(dir, "hosts") + `","options":["rbind","rw"]}]}`)
+	os.WriteFile(filepath.Join(dir, "hosts"), nil, 0o644)
 	var sp specs.Spec
 	if err := json.Unmarshal(raw, &sp); err != nil {
 		t.Fatal(err)
@@ -91,6 +102,9 @@ func TestReadOnlyHostDirs(t *testing.T) {
 	}
 	if o := got.Mounts[2].Options; !slices.Equal(o, []string{"rbind"}) {
 		t.Errorf("/dev/shm options %v changed", o)
+	}
+	if o := got.Mounts[3].Options; !slices.Equal(o, []string{"rbind", "rw"}) {
+		t.Errorf("file mount /etc/hosts options %v changed", o)
 	}
 	if !strings.Contains(string(out), `"futureField":{"a":1}`) {
 		t.Errorf("unknown field lost: %s", out)
