@@ -47,8 +47,9 @@ func script(name, content string) file {
 // critestTools stand in for what the upstream busybox image has and
 // Debian's busybox-static lacks, or has only as a link to busybox.
 var critestTools = []file{
-	// MaskedPaths masks /bin/ls and expects sh to still run: as a link,
-	// the mask would land on busybox itself.
+	// MaskedPaths masks /bin/ls: as a link, the mask would land on busybox
+	// and no shell would start. (The spec still fails, for runc too: this
+	// busybox's sh runs ls as a built-in applet, never exec'ing /bin/ls.)
 	script("bin/ls", "exec /bin/busybox ls \"$@\"\n"),
 	script("usr/bin/pgrep", `# pgrep NAME: the pids whose command is NAME
 rc=1
