@@ -130,6 +130,7 @@ func (h host) check(ctx context.Context, cfg *configs.Config) []fact {
 	facts = append(facts, h.tees(kind)...)
 	facts = append(facts, assets(cfg)...)
 	facts = append(facts, guestMode(cfg, kind)...)
+	facts = append(facts, guestKernel(cfg, kind)...)
 	if p, err := h.lookPath(cfg.Rootfs.Mkfs); err != nil {
 		facts = append(facts, fact{status: statusFail, name: "mkfs", detail: cfg.Rootfs.Mkfs + " not found",
 			fix: "apt-get install erofs-utils (scripts/install-deps.sh), or set rootfs.mkfs"})
