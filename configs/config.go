@@ -58,6 +58,16 @@ type Config struct {
 	Runtime    Runtime    `toml:"runtime"`
 	Rootfs     Rootfs     `toml:"rootfs"`
 	Volumes    Volumes    `toml:"volumes"`
+	Network    Network    `toml:"network"`
+}
+
+// Network is the [network] table.
+type Network struct {
+	// Interfaces says what the guest gets of the pod's network namespace:
+	// "cni" (a NIC per interface the CNI plugin made, bridged to it with a
+	// tap and tc redirects) or "none" (no NIC: the guest has loopback
+	// only; port-forward still works, it travels over vsock).
+	Interfaces string `toml:"interfaces"`
 }
 
 // Hypervisor is the [hypervisor] table.

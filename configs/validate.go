@@ -76,6 +76,7 @@ func (c *Config) validate(file string) error {
 		}
 	}
 	v.oneOf("volumes.host_dirs", c.Volumes.HostDirs, []string{"", "refuse", "empty", "copy"})
+	v.oneOf("network.interfaces", c.Network.Interfaces, []string{"cni", "none"})
 	if c.Rootfs.Mkfs == "" {
 		v.add("rootfs.mkfs", "empty; name the mkfs.erofs binary (a name in PATH or an absolute path)")
 	}

@@ -122,12 +122,12 @@ func TestValidCombinations(t *testing.T) {
 
 // All problems of a file are reported at once.
 func TestAllProblemsReported(t *testing.T) {
-	p := writeFile(t, "c.toml", "[hypervisor]\nvcpus = 0\naccel = \"x\"\n[volumes]\nhost_dirs = \"loud\"\n")
+	p := writeFile(t, "c.toml", "[hypervisor]\nvcpus = 0\naccel = \"x\"\n[volumes]\nhost_dirs = \"loud\"\n[network]\ninterfaces = \"bridge\"\n")
 	_, err := load(p, noEnv)
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, k := range []string{"hypervisor.vcpus", "hypervisor.accel", "volumes.host_dirs"} {
+	for _, k := range []string{"hypervisor.vcpus", "hypervisor.accel", "volumes.host_dirs", "network.interfaces"} {
 		if !strings.Contains(err.Error(), k) {
 			t.Errorf("%s missing from %v", k, err)
 		}

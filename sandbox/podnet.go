@@ -53,7 +53,7 @@ func checkHostNetwork(opts Options) error {
 // closes the returned Pod's taps once the VMM holds its own copies; the
 // sandbox's teardown removes what is left in the namespace.
 func (s *vmSandbox) plumbNetwork(ctx context.Context) (*network.Pod, error) {
-	if s.opts.NetNSPath == "" || s.plumber == nil {
+	if s.opts.NetNSPath == "" || s.plumber == nil || s.opts.Config.Network.Interfaces == "none" {
 		return nil, nil
 	}
 	pod, err := s.plumber.Setup(ctx, s.opts.NetNSPath)

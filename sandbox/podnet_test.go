@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/coco-runtime/coco/configs"
 	"github.com/coco-runtime/coco/sandbox/network"
 )
 
@@ -79,5 +80,34 @@ func TestCleanupTearsDownNetwork(t *testing.T) {
 	}
 	if out := run("tc", "-n", name, "qdisc", "show", "dev", "eth0"); strings.Contains(out, "ingress") {
 		t.Errorf("ingress qdisc left after Cleanup:\n%s", out)
+	}
+}
+
+// countingPlumber records Setup calls; it makes nothing.
+type countingPlumber struct{ setups int }
+
+func (p *countingPlumber) Setup(context.Context, string) (*network.Pod, error) {
+	p.setups++
+	return &network.Pod{}, nil
+}
+func (p *countingPlumber) Teardown(context.Context, string) error { return nil }
+
+// TestInterfacesNone: a class with [network] interfaces = "none" gives the
+// guest no NIC even though CNI made interfaces in the pod's namespace.
+func TestInterfacesNone(t *testing.T) {
+	for _, tc := range []struct {
+		interfaces string
+		setups     int
+	}{{"cni", 1}, {"none", 0}} {
+		cfg := &configs.Config{}
+		cfg.Network.Interfaces = tc.interfaces
+		p := &countingPlumber{}
+		s := &vmSandbox{opts: Options{ID: "p1", NetNSPath: "/var/run/netns/cni-1", Config: cfg}, plumber: p}
+		if _, err := s.plumbNetwork(context.Background()); err != nil {
+			t.Fatalf("interfaces = %q: %v", tc.interfaces, err)
+		}
+		if p.setups != tc.setups {
+			t.Errorf("interfaces = %q: %d Setup calls, want %d", tc.interfaces, p.setups, tc.setups)
+		}
 	}
 }

@@ -20,14 +20,18 @@ type Report struct {
 	Floor []NamedStat       `json:"floor"` // ms, bare QEMU boot of the same kernel
 	// The same pods and bare boots with Debian's generic kernel (bench
 	// -generic-guest), run alternately with ours in the same run.
-	CocoGeneric  []NamedStat        `json:"coco_generic,omitempty"`
-	FloorGeneric []NamedStat        `json:"floor_generic,omitempty"`
-	Memory       []NamedStat        `json:"memory"`            // KiB
-	Ratios       map[string]Stat    `json:"ratios"`            // per-run quotients: median, min, max (Paired)
-	Concurrent   []ConcurrentResult `json:"concurrent"`        // bursts of pods
-	Network      []NetSample        `json:"network,omitempty"` // pod to pod over the CNI bridge, medians
-	Samples      []PodSample        `json:"samples"`
-	Errors       []string           `json:"errors,omitempty"`
+	CocoGeneric  []NamedStat `json:"coco_generic,omitempty"`
+	FloorGeneric []NamedStat `json:"floor_generic,omitempty"`
+	// The coco pod in a class with [network] interfaces = "none" (no NIC),
+	// and per run the coco pod's time minus it: what the network costs.
+	CocoNoNet   []NamedStat        `json:"coco_nonet,omitempty"`
+	NetworkCost []NamedStat        `json:"network_cost,omitempty"`
+	Memory      []NamedStat        `json:"memory"`            // KiB
+	Ratios      map[string]Stat    `json:"ratios"`            // per-run quotients: median, min, max (Paired)
+	Concurrent  []ConcurrentResult `json:"concurrent"`        // bursts of pods
+	Network     []NetSample        `json:"network,omitempty"` // pod to pod over the CNI bridge, medians
+	Samples     []PodSample        `json:"samples"`
+	Errors      []string           `json:"errors,omitempty"`
 }
 
 // Phase names: the table prints them in this order. "host" marks time
@@ -229,6 +233,15 @@ func (r *Report) WriteTable(out io.Writer) {
 		for _, c := range r.Concurrent {
 			line(c.Handler, fmt.Sprint(c.N), f1(c.TotalMs), f1(c.SlowMs), f0(c.PerPodMem.RSSKiB), f0(c.PerPodMem.PSSKiB),
 				f0(c.PerPodHostMem.PSSKiB), f0(c.PerPodHostMem.AnonKiB))
+		}
+		w.Flush()
+		fmt.Fprintln(out)
+	}
+	if len(r.NetworkCost) > 0 {
+		nonet := byName(r.CocoNoNet)
+		line("the pod network's cost (ms)", "without network median", "min", "max", "with − without, paired per run: median", "min", "max")
+		for _, s := range r.NetworkCost {
+			line(append(append([]string{s.Name}, cells(nonet, s.Name)...), f1(s.Median), f1(s.Min), f1(s.Max))...)
 		}
 		w.Flush()
 		fmt.Fprintln(out)

@@ -233,6 +233,17 @@ func run(o options) error {
 	if genericCfg != "" {
 		handlers = append(handlers, harness.CocoHandler("coco-generic", genericCfg, o.sandboxerOption()))
 	}
+	// The same class without a NIC ([network] interfaces = "none"), so the
+	// network's share of a pod start is measured in the same run.
+	base, err := os.ReadFile(cocoCfg)
+	if err != nil {
+		return err
+	}
+	nonetCfg := filepath.Join(work, "configuration-bench-nonet.toml")
+	if err := os.WriteFile(nonetCfg, append(base, "\n[network]\ninterfaces = \"none\"\n"...), 0o644); err != nil {
+		return err
+	}
+	handlers = append(handlers, harness.CocoHandler("coco-nonet", nonetCfg, o.sandboxerOption()))
 	ctrd, err := harness.Start(ctx, harness.Options{
 		Repo: repo, Bins: bins,
 		Handlers: handlers,
@@ -258,6 +269,9 @@ func run(o options) error {
 	var coco, cocoGeneric, runc, floor, floorGeneric, mem bench.Series
 	var qemuArgv, floorArgv, floorGenericArgv []string
 	paired := bench.Paired{}
+	// per run, coco − coco-nonet: RunPodSandbox, first output
+	var netPodCost, netOutputCost []float64
+	var cocoNoNet bench.Series
 	floorConsole := filepath.Join(work, "floor-console.log")
 	for i := -o.warmup; i < o.runs; i++ {
 		tag := fmt.Sprintf("run %d/%d", i+1, o.runs)
@@ -284,6 +298,25 @@ func run(o options) error {
 				continue
 			}
 		}
+		// Without a network: before the coco pod in every other run.
+		var ns bench.PodSample
+		nonetPod := func() error {
+			logf("%s: coco pod without a network", tag)
+			var err error
+			ns, err = bench.MeasurePod(ctx, env, "coco-nonet", true, fmt.Sprintf("bench-nonet-%d", i+o.warmup))
+			return err
+		}
+		nonetFirst := (i+o.warmup)%2 == 0
+		if nonetFirst {
+			if err := nonetPod(); err != nil {
+				logf("%s: pod without a network failed: %v", tag, err)
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: coco pod without a network: %v", tag, err))
+				if ctx.Err() != nil {
+					return err
+				}
+				continue
+			}
+		}
 		logf("%s: coco pod", tag)
 		cs, err := bench.MeasurePod(ctx, env, "coco", true, fmt.Sprintf("bench-coco-%d", i+o.warmup))
 		if err != nil {
@@ -295,6 +328,16 @@ func run(o options) error {
 				return err
 			}
 			continue
+		}
+		if !nonetFirst {
+			if err := nonetPod(); err != nil {
+				logf("%s: pod without a network failed: %v", tag, err)
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: coco pod without a network: %v", tag, err))
+				if ctx.Err() != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if genericCfg != "" && !genericFirst {
 			if err := genericPod(); err != nil {
@@ -338,6 +381,9 @@ func run(o options) error {
 			continue
 		}
 		hostShare := bench.AddCoco(&coco, cs)
+		bench.AddCoco(&cocoNoNet, ns)
+		netPodCost = append(netPodCost, cs.RunPodMs-ns.RunPodMs)
+		netOutputCost = append(netOutputCost, cs.ToOutputMs-ns.ToOutputMs)
 		if genericCfg != "" {
 			bench.AddCoco(&cocoGeneric, gs)
 			paired.Add(bench.RatioPodGeneric, cs.RunPodMs, gs.RunPodMs)
@@ -446,6 +492,13 @@ func run(o options) error {
 
 	rep.Coco, rep.Runc, rep.Floor, rep.Memory = coco.Stats(), runc.Stats(), floor.Stats(), mem.Stats()
 	rep.CocoGeneric, rep.FloorGeneric = cocoGeneric.Stats(), floorGeneric.Stats()
+	rep.CocoNoNet = cocoNoNet.Stats()
+	if len(netPodCost) > 0 {
+		rep.NetworkCost = []bench.NamedStat{
+			{Name: bench.PodTotal, Stat: bench.Summarize(netPodCost)},
+			{Name: bench.ToOutput, Stat: bench.Summarize(netOutputCost)},
+		}
+	}
 	// Bursts: N pods at once against one, each burst measured once.
 	burst := map[int]float64{}
 	for _, c := range rep.Concurrent {
