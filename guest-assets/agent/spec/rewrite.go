@@ -239,9 +239,28 @@ func rewriteNamespaces(s *specs.Spec, o Options, warn func(string, ...any)) erro
 			// the guest's, where the agent configures the pod's interfaces.
 			continue
 		case specs.UserNamespace:
-			if ns.Path != "" {
-				return invalid(field+".path", "joining a host user namespace is not supported")
+			// A path names the pod's user namespace, which containerd
+			// makes on the host for a pod with hostUsers: false. In the
+			// guest the sandbox container makes it from the spec's id
+			// mappings, and the pod's other containers join that one.
+			if ns.Path == "" {
+				break
 			}
+			if o.Sandbox {
+				if len(s.Linux.UIDMappings) == 0 || len(s.Linux.GIDMappings) == 0 {
+					return invalid(field+".path", "the pod's user namespace comes without linux.uidMappings and gidMappings to make it in the guest")
+				}
+				ns.Path = ""
+				break
+			}
+			p, err := join(ns.Type)
+			if err != nil {
+				return err
+			}
+			if p == "" {
+				return invalid(field+".path", "the pod's sandbox container has no user namespace of its own to join")
+			}
+			ns.Path = p
 		case specs.MountNamespace, specs.CgroupNamespace, specs.TimeNamespace:
 			ns.Path = ""
 		case specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace:

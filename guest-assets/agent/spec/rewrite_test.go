@@ -245,9 +245,9 @@ func TestRewriteRejects(t *testing.T) {
 		}, Options{}, "mounts[5].type"},
 		{"relative destination", func(s *specs.Spec) { s.Mounts[0].Destination = "proc" }, Options{}, "mounts[0].destination"},
 		{"no process", func(s *specs.Spec) { s.Process = nil }, Options{}, "process"},
-		{"host user ns", func(s *specs.Spec) {
+		{"pod user ns without mappings", func(s *specs.Spec) {
 			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/1/ns/user"})
-		}, Options{}, "namespaces[5].path"},
+		}, Options{Sandbox: true}, "namespaces[5].path"},
 		{"unknown ns", func(s *specs.Spec) {
 			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: "bogus"})
 		}, Options{}, "namespaces[5].type"},
@@ -381,4 +381,45 @@ func TestRewriteKeepsRecursiveReadOnlyAndIDMap(t *testing.T) {
 		}
 	}
 	t.Fatal("no /mnt mount")
+}
+
+// A pod with hostUsers: false: containerd names the pod's user namespace
+// on the host; in the guest the sandbox container makes one from the
+// spec's mappings and the app containers join the sandbox container's.
+func TestRewritePodUserNamespace(t *testing.T) {
+	var s specs.Spec
+	if err := json.Unmarshal(hostSpec(t), &s); err != nil {
+		t.Fatal(err)
+	}
+	ids := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 100000}}
+	s.Linux.UIDMappings, s.Linux.GIDMappings = ids, ids
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/4242/ns/user"})
+	b, _ := json.Marshal(&s)
+	userNS := func(res *Result) *specs.LinuxNamespace {
+		for i, ns := range res.Spec.Linux.Namespaces {
+			if ns.Type == specs.UserNamespace {
+				return &res.Spec.Linux.Namespaces[i]
+			}
+		}
+		return nil
+	}
+	res, err := Rewrite(b, Options{ContainerID: "pod", Sandbox: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns := userNS(res); ns == nil || ns.Path != "" || len(res.Spec.Linux.UIDMappings) != 1 {
+		t.Fatalf("sandbox container: user ns %+v, mappings %v; want a new one made from the mappings", ns, res.Spec.Linux.UIDMappings)
+	}
+	res, err = Rewrite(b, Options{ContainerID: "c1", PodNamespace: SandboxNamespaces(9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns := userNS(res); ns == nil || ns.Path != "/proc/9/ns/user" {
+		t.Fatalf("app container: user ns %+v, want the sandbox container's", ns)
+	}
+	// A pod without a sandbox container (sandboxer = "shim") has none to join.
+	_, err = Rewrite(b, Options{ContainerID: "c1", PodNamespace: VMNamespaces(func() (int, error) { return 7, nil })})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "namespaces[5].path") {
+		t.Fatalf("without a sandbox container: err = %v, want InvalidArgument naming namespaces[5].path", err)
+	}
 }
