@@ -219,14 +219,23 @@ func TestExecSyncKeepsShimFlat(t *testing.T) {
 		}
 		return time.Since(t0)
 	}
+	daemon := 0
+	for _, pid := range harness.ProcessesMentioning(pod.ID) {
+		if strings.Contains(harness.Cmdline(pid), "vhost-device-vsock") {
+			daemon = pid
+		}
+	}
 	execs(20)
-	fds0, rss0 := harness.FDCount(shim), rssKiB(shim)
+	fds0, rss0, dfds0 := harness.FDCount(shim), rssKiB(shim), harness.FDCount(daemon)
 	took := execs(size.execs)
-	fds1, rss1 := harness.FDCount(shim), rssKiB(shim)
-	t.Logf("%d ExecSync in %s (%s each); shim fds %d → %d, RSS %d → %d KiB",
-		size.execs, took.Round(time.Millisecond), (took / time.Duration(size.execs)).Round(time.Millisecond), fds0, fds1, rss0, rss1)
+	fds1, rss1, dfds1 := harness.FDCount(shim), rssKiB(shim), harness.FDCount(daemon)
+	t.Logf("%d ExecSync in %s (%s each); shim fds %d → %d, RSS %d → %d KiB; vsock daemon fds %d → %d",
+		size.execs, took.Round(time.Millisecond), (took / time.Duration(size.execs)).Round(time.Millisecond), fds0, fds1, rss0, rss1, dfds0, dfds1)
 	if fds1 > fds0+2 {
 		t.Errorf("the shim's fds grew from %d to %d over %d ExecSync", fds0, fds1, size.execs)
+	}
+	if dfds1 > dfds0+2 {
+		t.Errorf("the vsock daemon's fds grew from %d to %d over %d ExecSync", dfds0, dfds1, size.execs)
 	}
 	// The Go heap breathes; a leak of a few KiB per call would show.
 	if rss1 > rss0+12*1024 {
