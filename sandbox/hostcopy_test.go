@@ -113,3 +113,15 @@ func TestReadOnlyHostDirs(t *testing.T) {
 		t.Errorf("malformed mounts: %v", err)
 	}
 }
+
+// A file over the guest's per-file limit fails on the host, naming it and
+// the mount, rather than in the guest with a bare index.
+func TestHostDirCopyFileTooBig(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "busybox"), make([]byte, maxHostFile+1), 0o755)
+	sp := &specs.Spec{Mounts: []specs.Mount{{Destination: "/mnt/image", Type: "bind", Source: dir, Options: []string{"rbind", "ro"}}}}
+	_, err := hostFiles(sp, true)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "/mnt/image") || !strings.Contains(err.Error(), "busybox") {
+		t.Fatalf("err %v, want an invalid-argument error naming /mnt/image and busybox", err)
+	}
+}

@@ -104,6 +104,10 @@ func readRootFile(root *os.Root, p string, budget *int) ([]byte, uint32, error) 
 	if !st.Mode().IsRegular() {
 		return nil, 0, fmt.Errorf("%s changed into %s while being read: %w", p, st.Mode().Type(), errdefs.ErrInvalidArgument)
 	}
+	// The guest takes no file over maxHostFile; say so here, naming it.
+	if st.Size() > maxHostFile {
+		return nil, 0, tooBig(p, st.Size())
+	}
 	b, err := io.ReadAll(io.LimitReader(f, int64(*budget)+1))
 	if err != nil {
 		return nil, 0, err
