@@ -113,6 +113,20 @@ type Info struct {
 	ConsoleLog string // guest serial console log
 	StateDir   string
 	Accel      string // "kvm" or "tcg"
+	// Launch is when Start reached each host step (zero where a driver
+	// does not say): what a pod start pays on the host before the guest runs.
+	Launch LaunchTimes
+}
+
+// LaunchTimes are the instants of a VMM's launch that only its driver sees.
+type LaunchTimes struct {
+	HelperStart time.Time // a per-VM helper (vhost-device-vsock) exec'd; zero without one
+	HelperReady time.Time // its socket is up
+	Exec        time.Time // the VMM exec'd
+	// MonitorReady: the VMM answers on its control socket (QMP, the API):
+	// its own set-up (devices, kernel and initrd loaded) is done and the
+	// guest's first instructions run.
+	MonitorReady time.Time
 }
 
 // ExitStatus says why the VMM exited.

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/coco-runtime/coco/hypervisor"
 )
 
 // PhasesFile is written in the sandbox state directory while the pod runs:
@@ -21,12 +23,15 @@ const PhasesFile = "phases.json"
 // CLOCK_BOOTTIME, whose zero is the kernel's start.
 type Phases struct {
 	// Host side of Start.
-	InitDataMs  float64 `json:"initdata_ms"`   // state file written (the init-data image is written by New)
-	NetworkMs   float64 `json:"network_ms"`    // taps and redirects in the pod's network namespace
-	VMStartMs   float64 `json:"vm_start_ms"`   // VMM process launched (returns before the guest boots)
-	AgentDialMs float64 `json:"agent_dial_ms"` // VMM launched → agent answered Health (includes the guest boot)
-	SetupMs     float64 `json:"setup_ms"`      // Events subscription + SetupSandbox
-	TotalMs     float64 `json:"total_ms"`      // the whole Start
+	InitDataMs float64 `json:"initdata_ms"` // state file written (the init-data image is written by New)
+	NetworkMs  float64 `json:"network_ms"`  // taps and redirects in the pod's network namespace
+	VMStartMs  float64 `json:"vm_start_ms"` // VMM process launched (returns before the guest boots)
+	// VsockHelperMs: the per-VM vhost-device-vsock exec'd until its socket
+	// is up (part of VMStartMs; 0 without one).
+	VsockHelperMs float64 `json:"vsock_helper_ms"`
+	AgentDialMs   float64 `json:"agent_dial_ms"` // VMM launched → agent answered Health (includes the guest boot)
+	SetupMs       float64 `json:"setup_ms"`      // Events subscription + SetupSandbox
+	TotalMs       float64 `json:"total_ms"`      // the whole Start
 
 	// Guest clock.
 	GuestAgentStartMs float64 `json:"guest_agent_start_ms"` // kernel start → PID 1 running
@@ -39,7 +44,9 @@ type Phases struct {
 	BootstrapAtNs  int64 `json:"shim_bootstrap_at_ns"` // the shim's `start` command began (0: unknown)
 	ShimStartAtNs  int64 `json:"shim_start_at_ns"`     // the long-running shim's Go initialisation reached the sandbox package
 	StartAtNs      int64 `json:"start_at_ns"`          // Start called
-	VMExecAtNs     int64 `json:"vm_exec_at_ns"`        // VMM about to be launched
+	VMExecAtNs     int64 `json:"vm_exec_at_ns"`        // the VM's Start called (accel probe, vsock helper, then the VMM's exec)
+	VMMExecAtNs    int64 `json:"vmm_exec_at_ns"`       // the VMM exec'd (0: the driver does not say)
+	VMMReadyAtNs   int64 `json:"vmm_ready_at_ns"`      // the VMM answered on its monitor: its own set-up done, the guest running
 	GuestZeroAtNs  int64 `json:"guest_zero_at_ns"`     // guest clock zero (kernel start), ± half a Health round trip
 	AgentConnAtNs  int64 `json:"agent_conn_at_ns"`     // the agent's connection in hand (accepted or dialled)
 	HealthSentAtNs int64 `json:"health_sent_at_ns"`    // the first Health sent to the agent
@@ -96,6 +103,8 @@ const (
 // what to keep. Each step ends when the next begins, or at done.
 type startObserver interface {
 	step(name string)
+	// launched hands over the VM driver's launch instants once it started.
+	launched(t hypervisor.LaunchTimes)
 	// agentUp hands over the agent connection once it answered.
 	agentUp(c agentClient)
 	// done: Start succeeded.
@@ -133,6 +142,20 @@ func (o *phaseObserver) step(name string) {
 	case stepServe:
 		o.log.update(func(p *Phases) { p.SetupDoneAtNs = t.UnixNano() })
 	}
+}
+
+func (o *phaseObserver) launched(t hypervisor.LaunchTimes) {
+	o.log.update(func(p *Phases) {
+		if !t.HelperStart.IsZero() && !t.HelperReady.IsZero() {
+			p.VsockHelperMs = ms(t.HelperReady.Sub(t.HelperStart))
+		}
+		if !t.Exec.IsZero() {
+			p.VMMExecAtNs = t.Exec.UnixNano()
+		}
+		if !t.MonitorReady.IsZero() {
+			p.VMMReadyAtNs = t.MonitorReady.UnixNano()
+		}
+	})
 }
 
 func (o *phaseObserver) agentUp(c agentClient) { o.agent = c }

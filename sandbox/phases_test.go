@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/coco-runtime/coco/hypervisor"
 )
 
 // Start's steps become phases.json's rows: each step lasts until the next
@@ -51,5 +53,34 @@ func TestPhaseObserverWritesTheRows(t *testing.T) {
 	}
 	if p.AgentUpAtNs != t0.Add(2051*time.Millisecond).UnixNano() || p.SetupDoneAtNs != t0.Add(2101*time.Millisecond).UnixNano() {
 		t.Fatalf("instants %+v", p)
+	}
+}
+
+// The driver's launch instants land in phases.json as soon as the VM
+// started: the vsock helper's start-up and the VMM's exec and monitor.
+func TestPhaseObserverRecordsTheLaunch(t *testing.T) {
+	dir := t.TempDir()
+	o := newPhaseObserver(&phaseLog{dir: dir})
+	t0 := time.Unix(2000, 0)
+	o.launched(hypervisor.LaunchTimes{
+		HelperStart: t0, HelperReady: t0.Add(12 * time.Millisecond),
+		Exec: t0.Add(15 * time.Millisecond), MonitorReady: t0.Add(215 * time.Millisecond),
+	})
+	b, err := os.ReadFile(filepath.Join(dir, PhasesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Phases
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.VsockHelperMs != 12 || p.VMMExecAtNs != t0.Add(15*time.Millisecond).UnixNano() || p.VMMReadyAtNs != t0.Add(215*time.Millisecond).UnixNano() {
+		t.Fatalf("launch rows %+v", p)
+	}
+	// A driver that says nothing leaves the rows at zero.
+	o2 := newPhaseObserver(&phaseLog{dir: t.TempDir()})
+	o2.launched(hypervisor.LaunchTimes{})
+	if o2.log.data.VsockHelperMs != 0 || o2.log.data.VMMExecAtNs != 0 {
+		t.Fatalf("empty launch wrote %+v", o2.log.data)
 	}
 }

@@ -153,6 +153,7 @@ func (s *vmSandbox) Start(ctx context.Context) (retErr error) {
 	if err := s.vm.Start(ctx); err != nil {
 		return err
 	}
+	obs.launched(s.vm.Info().Launch)
 
 	obs.step(stepAgent)
 	if err := writeState(s.opts.StateDir, state{ID: s.opts.ID, VMStateDir: s.vmConfig.StateDir, VMPID: s.vm.Info().PID, NetNS: s.opts.NetNSPath}); err != nil {

@@ -45,6 +45,7 @@ type VM struct {
 	stopped  bool
 	cmd      *exec.Cmd
 	daemon   *daemon
+	launch   hypervisor.LaunchTimes
 	console  *hypervisor.Console
 	cid      *vsock.CID
 	stopDone chan struct{} // closed when the first Stop has finished
@@ -110,7 +111,7 @@ func (v *VM) Command() ([]string, []string, error) {
 func (v *VM) Info() hypervisor.Info {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	i := hypervisor.Info{ConsoleLog: v.plan.paths.console, StateDir: v.plan.cfg.StateDir, Accel: v.plan.accel}
+	i := hypervisor.Info{ConsoleLog: v.plan.paths.console, StateDir: v.plan.cfg.StateDir, Accel: v.plan.accel, Launch: v.launch}
 	if v.cmd != nil && v.cmd.Process != nil {
 		i.PID = v.cmd.Process.Pid
 	}
@@ -157,11 +158,13 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		extra = append(extra, cid.File)
 		p.vhostFD = 3 // first of ExtraFiles
 	case modeVhostUser:
+		v.launch.HelperStart = time.Now()
 		d, err := startDaemon(ctx, p.cfg.Vsock.DaemonPath, p.cid, p.paths.vhostUser, p.paths.hybrid, p.paths.daemonLog)
 		if err != nil {
 			return err
 		}
 		v.daemon = d
+		v.launch.HelperReady = time.Now()
 	}
 	// In the order nicFD numbers them.
 	for _, n := range p.cfg.NICs {
@@ -191,6 +194,7 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	// tethered: QEMU dies with the shim, so a shim that is killed, or exits
 	// before its Stop finished, cannot leave a VM running (issue 27).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	v.launch.Exec = time.Now()
 	err = tether.Start(cmd)
 	logf.Close() // QEMU has its own copy
 	if err != nil {
@@ -218,6 +222,7 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		}
 		return fmt.Errorf("%w; qemu stderr: %s", err, v.stderrTail())
 	}
+	v.launch.MonitorReady = time.Now()
 	v.mon.Store(mon)
 	var st struct {
 		Status string `json:"status"`

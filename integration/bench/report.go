@@ -41,8 +41,11 @@ const (
 	PhBeforeVM     = "  containerd + shim start → QEMU exec [host]"
 	PhToShim       = "    RunPodSandbox → shim `start` runs [host: containerd CRI, CNI]"
 	PhShimStart    = "    shim `start` → shim daemon initialised [host: shim]"
-	PhShimToVM     = "    shim daemon initialised → QEMU exec [host: shim]"
-	PhVMMToClock   = "  QEMU exec → guest clock starts [VMM setup + early kernel]"
+	PhShimToVM     = "    shim daemon initialised → VM start [host: shim]"
+	PhVMToExec     = "    VM start → QEMU exec [host: accel, vhost-device-vsock, argv]"
+	PhVsockHelper  = "      vhost-device-vsock exec → its socket up [host]"
+	PhVMMSetup     = "  QEMU exec → QEMU's monitor answers [host: QEMU's own set-up]"
+	PhVMMToClock   = "  QEMU's monitor answers → guest clock starts [firmware + early kernel]"
 	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"
 	PhAgentReady   = "  agent start → serving [guest clock]"
 	PhConnect      = "  agent serving → shim has its connection [guest + vsock]"
@@ -53,7 +56,7 @@ const (
 	PhSetup        = "  SetupSandbox [guest work: init-data, policy, hostname]"
 	PhPause        = "  pause task prepare+create [guest work; podsandbox]"
 	PhAfterSetup   = "  shim + containerd after the guest setup [host]"
-	PodHostShare   = "  = host-side share (host rows; not QEMU's own setup)"
+	PodHostShare   = "  = host-side share (the [host] rows, QEMU's own set-up included)"
 	CtrCreate      = "CreateContainer (CRI; metadata only, no shim call)"
 	CtrStart       = "StartContainer (CRI: task create + start)"
 	PhRootfs       = "  rootfs EROFS image + hotplug [host]"
@@ -91,7 +94,13 @@ func AddCoco(s *Series, p PodSample) (hostShareMs float64) {
 	if p.GuestZeroAt != 0 {
 		zeroAt = p.GuestZeroAt // the bench's, from its quickest warm Health
 	}
-	vmExec, zero, up, setupDone := at(ph.VMExecAtNs), at(zeroAt), at(ph.AgentUpAtNs), at(ph.SetupDoneAtNs)
+	vmStart, zero, up, setupDone := at(ph.VMExecAtNs), at(zeroAt), at(ph.AgentUpAtNs), at(ph.SetupDoneAtNs)
+	// The VMM's own exec and monitor, when the driver reported them; else
+	// (an older shim) the VM's start stands for both, as it used to.
+	vmExec, vmmReady := vmStart, vmStart
+	if ph.VMMExecAtNs != 0 && ph.VMMReadyAtNs != 0 {
+		vmExec, vmmReady = at(ph.VMMExecAtNs), at(ph.VMMReadyAtNs)
+	}
 	before := vmExec
 	// The first exchange, in time order: the agent serves and connects to
 	// the host; the shim has the connection and sends Health; the agent
@@ -117,9 +126,12 @@ func AddCoco(s *Series, p PodSample) (hostShareMs float64) {
 	if ph.BootstrapAtNs != 0 && ph.ShimStartAtNs != 0 {
 		s.Add(PhToShim, at(ph.BootstrapAtNs))
 		s.Add(PhShimStart, at(ph.ShimStartAtNs)-at(ph.BootstrapAtNs))
-		s.Add(PhShimToVM, vmExec-at(ph.ShimStartAtNs))
+		s.Add(PhShimToVM, vmStart-at(ph.ShimStartAtNs))
 	}
-	s.Add(PhVMMToClock, zero-vmExec)
+	s.Add(PhVMToExec, vmExec-vmStart)
+	s.Add(PhVsockHelper, ph.VsockHelperMs)
+	s.Add(PhVMMSetup, vmmReady-vmExec)
+	s.Add(PhVMMToClock, zero-vmmReady)
 	s.Add(PhKernelBoot, ph.GuestAgentStartMs)
 	s.Add(PhAgentReady, ph.GuestAgentReadyMs-ph.GuestAgentStartMs)
 	s.Add(PhConnect, conn-(zero+ready))
@@ -130,7 +142,7 @@ func AddCoco(s *Series, p PodSample) (hostShareMs float64) {
 	s.Add(PhSetup, ph.SetupMs)
 	s.Add(PhPause, pause)
 	s.Add(PhAfterSetup, after)
-	hostShareMs = before + (sent - conn) + dialLag + after
+	hostShareMs = before + (vmmReady - vmExec) + (sent - conn) + dialLag + after
 	s.Add(PodHostShare, hostShareMs)
 	s.Add(CtrCreate, p.CreateMs)
 	s.Add(CtrStart, p.StartMs)
