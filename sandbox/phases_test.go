@@ -20,18 +20,7 @@ func TestPhaseObserverWritesTheRows(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	clock := t0
 	o.now = func() time.Time { return clock }
-	read := func() Phases {
-		t.Helper()
-		b, err := os.ReadFile(filepath.Join(dir, PhasesFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p Phases
-		if err := json.Unmarshal(b, &p); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	read := func() Phases { return readPhases(t, dir) }
 	steps := []struct {
 		name string
 		ms   int
@@ -66,14 +55,7 @@ func TestPhaseObserverRecordsTheLaunch(t *testing.T) {
 		HelperStart: t0, HelperReady: t0.Add(12 * time.Millisecond),
 		Exec: t0.Add(15 * time.Millisecond), MonitorReady: t0.Add(215 * time.Millisecond),
 	})
-	b, err := os.ReadFile(filepath.Join(dir, PhasesFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p Phases
-	if err := json.Unmarshal(b, &p); err != nil {
-		t.Fatal(err)
-	}
+	p := readPhases(t, dir)
 	if p.VsockHelperMs != 12 || p.VMMExecAtNs != t0.Add(15*time.Millisecond).UnixNano() || p.VMMReadyAtNs != t0.Add(215*time.Millisecond).UnixNano() {
 		t.Fatalf("launch rows %+v", p)
 	}
@@ -83,4 +65,18 @@ func TestPhaseObserverRecordsTheLaunch(t *testing.T) {
 	if o2.log.data.VsockHelperMs != 0 || o2.log.data.VMMExecAtNs != 0 {
 		t.Fatalf("empty launch wrote %+v", o2.log.data)
 	}
+}
+
+// readPhases reads the phases.json the observer wrote in dir.
+func readPhases(t *testing.T, dir string) Phases {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, PhasesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Phases
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
