@@ -11,8 +11,8 @@ package integration
 // The rule: every spec that passes on runc passes on coco, except those a
 // VM cannot honour (vmExempt, also in the README); no spec is skipped on
 // coco that runs on runc. By default a subset that fits CI's budget runs
-// (critestQuick); COCO_CRITEST=full runs the whole suite (~N min), and
-// COCO_CRITEST=0 turns the test off.
+// (critestQuick, ~5 min); COCO_CRITEST=full runs the whole suite (~23 min
+// on 2 cores), and COCO_CRITEST=0 turns the test off.
 
 import (
 	"context"
