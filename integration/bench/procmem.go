@@ -61,6 +61,22 @@ func ReadMem(pid int) (Mem, error) {
 // FindProcs returns the pids whose argv matches: argv[0]'s base name is
 // exe and some argument equals (or, with contains, contains) arg.
 func FindProcs(exe, arg string, contains bool) []int {
+	return procs("cmdline", func(raw []byte) bool {
+		argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if len(raw) == 0 || filepath.Base(argv[0]) != exe {
+			return false
+		}
+		for _, a := range argv[1:] {
+			if a == arg || contains && strings.Contains(a, arg) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// procs returns the pids whose /proc/<pid>/<file> matches.
+func procs(file string, match func([]byte) bool) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
@@ -68,19 +84,8 @@ func FindProcs(exe, arg string, contains bool) []int {
 		if err != nil {
 			continue
 		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(raw) == 0 {
-			continue
-		}
-		argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		if filepath.Base(argv[0]) != exe {
-			continue
-		}
-		for _, a := range argv[1:] {
-			if a == arg || contains && strings.Contains(a, arg) {
-				pids = append(pids, pid)
-				break
-			}
+		if raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), file)); err == nil && match(raw) {
+			pids = append(pids, pid)
 		}
 	}
 	return pids
@@ -100,31 +105,15 @@ func SumMem(pids []int) Mem {
 // Children returns the pids of ppid's children whose command (comm) is
 // name, e.g. the pause process the runc shim keeps for a pod.
 func Children(ppid int, name string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
+	return procs("stat", func(raw []byte) bool {
 		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
 		open, close := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
-		if open < 0 || close < open {
-			continue
+		if open < 0 || close < open || string(raw[open+1:close]) != name {
+			return false
 		}
 		f := strings.Fields(string(raw[close+1:]))
-		if len(f) < 2 || string(raw[open+1:close]) != name {
-			continue
-		}
-		if p, err := strconv.Atoi(f[1]); err == nil && p == ppid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+		return len(f) >= 2 && f[1] == strconv.Itoa(ppid)
+	})
 }
 
 // HostMem is what one pod costs the host in processes of its own besides

@@ -278,85 +278,53 @@ func run(o options) error {
 		if i < 0 {
 			tag = "warm-up"
 		}
-		// With the generic kernel, every other run starts it first: the
-		// machine's speed drifts, and a fixed order would bias the pair.
+		// The pods of one run, in the order they start. The generic kernel's
+		// and the network-less pod go before the coco pod in alternate
+		// runs: the machine's speed drifts, and a fixed order would bias
+		// the pairs.
 		genericFirst := genericCfg != "" && (i+o.warmup)%2 == 1
-		var gs bench.PodSample
-		genericPod := func() error {
-			logf("%s: coco pod, generic kernel", tag)
-			var err error
-			gs, err = bench.MeasurePod(ctx, env, "coco-generic", true, fmt.Sprintf("bench-generic-%d", i+o.warmup))
-			return err
-		}
-		if genericFirst {
-			if err := genericPod(); err != nil {
-				logf("%s: generic-kernel pod failed: %v", tag, err)
-				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: generic-kernel pod: %v", tag, err))
-				if ctx.Err() != nil {
-					return err
-				}
-				continue
-			}
-		}
-		// Without a network: before the coco pod in every other run.
-		var ns bench.PodSample
-		nonetPod := func() error {
-			logf("%s: coco pod without a network", tag)
-			var err error
-			ns, err = bench.MeasurePod(ctx, env, "coco-nonet", true, fmt.Sprintf("bench-nonet-%d", i+o.warmup))
-			return err
-		}
 		nonetFirst := (i+o.warmup)%2 == 0
+		var cs, gs, ns, rs bench.PodSample
+		type pod struct {
+			what, handler, name string
+			coco                bool
+			out                 *bench.PodSample
+		}
+		n := i + o.warmup
+		generic := pod{"coco pod, generic kernel", "coco-generic", fmt.Sprintf("bench-generic-%d", n), true, &gs}
+		nonet := pod{"coco pod without a network", "coco-nonet", fmt.Sprintf("bench-nonet-%d", n), true, &ns}
+		var order []pod
+		if genericFirst {
+			order = append(order, generic)
+		}
 		if nonetFirst {
-			if err := nonetPod(); err != nil {
-				logf("%s: pod without a network failed: %v", tag, err)
-				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: coco pod without a network: %v", tag, err))
-				if ctx.Err() != nil {
-					return err
-				}
-				continue
-			}
+			order = append(order, nonet)
 		}
-		logf("%s: coco pod", tag)
-		cs, err := bench.MeasurePod(ctx, env, "coco", true, fmt.Sprintf("bench-coco-%d", i+o.warmup))
-		if err != nil {
-			// A failed pod is reported and left out; the run goes on, so
-			// one flaky start does not cost the other measurements.
-			logf("%s: coco pod failed: %v", tag, err)
-			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: coco pod: %v", tag, err))
-			if ctx.Err() != nil {
-				return err
-			}
-			continue
-		}
+		order = append(order, pod{"coco pod", "coco", fmt.Sprintf("bench-coco-%d", n), true, &cs})
 		if !nonetFirst {
-			if err := nonetPod(); err != nil {
-				logf("%s: pod without a network failed: %v", tag, err)
-				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: coco pod without a network: %v", tag, err))
-				if ctx.Err() != nil {
-					return err
-				}
-				continue
-			}
+			order = append(order, nonet)
 		}
 		if genericCfg != "" && !genericFirst {
-			if err := genericPod(); err != nil {
-				logf("%s: generic-kernel pod failed: %v", tag, err)
-				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: generic-kernel pod: %v", tag, err))
+			order = append(order, generic)
+		}
+		order = append(order, pod{"runc pod", "runc", fmt.Sprintf("bench-runc-%d", n), false, &rs})
+		failed := false
+		for _, p := range order {
+			logf("%s: %s", tag, p.what)
+			var err error
+			if *p.out, err = bench.MeasurePod(ctx, env, p.handler, p.coco, p.name); err != nil {
+				// A failed pod is reported and its run left out; the bench
+				// goes on, so one flaky start does not cost the rest.
+				logf("%s: %s failed: %v", tag, p.what, err)
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %s: %v", tag, p.what, err))
 				if ctx.Err() != nil {
 					return err
 				}
-				continue
+				failed = true
+				break
 			}
 		}
-		logf("%s: runc pod", tag)
-		rs, err := bench.MeasurePod(ctx, env, "runc", false, fmt.Sprintf("bench-runc-%d", i+o.warmup))
-		if err != nil {
-			logf("%s: runc pod failed: %v", tag, err)
-			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: runc pod: %v", tag, err))
-			if ctx.Err() != nil {
-				return err
-			}
+		if failed {
 			continue
 		}
 		for _, e := range append(cs.ExecErrors, rs.ExecErrors...) {
