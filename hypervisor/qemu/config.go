@@ -74,7 +74,9 @@ func resolve(cfg hypervisor.Config, h host, strict bool) (*plan, error) {
 		vhostUser: filepath.Join(cfg.StateDir, "vhost-user-vsock.sock"),
 		hybrid:    filepath.Join(cfg.StateDir, "vsock.sock"),
 	}
-	for _, s := range []string{p.paths.qmp, p.paths.vhostUser, p.paths.hybrid} {
+	// ListenGuest adds "_<port>" to the hybrid socket: up to 10 digits
+	// (api.ReadyPort has 10).
+	for _, s := range []string{p.paths.qmp, p.paths.vhostUser, p.paths.hybrid + "_4294967295"} {
 		if len(s) > maxSocketPath {
 			return bad("state dir %q is too long: socket %q exceeds the %d-byte unix socket path limit; use a shorter state_dir", cfg.StateDir, s, maxSocketPath)
 		}

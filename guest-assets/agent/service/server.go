@@ -243,7 +243,11 @@ func namespaceInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info
 // Serve answers stream connections on streams and ttrpc on agent until
 // Close. Health reports readiness from this moment.
 func (a *Agent) Serve(ctx context.Context, agent, streams net.Listener) error {
-	go a.streams.Serve(streams)
+	go func() {
+		if err := a.streams.Serve(streams); err != nil {
+			log.G(ctx).WithError(err).Error("stream port: no longer accepting")
+		}
+	}()
 	if a.now != nil {
 		a.clock.ready.Store(a.now())
 	}

@@ -86,8 +86,11 @@ func execDir(execID string) string {
 	return "exec-" + execID
 }
 
-// Serve accepts stream connections until l is closed.
+// Serve accepts stream connections until l is closed. Running out of fds
+// or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) is waited out, with a log
+// line, rather than ending the port for the rest of the pod's life.
 func (s *Streams) Serve(l net.Listener) error {
+	var backoff time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -98,20 +101,37 @@ func (s *Streams) Serve(l net.Listener) error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			return err
+			if !acceptRetryable(err) {
+				return err
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			log.G(s.ctx).WithError(err).Warnf("stream port: accept failed; retrying in %s", backoff)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		go s.handle(c)
 	}
 }
 
+func acceptRetryable(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // readLine reads up to and including '\n' one byte at a time, so that no
-// stream bytes after the header are consumed.
+// stream bytes after the header are consumed. On error it returns the bytes
+// read so far.
 func readLine(r io.Reader) (string, error) {
 	var b [1]byte
 	buf := make([]byte, 0, 64)
 	for len(buf) < api.MaxStreamHeader {
 		if _, err := io.ReadFull(r, b[:]); err != nil {
-			return "", err
+			return string(buf), err // what came before, for the log
 		}
 		buf = append(buf, b[0])
 		if b[0] == '\n' {
@@ -136,7 +156,12 @@ func (s *Streams) handle(c net.Conn) {
 		err = s.register(h, c, allowed)
 	}
 	if err != nil {
-		log.G(s.ctx).WithError(err).Warn("stream refused")
+		// A host that hangs up before its header asked for nothing.
+		if line == "" && errors.Is(err, io.EOF) {
+			log.G(s.ctx).Debug("stream connection closed before its header")
+		} else {
+			log.G(s.ctx).WithError(err).Warn("stream refused")
+		}
 		fmt.Fprintf(c, "ERR %s\n", oneLine(err.Error()))
 		c.Close()
 		return

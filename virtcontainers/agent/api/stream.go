@@ -18,7 +18,15 @@ const (
 	// that cannot answer yet (vhost-device-vsock mishandles connections
 	// opened before the guest driver is up). Hosts that do not listen
 	// (kernel vhost-vsock) dial AgentPort instead.
-	ReadyPort uint32 = 1026
+	//
+	// It is the highest valid port because vhost-device-vsock (0.3.0, as
+	// packaged) gives host-initiated connections ports 0, 1, 2, ... and
+	// refuses every later one for good once the next port is held; it counts
+	// the agent's pod-long connection here as holding ReadyPort. At 1026 the
+	// 1,027th host connection (the 513th ExecSync) and all after it failed
+	// with EOF (issue 27); up here the counter would first have to go through
+	// 4,294,967,294 connections.
+	ReadyPort uint32 = 0xFFFFFFFE
 )
 
 // Stream kinds named in a stream handshake.
