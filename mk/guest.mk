@@ -5,10 +5,12 @@ GUEST_OUT     ?= build/guest
 COCO_CACHE    ?= /var/cache/coco
 KERNEL_PIN    := guest-assets/kernel/kernel.pin
 # Which kernel `make kernel` puts in $(GUEST_OUT):
-#   debian  the pinned linux-image package (6.1), modules in the initrd (default)
 #   own     built from Debian's linux-source-6.12 with guest-assets/kernel/config,
 #           everything built in, no modules; cached per pin, config and toolchain
-GUEST_KERNEL  ?= debian
+#           (the default: configfs-tsm, the SNP and TDX guest drivers, a faster boot)
+#   debian  the pinned linux-image package (6.1), modules in the initrd: for
+#           comparison (make bench) and for users who want a distribution kernel
+GUEST_KERNEL  ?= own
 KERNEL_SRC_PIN := guest-assets/kernel/kernel-source.pin
 # Modules the guest loads (their dependencies are added, built-ins dropped).
 # sev-guest (/dev/sev-guest, SNP reports) is loaded only by a TEE guest.

@@ -9,7 +9,7 @@ DEV_CONTAINERD_DIR  ?= /run/coco-dev-containerd
 .PHONY: integration demo dev-containerd dev-containerd-stop
 
 integration: kube-node critest
-	$(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) ./integration/...
+	$(GO) test -tags integration -count=1 -timeout $(INTEGRATION_TIMEOUT) ./integration/... ./guest-assets/internal/boottest/
 
 demo:
 	scripts/install-deps.sh
