@@ -122,20 +122,42 @@ func TestPodNetworkPeers(t *testing.T) {
 		})
 		t.Run("pod-to-pod", func(t *testing.T) {
 			ipB, webB := webPod(t, ctx, h.name, "peers-b-"+h.name, nil)
-			for _, c := range []struct{ from, to, want string }{
+			expectPages(t, ctx, []pageFetch{
 				{webB, ipA, "hello-from-peers-a-" + h.name},
 				{webA, ipB, "hello-from-peers-b-" + h.name},
-			} {
-				var out string
-				waitFor(t, time.Minute, func() (bool, string) {
-					o, stderr, code, err := podGet(ctx, c.from, c.to, 8080)
-					out = o
-					return err == nil && code == 0 && o != "", fmt.Sprintf("GET http://%s:8080/: code %d, err %v, %s", c.to, code, err, stderr)
-				})
-				if _, body, _ := strings.Cut(out, "\r\n\r\n"); strings.TrimSpace(body) != c.want {
-					t.Errorf("page from %s: %q, want %q", c.to, out, c.want)
-				}
-			}
+			})
+		})
+		if h.name == "runc" {
+			return // its pod-to-pod above is runc to runc
+		}
+		// A pod of the node's other runtime reaches this one, and back:
+		// coco pods and runc pods share the CNI network like any two pods.
+		t.Run("runc-pod-to-pod", func(t *testing.T) {
+			ipR, webR := webPod(t, ctx, "runc", "peers-r-"+h.name, nil)
+			expectPages(t, ctx, []pageFetch{
+				{webR, ipA, "hello-from-peers-a-" + h.name},
+				{webA, ipR, "hello-from-peers-r-" + h.name},
+			})
 		})
 	})
+}
+
+// pageFetch is one GET from a container to a pod IP and the page it wants.
+type pageFetch struct{ from, to, want string }
+
+// expectPages GETs each page (waiting up to a minute for the path to come
+// up) and checks its body.
+func expectPages(t *testing.T, ctx context.Context, fetches []pageFetch) {
+	t.Helper()
+	for _, c := range fetches {
+		var out string
+		waitFor(t, time.Minute, func() (bool, string) {
+			o, stderr, code, err := podGet(ctx, c.from, c.to, 8080)
+			out = o
+			return err == nil && code == 0 && o != "", fmt.Sprintf("GET http://%s:8080/: code %d, err %v, %s", c.to, code, err, stderr)
+		})
+		if _, body, _ := strings.Cut(out, "\r\n\r\n"); strings.TrimSpace(body) != c.want {
+			t.Errorf("page from %s: %q, want %q", c.to, out, c.want)
+		}
+	}
 }
