@@ -216,6 +216,9 @@ func TestCanceledContainerCallsLeaveNothing(t *testing.T) {
 			// The pod still works.
 			ctr, err := cri.StartContainer(ctx, pod, harness.ContainerConfig("after", "after.log", "sleep", "1000"))
 			if err != nil {
+				for _, l := range shared.ctrd.Warnings(pod.ID, 30) {
+					t.Log(l)
+				}
 				t.Fatalf("a container after the canceled ones: %v", err)
 			}
 			if out, _, code, err := cri.Exec(ctx, ctr, 30*time.Second, "echo", "alive"); err != nil || code != 0 || strings.TrimSpace(out) != "alive" {

@@ -45,6 +45,7 @@ const orphanExitStatus = 255
 
 type vmSandbox struct {
 	probing  atomic.Bool // a Health probe is under way (probe)
+	stopping atomic.Bool // Stop or teardown began: the agent's connection is expected to end
 	opts     Options
 	vmConfig hypervisor.Config
 	vm       hypervisor.VM
@@ -227,6 +228,9 @@ func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClien
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
+			if ctx.Err() == nil && !s.stopping.Load() {
+				s.reportLostAgent(ctx, err)
+			}
 			break
 		}
 		entry := log.G(ctx).WithField("topic", ratelog.Clip(ev.GetTopic()))
@@ -257,6 +261,20 @@ func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClien
 	for _, e := range orphans {
 		s.events <- e
 	}
+}
+
+// reportLostAgent says why the guest agent's connection ended while the
+// pod was not being stopped: how the VMM exited, or, if it still runs, what
+// the guest last printed (a panic, the OOM killer, the agent's last words).
+func (s *vmSandbox) reportLostAgent(ctx context.Context, err error) {
+	entry := log.G(ctx).WithField("sandbox", s.opts.ID).WithError(err)
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if st, werr := s.vm.Wait(wctx); werr == nil {
+		entry.Warnf("lost the guest agent: the VM exited (code %d: %s)%s", st.Code, st.Reason, consoleTail(s.vm.Info().ConsoleLog, 15))
+		return
+	}
+	entry.Warnf("lost the guest agent while its VM still runs%s", consoleTail(s.vm.Info().ConsoleLog, 15))
 }
 
 func (s *vmSandbox) client() (agentClient, error) {
@@ -450,6 +468,7 @@ func (s *vmSandbox) Task() taskAPI.TTRPCTaskService {
 func (s *vmSandbox) Events() <-chan Event { return s.events }
 
 func (s *vmSandbox) Stop(ctx context.Context) error {
+	s.stopping.Store(true)
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		c := s.agent
@@ -503,13 +522,18 @@ func (s *vmSandbox) probe(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), GuestProbeTimeout)
 	defer cancel()
-	if _, err := c.Agent().Health(pctx, &api.HealthRequest{}); err != nil && pctx.Err() != nil {
+	began := time.Now()
+	_, err = c.Agent().Health(pctx, &api.HealthRequest{})
+	if err != nil && pctx.Err() != nil {
 		s.stopHungVM(ctx, fmt.Sprintf("the guest agent did not answer Health within %s", GuestProbeTimeout))
+		return
 	}
+	log.G(ctx).WithField("sandbox", s.opts.ID).WithError(err).Debugf("guest probe after a call ran out of time: answered in %s", time.Since(began).Round(time.Millisecond))
 }
 
 // teardown stops the VM and removes everything the sandbox made on the host.
 func (s *vmSandbox) teardown(ctx context.Context) error {
+	s.stopping.Store(true)
 	var errs []error
 	s.stopForwarding()
 	s.vols.stopAll()

@@ -338,3 +338,23 @@ func randHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Warnings are the warning and error lines of containerd's log (which
+// carries the shims' logs) that mention s, at most max of the last ones:
+// what a failing test shows of the pod it was driving.
+func (c *Containerd) Warnings(s string, max int) []string {
+	b, err := os.ReadFile(c.LogPath)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if (strings.Contains(line, "level=warning") || strings.Contains(line, "level=error")) && strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return out
+}
