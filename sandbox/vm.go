@@ -268,6 +268,10 @@ func (s *vmSandbox) pumpEvents(ctx context.Context, stream api.Agent_EventsClien
 // the guest last printed (a panic, the OOM killer, the agent's last words).
 func (s *vmSandbox) reportLostAgent(ctx context.Context, err error) {
 	entry := log.G(ctx).WithField("sandbox", s.opts.ID).WithError(err)
+	if s.vm == nil {
+		entry.Warn("lost the guest agent")
+		return
+	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if st, werr := s.vm.Wait(wctx); werr == nil {
