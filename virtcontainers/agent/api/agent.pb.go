@@ -587,8 +587,11 @@ type PrepareContainerRequest struct {
 	Files []*File `protobuf:"bytes,4,rep,name=files,proto3" json:"files,omitempty"`
 	// True for the pod's sandbox (pause) container.
 	SandboxContainer bool `protobuf:"varint,5,opt,name=sandbox_container,json=sandboxContainer,proto3" json:"sandbox_container,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Read-only disks the host hot-plugged for bind mounts of this
+	// container (image volumes), each mounted read-only at its destination.
+	DiskVolumes   []*DiskVolume `protobuf:"bytes,6,rep,name=disk_volumes,json=diskVolumes,proto3" json:"disk_volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareContainerRequest) Reset() {
@@ -656,6 +659,76 @@ func (x *PrepareContainerRequest) GetSandboxContainer() bool {
 	return false
 }
 
+func (x *PrepareContainerRequest) GetDiskVolumes() []*DiskVolume {
+	if x != nil {
+		return x.DiskVolumes
+	}
+	return nil
+}
+
+// DiskVolume is a hot-plugged read-only EROFS disk that replaces the
+// content of the spec's bind mount at destination. The guest mounts it
+// read-only whatever the spec's options say.
+type DiskVolume struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`           // "v" and 19 hex digits (the rootfs's are "r...")
+	Destination   string                 `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"` // a bind mount destination of the spec
+	Fstype        string                 `protobuf:"bytes,3,opt,name=fstype,proto3" json:"fstype,omitempty"`           // "erofs"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskVolume) Reset() {
+	*x = DiskVolume{}
+	mi := &file_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskVolume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskVolume) ProtoMessage() {}
+
+func (x *DiskVolume) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskVolume.ProtoReflect.Descriptor instead.
+func (*DiskVolume) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DiskVolume) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *DiskVolume) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *DiskVolume) GetFstype() string {
+	if x != nil {
+		return x.Fstype
+	}
+	return ""
+}
+
 type Rootfs struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Source:
@@ -670,7 +743,7 @@ type Rootfs struct {
 
 func (x *Rootfs) Reset() {
 	*x = Rootfs{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +755,7 @@ func (x *Rootfs) String() string {
 func (*Rootfs) ProtoMessage() {}
 
 func (x *Rootfs) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +768,7 @@ func (x *Rootfs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rootfs.ProtoReflect.Descriptor instead.
 func (*Rootfs) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Rootfs) GetSource() isRootfs_Source {
@@ -768,7 +841,7 @@ type BlockDevice struct {
 
 func (x *BlockDevice) Reset() {
 	*x = BlockDevice{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +853,7 @@ func (x *BlockDevice) String() string {
 func (*BlockDevice) ProtoMessage() {}
 
 func (x *BlockDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +866,7 @@ func (x *BlockDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDevice.ProtoReflect.Descriptor instead.
 func (*BlockDevice) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BlockDevice) GetSerial() string {
@@ -819,7 +892,7 @@ type GuestPull struct {
 
 func (x *GuestPull) Reset() {
 	*x = GuestPull{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +904,7 @@ func (x *GuestPull) String() string {
 func (*GuestPull) ProtoMessage() {}
 
 func (x *GuestPull) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +917,7 @@ func (x *GuestPull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestPull.ProtoReflect.Descriptor instead.
 func (*GuestPull) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GuestPull) GetImage() string {
@@ -865,7 +938,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +950,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +963,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *File) GetDestination() string {
@@ -924,7 +997,7 @@ type PrepareContainerResponse struct {
 
 func (x *PrepareContainerResponse) Reset() {
 	*x = PrepareContainerResponse{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1009,7 @@ func (x *PrepareContainerResponse) String() string {
 func (*PrepareContainerResponse) ProtoMessage() {}
 
 func (x *PrepareContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1022,7 @@ func (x *PrepareContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareContainerResponse.ProtoReflect.Descriptor instead.
 func (*PrepareContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PrepareContainerResponse) GetBundle() string {
@@ -967,7 +1040,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1052,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1065,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 type Event struct {
@@ -1009,7 +1082,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1094,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1107,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Event) GetTopic() string {
@@ -1074,7 +1147,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1159,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1172,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -1117,7 +1190,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1202,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1215,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 type UpdateVolumeRequest struct {
@@ -1160,7 +1233,7 @@ type UpdateVolumeRequest struct {
 
 func (x *UpdateVolumeRequest) Reset() {
 	*x = UpdateVolumeRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1245,7 @@ func (x *UpdateVolumeRequest) String() string {
 func (*UpdateVolumeRequest) ProtoMessage() {}
 
 func (x *UpdateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1258,7 @@ func (x *UpdateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateVolumeRequest) GetContainerId() string {
@@ -1220,7 +1293,7 @@ type ReadTerminationMessageRequest struct {
 
 func (x *ReadTerminationMessageRequest) Reset() {
 	*x = ReadTerminationMessageRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1305,7 @@ func (x *ReadTerminationMessageRequest) String() string {
 func (*ReadTerminationMessageRequest) ProtoMessage() {}
 
 func (x *ReadTerminationMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1318,7 @@ func (x *ReadTerminationMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadTerminationMessageRequest.ProtoReflect.Descriptor instead.
 func (*ReadTerminationMessageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadTerminationMessageRequest) GetContainerId() string {
@@ -1271,7 +1344,7 @@ type ReadTerminationMessageResponse struct {
 
 func (x *ReadTerminationMessageResponse) Reset() {
 	*x = ReadTerminationMessageResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1356,7 @@ func (x *ReadTerminationMessageResponse) String() string {
 func (*ReadTerminationMessageResponse) ProtoMessage() {}
 
 func (x *ReadTerminationMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1369,7 @@ func (x *ReadTerminationMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadTerminationMessageResponse.ProtoReflect.Descriptor instead.
 func (*ReadTerminationMessageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadTerminationMessageResponse) GetContent() []byte {
@@ -1321,7 +1394,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1406,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1419,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1380,7 +1453,7 @@ type WriteStreamRequest struct {
 
 func (x *WriteStreamRequest) Reset() {
 	*x = WriteStreamRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1465,7 @@ func (x *WriteStreamRequest) String() string {
 func (*WriteStreamRequest) ProtoMessage() {}
 
 func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1478,7 @@ func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WriteStreamRequest) GetContainerId() string {
@@ -1436,7 +1509,7 @@ type PortForwardRequest struct {
 
 func (x *PortForwardRequest) Reset() {
 	*x = PortForwardRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1521,7 @@ func (x *PortForwardRequest) String() string {
 func (*PortForwardRequest) ProtoMessage() {}
 
 func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1534,7 @@ func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortForwardRequest.ProtoReflect.Descriptor instead.
 func (*PortForwardRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PortForwardRequest) GetPort() uint32 {
@@ -1521,13 +1594,19 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fNetworkNeighbor\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x1c\n" +
-	"\tinterface\x18\x03 \x01(\tR\tinterface\"\xd7\x01\n" +
+	"\tinterface\x18\x03 \x01(\tR\tinterface\"\x95\x02\n" +
 	"\x17PrepareContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12-\n" +
 	"\x06rootfs\x18\x03 \x01(\v2\x15.coco.agent.v1.RootfsR\x06rootfs\x12)\n" +
 	"\x05files\x18\x04 \x03(\v2\x13.coco.agent.v1.FileR\x05files\x12+\n" +
-	"\x11sandbox_container\x18\x05 \x01(\bR\x10sandboxContainer\"\xb1\x01\n" +
+	"\x11sandbox_container\x18\x05 \x01(\bR\x10sandboxContainer\x12<\n" +
+	"\fdisk_volumes\x18\x06 \x03(\v2\x19.coco.agent.v1.DiskVolumeR\vdiskVolumes\"^\n" +
+	"\n" +
+	"DiskVolume\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x16\n" +
+	"\x06fstype\x18\x03 \x01(\tR\x06fstype\"\xb1\x01\n" +
 	"\x06Rootfs\x122\n" +
 	"\x05block\x18\x01 \x01(\v2\x1a.coco.agent.v1.BlockDeviceH\x00R\x05block\x129\n" +
 	"\n" +
@@ -1594,7 +1673,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agent_proto_goTypes = []any{
 	(*HealthRequest)(nil),                  // 0: coco.agent.v1.HealthRequest
 	(*HealthResponse)(nil),                 // 1: coco.agent.v1.HealthResponse
@@ -1604,62 +1683,64 @@ var file_agent_proto_goTypes = []any{
 	(*NetworkRoute)(nil),                   // 5: coco.agent.v1.NetworkRoute
 	(*NetworkNeighbor)(nil),                // 6: coco.agent.v1.NetworkNeighbor
 	(*PrepareContainerRequest)(nil),        // 7: coco.agent.v1.PrepareContainerRequest
-	(*Rootfs)(nil),                         // 8: coco.agent.v1.Rootfs
-	(*BlockDevice)(nil),                    // 9: coco.agent.v1.BlockDevice
-	(*GuestPull)(nil),                      // 10: coco.agent.v1.GuestPull
-	(*File)(nil),                           // 11: coco.agent.v1.File
-	(*PrepareContainerResponse)(nil),       // 12: coco.agent.v1.PrepareContainerResponse
-	(*EventsRequest)(nil),                  // 13: coco.agent.v1.EventsRequest
-	(*Event)(nil),                          // 14: coco.agent.v1.Event
-	(*SetPolicyRequest)(nil),               // 15: coco.agent.v1.SetPolicyRequest
-	(*DestroySandboxRequest)(nil),          // 16: coco.agent.v1.DestroySandboxRequest
-	(*UpdateVolumeRequest)(nil),            // 17: coco.agent.v1.UpdateVolumeRequest
-	(*ReadTerminationMessageRequest)(nil),  // 18: coco.agent.v1.ReadTerminationMessageRequest
-	(*ReadTerminationMessageResponse)(nil), // 19: coco.agent.v1.ReadTerminationMessageResponse
-	(*ReadStreamRequest)(nil),              // 20: coco.agent.v1.ReadStreamRequest
-	(*WriteStreamRequest)(nil),             // 21: coco.agent.v1.WriteStreamRequest
-	(*PortForwardRequest)(nil),             // 22: coco.agent.v1.PortForwardRequest
-	nil,                                    // 23: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	(*timestamppb.Timestamp)(nil),          // 24: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),                  // 25: google.protobuf.Empty
-	(*anypb.Any)(nil),                      // 26: google.protobuf.Any
+	(*DiskVolume)(nil),                     // 8: coco.agent.v1.DiskVolume
+	(*Rootfs)(nil),                         // 9: coco.agent.v1.Rootfs
+	(*BlockDevice)(nil),                    // 10: coco.agent.v1.BlockDevice
+	(*GuestPull)(nil),                      // 11: coco.agent.v1.GuestPull
+	(*File)(nil),                           // 12: coco.agent.v1.File
+	(*PrepareContainerResponse)(nil),       // 13: coco.agent.v1.PrepareContainerResponse
+	(*EventsRequest)(nil),                  // 14: coco.agent.v1.EventsRequest
+	(*Event)(nil),                          // 15: coco.agent.v1.Event
+	(*SetPolicyRequest)(nil),               // 16: coco.agent.v1.SetPolicyRequest
+	(*DestroySandboxRequest)(nil),          // 17: coco.agent.v1.DestroySandboxRequest
+	(*UpdateVolumeRequest)(nil),            // 18: coco.agent.v1.UpdateVolumeRequest
+	(*ReadTerminationMessageRequest)(nil),  // 19: coco.agent.v1.ReadTerminationMessageRequest
+	(*ReadTerminationMessageResponse)(nil), // 20: coco.agent.v1.ReadTerminationMessageResponse
+	(*ReadStreamRequest)(nil),              // 21: coco.agent.v1.ReadStreamRequest
+	(*WriteStreamRequest)(nil),             // 22: coco.agent.v1.WriteStreamRequest
+	(*PortForwardRequest)(nil),             // 23: coco.agent.v1.PortForwardRequest
+	nil,                                    // 24: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	(*timestamppb.Timestamp)(nil),          // 25: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),                  // 26: google.protobuf.Empty
+	(*anypb.Any)(nil),                      // 27: google.protobuf.Any
 }
 var file_agent_proto_depIdxs = []int32{
-	23, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	24, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
+	24, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	25, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
 	3,  // 2: coco.agent.v1.SetupSandboxRequest.network:type_name -> coco.agent.v1.PodNetwork
 	4,  // 3: coco.agent.v1.PodNetwork.interfaces:type_name -> coco.agent.v1.NetworkInterface
 	5,  // 4: coco.agent.v1.PodNetwork.routes:type_name -> coco.agent.v1.NetworkRoute
 	6,  // 5: coco.agent.v1.PodNetwork.neighbors:type_name -> coco.agent.v1.NetworkNeighbor
-	8,  // 6: coco.agent.v1.PrepareContainerRequest.rootfs:type_name -> coco.agent.v1.Rootfs
-	11, // 7: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
-	9,  // 8: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
-	10, // 9: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
-	25, // 10: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
-	26, // 11: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
-	24, // 12: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	11, // 13: coco.agent.v1.UpdateVolumeRequest.files:type_name -> coco.agent.v1.File
-	0,  // 14: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
-	2,  // 15: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
-	7,  // 16: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
-	13, // 17: coco.agent.v1.Agent.Events:input_type -> coco.agent.v1.EventsRequest
-	15, // 18: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
-	16, // 19: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
-	17, // 20: coco.agent.v1.Agent.UpdateVolume:input_type -> coco.agent.v1.UpdateVolumeRequest
-	18, // 21: coco.agent.v1.Agent.ReadTerminationMessage:input_type -> coco.agent.v1.ReadTerminationMessageRequest
-	1,  // 22: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
-	25, // 23: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
-	12, // 24: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
-	14, // 25: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
-	25, // 26: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
-	25, // 27: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	25, // 28: coco.agent.v1.Agent.UpdateVolume:output_type -> google.protobuf.Empty
-	19, // 29: coco.agent.v1.Agent.ReadTerminationMessage:output_type -> coco.agent.v1.ReadTerminationMessageResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	9,  // 6: coco.agent.v1.PrepareContainerRequest.rootfs:type_name -> coco.agent.v1.Rootfs
+	12, // 7: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
+	8,  // 8: coco.agent.v1.PrepareContainerRequest.disk_volumes:type_name -> coco.agent.v1.DiskVolume
+	10, // 9: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
+	11, // 10: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
+	26, // 11: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
+	27, // 12: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
+	25, // 13: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	12, // 14: coco.agent.v1.UpdateVolumeRequest.files:type_name -> coco.agent.v1.File
+	0,  // 15: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
+	2,  // 16: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
+	7,  // 17: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
+	14, // 18: coco.agent.v1.Agent.Events:input_type -> coco.agent.v1.EventsRequest
+	16, // 19: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
+	17, // 20: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
+	18, // 21: coco.agent.v1.Agent.UpdateVolume:input_type -> coco.agent.v1.UpdateVolumeRequest
+	19, // 22: coco.agent.v1.Agent.ReadTerminationMessage:input_type -> coco.agent.v1.ReadTerminationMessageRequest
+	1,  // 23: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
+	26, // 24: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
+	13, // 25: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
+	15, // 26: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
+	26, // 27: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
+	26, // 28: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	26, // 29: coco.agent.v1.Agent.UpdateVolume:output_type -> google.protobuf.Empty
+	20, // 30: coco.agent.v1.Agent.ReadTerminationMessage:output_type -> coco.agent.v1.ReadTerminationMessageResponse
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1667,7 +1748,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[8].OneofWrappers = []any{
+	file_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*Rootfs_Block)(nil),
 		(*Rootfs_GuestPull)(nil),
 		(*Rootfs_Agent)(nil),
@@ -1678,7 +1759,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -155,6 +155,9 @@ func (r *PrepareContainerRequest) Validate() error {
 	if r.GetSandboxContainer() != agentRootfs {
 		return invalid("rootfs", "the sandbox container and only it uses the agent rootfs (sandbox_container=%v)", r.GetSandboxContainer())
 	}
+	if err := validateDiskVolumes(r.GetDiskVolumes()); err != nil {
+		return err
+	}
 	return validateFiles("files", r.GetFiles(), "")
 }
 
