@@ -10,7 +10,9 @@ import (
 
 // A hostile host's disk_volumes: each refused naming the field.
 func TestValidateDiskVolumes(t *testing.T) {
-	ok := func() *DiskVolume { return &DiskVolume{Serial: "v0123456789abcdef012", Destination: "/data", Fstype: "erofs"} }
+	ok := func() *DiskVolume {
+		return &DiskVolume{Serial: "v0123456789abcdef012", Destination: "/data", Fstype: "erofs"}
+	}
 	block := &Rootfs{Source: &Rootfs_Block{Block: &BlockDevice{Serial: "r1", Fstype: "erofs"}}}
 	many := make([]*DiskVolume, MaxDiskVolumes+1)
 	for i := range many {
