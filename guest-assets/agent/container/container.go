@@ -221,6 +221,10 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	if err != nil {
 		return "", err
 	}
+	diskDirs, err := m.mountDiskVolumes(ctx, p, r.GetDiskVolumes())
+	if err != nil {
+		return "", err
+	}
 	res, err := spec.Rewrite(r.GetSpec(), spec.Options{
 		ContainerID:  id,
 		Sandbox:      p.sandbox,
@@ -230,6 +234,7 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		ShmDir:       m.cfg.ShmDir,
 		CgroupParent: m.cfg.CgroupParent,
 		VolumeRoot:   m.cfg.VolumeRoot,
+		DiskDirs:     diskDirs,
 	})
 	if err != nil {
 		return "", err

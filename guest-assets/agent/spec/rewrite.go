@@ -53,6 +53,10 @@ type Options struct {
 	// directories ("" = a private tmpfs each). Mounts of one host path
 	// share one directory, so containers of a pod share an emptyDir.
 	VolumeRoot string
+	// DiskDirs maps a bind mount destination to the guest directory where
+	// a hot-plugged read-only disk for it is mounted (an image volume);
+	// the mount binds it read-only whatever its options say.
+	DiskDirs map[string]string
 }
 
 // Result is a rewritten spec plus what was changed that the user may care
@@ -324,6 +328,14 @@ func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn f
 			continue
 		}
 		ro := slices.Contains(m.Options, "ro")
+		if src, ok := o.DiskDirs[m.Destination]; ok {
+			if used[m.Destination] {
+				return nil, nil, invalid(field+".destination", "%q: a disk volume's destination mounted twice", m.Destination)
+			}
+			used[m.Destination] = true
+			*m = readOnlyBind(guestBind(*m, src))
+			continue
+		}
 		if src, ok := o.Files[m.Destination]; ok {
 			used[m.Destination] = true
 			*m = guestBind(*m, src)
@@ -393,6 +405,9 @@ func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn f
 	if len(unused) > 0 {
 		sort.Strings(unused)
 		return nil, nil, fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
+	}
+	if err := disksUsed(o.DiskDirs, used); err != nil {
+		return nil, nil, err
 	}
 	return dirs, fileDirs, nil
 }
