@@ -19,7 +19,7 @@ func copiedHostDir(m specs.Mount) bool {
 	if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
 		return false
 	}
-	return m.Destination != "/dev/shm" && !isFileVolume(m.Source) && !isEmptyDir(m.Source) && !isEmptyDirSubPath(m.Source)
+	return m.Destination != "/dev/shm" && !isFileVolume(m.Source) && !isEmptyDir(m.Source) && !isEmptyDirSubPath(m.Source) && !isImageVolume(m)
 }
 
 // isDir says whether p is a directory, following links as the bind mount

@@ -48,6 +48,7 @@ func (g *guestTasks) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*tas
 		// guest's ACPI handshake (~0.3 s under TCG) and need not hold up
 		// the answer: a pod being stopped deletes its containers first.
 		g.s.releaseRootfs(ctx, r.ID)
+		g.s.releaseDiskVolumes(ctx, r.ID)
 	}
 	return resp, err
 }

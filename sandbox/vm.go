@@ -61,6 +61,8 @@ type vmSandbox struct {
 	// vols keeps containers' file volumes in sync and copies their
 	// termination messages back (volumesync.go).
 	vols volumeSync
+	// dvols are the containers' image volume disks (diskvolumes.go).
+	dvols diskVolumes
 
 	events       chan Event
 	eventsClosed sync.Once
@@ -330,6 +332,14 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		}()
 		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Block{Block: &api.BlockDevice{Serial: serial, Fstype: "erofs"}}}
 	}
+	if prep.DiskVolumes, err = s.attachDiskVolumes(ctx, r.ID, spec); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			s.detachDiskVolumes(context.WithoutCancel(ctx), r.ID)
+		}
+	}()
 	cp.RootfsMs = ms(time.Since(t))
 	copyDirs := hostDirsMode(s.opts.Config.Volumes.HostDirs, s.vmConfig.TEE.Kind.Confidential()) == "copy"
 	if prep.Files, err = hostFiles(spec, copyDirs); err != nil {

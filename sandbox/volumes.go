@@ -168,7 +168,7 @@ func checkHostDirs(sp *specs.Spec, mode string) error {
 		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
 			continue
 		}
-		if m.Destination == "/dev/shm" || isFileVolume(m.Source) || isEmptyDir(m.Source) || isEmptyDirSubPath(m.Source) {
+		if m.Destination == "/dev/shm" || isFileVolume(m.Source) || isEmptyDir(m.Source) || isEmptyDirSubPath(m.Source) || isImageVolume(m) {
 			continue
 		}
 		fi, err := os.Stat(m.Source)
