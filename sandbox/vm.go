@@ -350,6 +350,9 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 			return nil, err
 		}
 	}
+	if prep.Spec, err = emptyDirSubPaths(prep.Spec, spec); err != nil {
+		return nil, err
+	}
 	if err := s.addResolvConf(prep, spec); err != nil {
 		return nil, err
 	}

@@ -70,7 +70,10 @@ type prepared struct {
 	bundle  string
 	sandbox bool
 	mounts  []string // to unmount, innermost first
-	process []byte   // the process as the host sent it (spec.Result.HostProcess)
+	// subPaths are the bind targets of subPath mounts of emptyDirs (in
+	// mounts too), removed once unmounted.
+	subPaths []string
+	process  []byte // the process as the host sent it (spec.Result.HostProcess)
 	// volumes maps a file volume's mount destination to its guest
 	// directory (atomic writer layout); emptyFiles a single-file mount the
 	// host sent empty (a termination message file) to its guest file.
@@ -254,6 +257,15 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		if err := os.Chmod(d, 0o777); err != nil {
 			return "", err
 		}
+	}
+	for _, sp := range res.SubPaths {
+		if err := bindSubPath(sp.Dir, sp.Rel, sp.Target); err != nil {
+			return "", fmt.Errorf("container %s: %w", id, err)
+		}
+		m.mu.Lock()
+		p.mounts = append([]string{sp.Target}, p.mounts...)
+		p.subPaths = append(p.subPaths, sp.Target)
+		m.mu.Unlock()
 	}
 	m.mu.Lock()
 	p.process = res.HostProcess
@@ -512,6 +524,13 @@ func (m *Manager) cleanup(ctx context.Context, p *prepared) error {
 		}
 	}
 	p.mounts = nil
+	// One at a time and not recursively: a target still mounted shows
+	// the emptyDir, whose content is the pod's.
+	for _, t := range p.subPaths {
+		os.Remove(t)
+		os.Remove(filepath.Dir(t))
+	}
+	p.subPaths = nil
 	if err := os.RemoveAll(p.bundle); err != nil && first == nil {
 		first = err
 	}

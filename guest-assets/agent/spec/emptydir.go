@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,15 +22,33 @@ const EmptyDirSizeAnnotation = "emptydir.coco-runtime.io/"
 // allocated only when written.
 const maxEmptyDirBytes = 1 << 40
 
-// EmptyDirName returns the volume name when source is a kubelet emptyDir:
-// <kubelet root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>.
-func EmptyDirName(source string) (string, bool) {
-	dir, name := path.Split(path.Clean(source))
-	dir = path.Clean(dir)
-	if path.Base(dir) != "kubernetes.io~empty-dir" || path.Base(path.Dir(dir)) != "volumes" || name == "" {
-		return "", false
+// emptyDirKind is the kubelet's emptyDir plugin directory.
+const emptyDirKind = "kubernetes.io~empty-dir"
+
+// EmptyDirSource splits a bind mount source that names a kubelet emptyDir,
+// <kubelet root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>, or a
+// path in one (<that>/<sub>: the shim's form for a subPath of it, since
+// the kubelet's own source, .../volume-subpaths/<name>/<container>/<i>,
+// names no volume). It returns the emptyDir's path, its name and sub
+// ("" for the whole volume). ok is false for any other source; a sub that
+// climbs out ("..") is an error, whatever the host meant by it.
+func EmptyDirSource(source string) (dir, name, sub string, ok bool, err error) {
+	parts := strings.Split(source, "/")
+	for i := 0; i+2 < len(parts); i++ {
+		if parts[i] != "volumes" || parts[i+1] != emptyDirKind || parts[i+2] == "" || parts[i+2] == "." || parts[i+2] == ".." {
+			continue
+		}
+		rest := parts[i+3:]
+		if slices.Contains(rest, "..") {
+			return "", "", "", false, fmt.Errorf("%q: a path in an emptyDir may not contain \"..\"", source)
+		}
+		dir, name = path.Clean(strings.Join(parts[:i+3], "/")), parts[i+2]
+		if sub = path.Clean(strings.Join(rest, "/")); sub == "." {
+			sub = ""
+		}
+		return dir, name, sub, true, nil
 	}
-	return name, true
+	return "", "", "", false, nil
 }
 
 // EmptyDirSize returns the size the annotations give emptyDir name, in

@@ -75,9 +75,18 @@ type Result struct {
 	// with the tmpfs size for each (0: the kernel's default, half the
 	// guest's memory).
 	EmptyDirs map[string]int64
+	// SubPaths are the spec's subPath mounts of an emptyDir: the caller
+	// binds each Rel of Dir (an EmptyDirs entry) at Target, which the
+	// spec now binds, after checking that Rel stays inside Dir.
+	SubPaths []SubPath
 	// FileDirs are the destinations of directory mounts whose content is
 	// the host's files (kubelet file volumes), in spec order.
 	FileDirs []string
+}
+
+// SubPath is one subPath mount of an emptyDir (see Result.SubPaths).
+type SubPath struct {
+	Dir, Rel, Target string
 }
 
 // mount types that carry no host path and keep their meaning in the guest.
@@ -149,7 +158,7 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	if err := rewriteNamespaces(&s, o, warn); err != nil {
 		return nil, err
 	}
-	if res.VolumeDirs, res.FileDirs, err = rewriteMounts(&s, o, &res.EmptyDirs, warn); err != nil {
+	if err = rewriteMounts(&s, o, res, warn); err != nil {
 		return nil, err
 	}
 	rewriteLinux(&s, o, warn)
@@ -310,27 +319,27 @@ func nsFile(t specs.LinuxNamespaceType) string {
 	return string(t)
 }
 
-func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn func(string, ...any)) ([]string, []string, error) {
+func rewriteMounts(s *specs.Spec, o Options, res *Result, warn func(string, ...any)) error {
 	used := map[string]bool{}
 	var dirs, fileDirs []string
 	for i := range s.Mounts {
 		m := &s.Mounts[i]
 		field := fmt.Sprintf("mounts[%d]", i)
 		if m.Destination == "" || !path.IsAbs(m.Destination) || strings.ContainsRune(m.Destination, 0) {
-			return nil, nil, invalid(field+".destination", "%q must be an absolute path", m.Destination)
+			return invalid(field+".destination", "%q must be an absolute path", m.Destination)
 		}
 		m.Destination = path.Clean(m.Destination)
 		bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 		if !bind {
 			if !slices.Contains(guestMountTypes, m.Type) {
-				return nil, nil, invalid(field+".type", "%q is not allowed in the guest: want bind or one of %s", m.Type, strings.Join(guestMountTypes, ", "))
+				return invalid(field+".type", "%q is not allowed in the guest: want bind or one of %s", m.Type, strings.Join(guestMountTypes, ", "))
 			}
 			continue
 		}
 		ro := slices.Contains(m.Options, "ro")
 		if src, ok := o.DiskDirs[m.Destination]; ok {
 			if used[m.Destination] {
-				return nil, nil, invalid(field+".destination", "%q: a disk volume's destination mounted twice", m.Destination)
+				return invalid(field+".destination", "%q: a disk volume's destination mounted twice", m.Destination)
 			}
 			used[m.Destination] = true
 			*m = readOnlyBind(guestBind(*m, src))
@@ -347,7 +356,7 @@ func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn f
 			}) {
 				// Each keeps its own atomic writer layout: one inside
 				// another's would be moved into its version directory.
-				return nil, nil, invalid(field+".destination", "%q: a file volume nested in another is not supported", m.Destination)
+				return invalid(field+".destination", "%q: a file volume nested in another is not supported", m.Destination)
 			}
 			if !slices.Contains(fileDirs, m.Destination) {
 				fileDirs = append(fileDirs, m.Destination)
@@ -364,19 +373,33 @@ func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn f
 		// path (an emptyDir works), or each gets an empty private tmpfs.
 		if o.VolumeRoot != "" && m.Destination != "/dev/shm" {
 			dir := path.Join(o.VolumeRoot, VolumeKey(m.Source))
-			if name, ok := EmptyDirName(m.Source); ok {
+			host, name, sub, ok, err := EmptyDirSource(m.Source)
+			if err != nil {
+				return invalid(field+".source", "%v", err)
+			}
+			if ok {
 				size, err := EmptyDirSize(s.Annotations, name)
 				if err != nil {
-					return nil, nil, err
+					return err
 				}
-				if *emptyDirs == nil {
-					*emptyDirs = map[string]int64{}
+				dir = path.Join(o.VolumeRoot, VolumeKey(host))
+				if res.EmptyDirs == nil {
+					res.EmptyDirs = map[string]int64{}
 				}
-				(*emptyDirs)[dir] = size
-				*m = guestBind(*m, dir)
+				res.EmptyDirs[dir] = size
 				if !slices.Contains(dirs, dir) {
 					dirs = append(dirs, dir)
 				}
+				if sub == "" {
+					*m = guestBind(*m, dir)
+					continue
+				}
+				// The agent binds the checked path here (a name no
+				// VolumeKey takes): the OCI runtime's own bind of
+				// <dir>/<sub> would follow links a container made.
+				target := path.Join(o.VolumeRoot, "subpaths", o.ContainerID, fmt.Sprint(i))
+				res.SubPaths = append(res.SubPaths, SubPath{Dir: dir, Rel: sub, Target: target})
+				*m = guestBind(*m, target)
 				continue
 			}
 			warn("mount %s: host path %q is not shared with the guest; using the pod's empty guest directory for it", m.Destination, m.Source)
@@ -404,12 +427,13 @@ func rewriteMounts(s *specs.Spec, o Options, emptyDirs *map[string]int64, warn f
 	}
 	if len(unused) > 0 {
 		sort.Strings(unused)
-		return nil, nil, fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
+		return fmt.Errorf("files: destination %q has no bind mount in the spec: %w", unused[0], errdefs.ErrInvalidArgument)
 	}
 	if err := disksUsed(o.DiskDirs, used); err != nil {
-		return nil, nil, err
+		return err
 	}
-	return dirs, fileDirs, nil
+	res.VolumeDirs, res.FileDirs = dirs, fileDirs
+	return nil
 }
 
 // filesUnder returns the guest directory holding the files the host sent

@@ -2,6 +2,7 @@ package genpolicy
 
 import (
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -151,9 +152,18 @@ func (g *generator) containerMounts(c *container, img *ImageConfig, sc secContex
 			m.RO = boolp(vm.ReadOnly || p.ro)
 		}
 		if vm.SubPath != "" {
-			if kind == "hostPath" {
+			switch kind {
+			case "hostPath":
 				m.Source = "^" + regexp.QuoteMeta(strings.TrimRight(v.HostPath.Path, "/")+"/"+vm.SubPath) + "$"
-			} else {
+			case "emptyDir":
+				// The shim names the path it stands for (the guest holds
+				// the emptyDir): exactly this one, as the kubelet cleans it.
+				sub, err := emptyDirSubPath(vm.SubPath)
+				if err != nil {
+					return nil, fmt.Errorf("%s.subPath: %w", field, err)
+				}
+				m.Source = strings.TrimSuffix(m.Source, "$") + regexp.QuoteMeta(sub) + "$"
+			default:
 				m.Source = "^" + pods + "volume-subpaths/" + regexp.QuoteMeta(v.Name) + "/" + regexp.QuoteMeta(c.Name) + "/" + fmt.Sprint(i) + "$"
 			}
 		}
@@ -203,4 +213,18 @@ func (g *generator) containerMounts(c *container, img *ImageConfig, sc secContex
 // containerd backs with directories of its own.
 func imageVolumes(img *ImageConfig) []string {
 	return img.Volumes
+}
+
+// emptyDirSubPath is the suffix a subPath adds to its emptyDir's path in
+// the source the shim writes: "/<subPath>" cleaned, "" for the volume
+// itself. The API server refuses ".." and absolute subPaths; a pod file
+// given to the generator directly is held to the same.
+func emptyDirSubPath(sub string) (string, error) {
+	if path.IsAbs(sub) || slices.Contains(strings.Split(sub, "/"), "..") {
+		return "", fmt.Errorf("%q must be a relative path without \"..\"", sub)
+	}
+	if c := path.Clean(sub); c != "." {
+		return "/" + c, nil
+	}
+	return "", nil
 }

@@ -1,0 +1,118 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"slices"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// maxSubPathSearch bounds the directories looked at to find a subPath in
+// its emptyDir. The host directory of an emptyDir holds only what the
+// kubelet made in it (the subPath directories): the pod's containers write
+// the guest's copy.
+const maxSubPathSearch = 4096
+
+// subPathOf returns the emptyDir directory and the path in it that the
+// kubelet's bind mount source (<root>/pods/<uid>/volume-subpaths/<volume>/
+// <container>/<i>) shows. The kubelet records the subPath nowhere but in
+// the bind mount itself, so the directory is found by what the mount
+// shows: the one in the volume with the mount's device and inode. That
+// needs no knowledge of the kubelet's internals or of the host's mount
+// table (whose paths are relative to each filesystem's root), and the
+// guest checks the answer anyway.
+func subPathOf(source string) (vol, rel string, err error) {
+	p := path.Clean(source)
+	subpaths := path.Dir(path.Dir(path.Dir(p)))
+	vol = path.Join(path.Dir(subpaths), "volumes", emptyDirKind, path.Base(path.Dir(path.Dir(p))))
+	var want syscall.Stat_t
+	if err := syscall.Stat(p, &want); err != nil {
+		return "", "", err
+	}
+	seen, found := 0, false
+	err = filepath.WalkDir(vol, func(q string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if seen++; seen > maxSubPathSearch {
+			return fmt.Errorf("more than %d directories in the host's emptyDir directory", maxSubPathSearch)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(q, &st); err != nil {
+			return err
+		}
+		if st.Dev == want.Dev && st.Ino == want.Ino {
+			found = true
+			rel, err = filepath.Rel(vol, q)
+			if err == nil {
+				err = fs.SkipAll
+			}
+			return err
+		}
+		return nil
+	})
+	if found && (err == nil || errors.Is(err, fs.SkipAll)) {
+		return vol, rel, nil
+	}
+	if err == nil {
+		err = errors.New("no directory of the volume is the one it shows")
+	}
+	return "", "", err
+}
+
+// emptyDirSubPaths returns the spec (raw, as containerd wrote it) with the
+// source of each subPath mount of an emptyDir written as the path it
+// stands for, <emptyDir>/<subPath>: the guest's own copy of the emptyDir
+// holds the content, and the policy pins that form (genpolicy). Other
+// fields and mounts are left as they are.
+func emptyDirSubPaths(raw []byte, sp *specs.Spec) ([]byte, error) {
+	var doc map[string]json.RawMessage
+	var mounts []map[string]json.RawMessage
+	changed := false
+	for i, m := range sp.Mounts {
+		if !isEmptyDirSubPath(m.Source) || (m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind")) {
+			continue
+		}
+		vol, rel, err := subPathOf(m.Source)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: the subPath of an emptyDir that the kubelet bound at %s: %v: %w", m.Destination, m.Source, err, errdefs.ErrInvalidArgument)
+		}
+		if mounts == nil {
+			if err := json.Unmarshal(raw, &doc); err != nil {
+				return nil, fmt.Errorf("spec: %w: %w", err, errdefs.ErrInvalidArgument)
+			}
+			if err := json.Unmarshal(doc["mounts"], &mounts); err != nil || len(mounts) != len(sp.Mounts) {
+				return nil, fmt.Errorf("spec: mounts do not parse as %d mounts: %w", len(sp.Mounts), errdefs.ErrInvalidArgument)
+			}
+		}
+		src := vol
+		if rel != "." {
+			src = vol + "/" + filepath.ToSlash(rel)
+		}
+		b, err := json.Marshal(src)
+		if err != nil {
+			return nil, err
+		}
+		mounts[i]["source"] = b
+		changed = true
+	}
+	if !changed {
+		return raw, nil
+	}
+	b, err := json.Marshal(mounts)
+	if err != nil {
+		return nil, err
+	}
+	doc["mounts"] = b
+	return json.Marshal(doc)
+}
