@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -359,8 +360,17 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	t = time.Now()
 	prepared, err := c.Agent().PrepareContainer(ctx, prep)
 	if err != nil {
+		if ctx.Err() != nil {
+			s.undoInGuest(ctx, c, r.ID)
+		}
 		return nil, s.explainMissingDisk(prep, err)
 	}
+	defer func() {
+		// Runs before the rootfs disk is detached (defers run last first).
+		if retErr != nil {
+			s.undoInGuest(ctx, c, r.ID)
+		}
+	}()
 	cp.PrepareMs = ms(time.Since(t))
 	t = time.Now()
 	stdin, stdout, stderr, abort, err := connectStdio(ctx, c, r.ID, "", pio)
@@ -385,6 +395,29 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	s.phases.update(func(p *Phases) { p.Containers = append(p.Containers, cp) })
 	return resp, nil
 }
+
+// undoInGuest removes what a CreateTask the host gave up on made in the
+// guest: the guest keeps working past the host's deadline, so it may have
+// prepared the bundle or even created the task. Its process is killed and
+// the task and bundle deleted, so the guest unmounts the rootfs before its
+// disk is unplugged and no container runs that the host does not know of.
+func (s *vmSandbox) undoInGuest(ctx context.Context, c agentClient, id string) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	t := c.Task()
+	if _, err := t.Kill(uctx, &taskAPI.KillRequest{ID: id, Signal: uint32(unix.SIGKILL), All: true}); err == nil {
+		if _, err := t.Wait(uctx, &taskAPI.WaitRequest{ID: id}); err != nil {
+			log.G(ctx).WithError(err).WithField("container", id).Debug("undo: wait for the killed task")
+		}
+	}
+	if _, err := t.Delete(uctx, &taskAPI.DeleteRequest{ID: id}); err != nil && !errdefs.IsNotFound(err) {
+		log.G(ctx).WithError(err).WithField("container", id).Warn("undoing a failed container create in the guest")
+	}
+}
+
+// undoTimeout bounds undoInGuest: a kill, its exit and a delete take the
+// agent well under a second.
+const undoTimeout = 10 * time.Second
 
 func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskRequest, root string) (string, error) {
 	hot, ok := s.vm.(hypervisor.DiskHotplugger)

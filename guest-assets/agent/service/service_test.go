@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -413,4 +414,28 @@ func TestServeConn(t *testing.T) {
 	nctx := namespaces.WithNamespace(ctx, "k8s.io")
 	_, err = c.Task().Create(nctx, &task.CreateTaskRequest{ID: "c1", Bundle: "/b"})
 	wantErr(t, err, errdefs.IsFailedPrecondition, "sandbox not set up")
+}
+
+// A host that gives up on a create after PrepareContainer deletes the task
+// it never got: the guest answers NotFound and still removes the bundle
+// (and its mounts), so the rootfs disk can be unplugged; a second delete
+// finds nothing.
+func TestDeleteOfPreparedContainerRemovesBundle(t *testing.T) {
+	h := start(t)
+	ctx := namespaces.WithNamespace(context.Background(), "k8s.io")
+	if _, err := h.client.Agent().SetupSandbox(ctx, &api.SetupSandboxRequest{SandboxId: "pod"}); err != nil {
+		t.Fatal(err)
+	}
+	prepareC1(t, h, ctx, &specs.Process{Args: []string{"/pause"}, Cwd: "/"})
+	bundle := filepath.Join(h.dir, "bundles", "c1")
+	if _, err := os.Stat(bundle); err != nil {
+		t.Fatalf("prepared bundle: %v", err)
+	}
+	_, err := h.client.Task().Delete(ctx, &task.DeleteRequest{ID: "c1"})
+	wantErr(t, err, errdefs.IsNotFound)
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("bundle of a container never created left behind: %v", err)
+	}
+	_, err = h.client.Task().Delete(ctx, &task.DeleteRequest{ID: "c1"})
+	wantErr(t, err, errdefs.IsNotFound)
 }

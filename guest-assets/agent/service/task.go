@@ -144,6 +144,14 @@ func (t *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*task
 func (t *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	resp, err := t.backend(r.ID).Delete(ctx, r)
 	if err != nil {
+		if r.ExecID == "" && errdefs.IsNotFound(errgrpc.ToNative(err)) && t.containers.Prepared(r.ID) {
+			// The host gave up on a create after PrepareContainer: the
+			// bundle and its mounts go, so the rootfs disk can be unplugged.
+			t.streams.ReleaseContainer(r.ID)
+			if rerr := t.containers.Remove(ctx, r.ID); rerr != nil && !errdefs.IsNotFound(rerr) {
+				log.G(ctx).WithError(rerr).WithField("container", r.ID).Warn("removing the bundle of a container never created")
+			}
+		}
 		return nil, err
 	}
 	if r.ExecID != "" {
