@@ -18,6 +18,11 @@ type expectedMount struct {
 	RO          *bool    `json:"ro"`
 	Required    bool     `json:"required"`
 	What        string   `json:"what"` // for messages: "configMap volume cfg"
+	// ImageVolume: the host may back the mount with a read-only disk
+	// (PrepareContainer's disk_volumes); DiskRequired: it must (an image
+	// volume without subPath is a directory, always sent as a disk).
+	ImageVolume  bool `json:"image_volume,omitempty"`
+	DiskRequired bool `json:"disk_required,omitempty"`
 }
 
 // criRoot matches the directories containerd's CRI keeps a sandbox's files
@@ -101,14 +106,16 @@ func volumeKind(v *volume) (string, error) {
 		return "hostPath", nil
 	case v.PersistentVolumeClaim != nil:
 		return "persistentVolumeClaim", nil
+	case len(v.Image) > 0:
+		return "image", nil
 	}
-	for name, set := range map[string]bool{"csi": len(v.CSI) > 0, "ephemeral": len(v.Ephemeral) > 0, "image": len(v.Image) > 0,
+	for name, set := range map[string]bool{"csi": len(v.CSI) > 0, "ephemeral": len(v.Ephemeral) > 0,
 		"nfs": len(v.NFS) > 0, "iscsi": len(v.ISCSI) > 0, "gitRepo": len(v.GitRepo) > 0} {
 		if set {
 			return "", fmt.Errorf("volumes[%s].%s: not supported by the policy generator", v.Name, name)
 		}
 	}
-	return "", fmt.Errorf("volumes[%s]: no volume source the policy generator supports (configMap, secret, projected, downwardAPI, emptyDir, hostPath, persistentVolumeClaim)", v.Name)
+	return "", fmt.Errorf("volumes[%s]: no volume source the policy generator supports (configMap, secret, projected, downwardAPI, emptyDir, hostPath, persistentVolumeClaim, image)", v.Name)
 }
 
 // containerMounts: the pod's volumes at their declared destinations, the
@@ -142,6 +149,13 @@ func (g *generator) containerMounts(c *container, img *ImageConfig, sc secContex
 		switch kind {
 		case "hostPath":
 			m.Source = "^" + regexp.QuoteMeta(v.HostPath.Path) + "$"
+		case "image":
+			// containerd's CRI mounts the image read-only at
+			// <state>/image-volumes/<pod>/<manifest digest> and binds it,
+			// or its subPath (the CRI's, not the kubelet's), read-only.
+			m.Source = imageVolumeSource(vm.SubPath)
+			m.RO = boolp(true)
+			m.ImageVolume, m.DiskRequired = true, vm.SubPath == ""
 		case "persistentVolumeClaim":
 			// The source names the bound PersistentVolume, unknown here.
 			m.Source = "^" + pods + `volumes/[^/]+/[^/]+$`
@@ -155,6 +169,8 @@ func (g *generator) containerMounts(c *container, img *ImageConfig, sc secContex
 			switch kind {
 			case "hostPath":
 				m.Source = "^" + regexp.QuoteMeta(strings.TrimRight(v.HostPath.Path, "/")+"/"+vm.SubPath) + "$"
+			case "image":
+				// set above
 			case "emptyDir":
 				// The shim names the path it stands for (the guest holds
 				// the emptyDir): exactly this one, as the kubelet cleans it.
@@ -227,4 +243,15 @@ func emptyDirSubPath(sub string) (string, error) {
 		return "/" + c, nil
 	}
 	return "", nil
+}
+
+// imageVolumeSource is the source pattern of an image volume's bind mount,
+// of its subPath sub when set. The digest in the path is the host's word
+// on which image it mounted, not pinned: the host supplies the content.
+func imageVolumeSource(sub string) string {
+	p := `^/.+/io\.containerd\.grpc\.v1\.cri/image-volumes/[^/]+/[0-9a-f]{64}`
+	if sub != "" {
+		p += "/" + regexp.QuoteMeta(strings.Trim(path.Clean("/"+sub), "/"))
+	}
+	return p + "$"
 }

@@ -138,6 +138,7 @@ PrepareContainerRequest if {
 	sysctls_ok(object.get(linux, "sysctl", {}), c.sysctls)
 	namespaces_ok(c)
 	mounts_ok(c)
+	disk_volumes_ok(c)
 }
 
 reasons.PrepareContainerRequest contains msg if {
@@ -623,6 +624,49 @@ reasons.PrepareContainerRequest contains msg if {
 	some w in c.mounts
 	not mount_present_ok(w)
 	msg := sprintf("%s.mounts[%s]: missing (%s)", [label, w.destination, w.what])
+}
+
+# disk_volumes: a hot-plugged read-only disk only for a mount declared as
+# an image volume, and one for each image volume the spec mounts whole
+# (else the container would get an empty directory for the image).
+disk_volumes := object.get(input, "disk_volumes", [])
+
+disk_volumes_ok(c) if {
+	every d in disk_volumes {
+		disk_volume_ok(c, d)
+	}
+	every w in c.mounts {
+		image_volume_backed(w)
+	}
+}
+
+disk_volume_ok(c, d) if {
+	some w in c.mounts
+	w.destination == object.get(d, "destination", "")
+	object.get(w, "image_volume", false) == true
+}
+
+image_volume_backed(w) if object.get(w, "disk_required", false) == false
+
+image_volume_backed(w) if not w.destination in {m.destination | some m in mounts}
+
+image_volume_backed(w) if {
+	some d in disk_volumes
+	object.get(d, "destination", "") == w.destination
+}
+
+reasons.PrepareContainerRequest contains msg if {
+	c := expected
+	some d in disk_volumes
+	not disk_volume_ok(c, d)
+	msg := sprintf("%s.disk_volumes[%s]: a disk for a mount not declared as an image volume", [label, object.get(d, "destination", "")])
+}
+
+reasons.PrepareContainerRequest contains msg if {
+	c := expected
+	some w in c.mounts
+	not image_volume_backed(w)
+	msg := sprintf("%s.mounts[%s]: %s comes without its disk (disk_volumes)", [label, w.destination, w.what])
 }
 
 # --- exec ---
