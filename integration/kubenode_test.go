@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/coco-runtime/coco/integration/harness"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 var kubeNode struct {
@@ -101,4 +103,62 @@ func kubeHandlers(e *env) ([]harness.Handler, error) {
 		return nil, err
 	}
 	return []harness.Handler{harness.CocoHandler(handlerRefuseHostDirs, path, "")}, nil
+}
+
+// TestKubeletEmptyDirSubPath: a subPath of an emptyDir is that directory of
+// the volume, in the guest as on a runc node. An init container writes
+// through the subPath before anything mounts the whole volume (so the
+// subPath makes the pod's emptyDir), then one container mounts the whole
+// emptyDir and another the subPath, and each sees what the other writes.
+func TestKubeletEmptyDirSubPath(t *testing.T) {
+	k := requireKube(t)
+	for _, rc := range handlerRows[:2] { // runc, coco: the sandboxer class shares the volume code
+		t.Run(rc.name, func(t *testing.T) {
+			if rc.coco {
+				requireGuest(t)
+			}
+			ctx := testCtx(t, 8*time.Minute)
+			ns := "kubelet-subpath-" + rc.name
+			if err := k.Namespace(ctx, ns); err != nil {
+				t.Fatal(err)
+			}
+			rcName, grace := rc.name, int64(1)
+			mount := func(subPath, at string) []corev1.VolumeMount {
+				return []corev1.VolumeMount{{Name: "shared", MountPath: at, SubPath: subPath}}
+			}
+			ctr := func(name, script string, mounts []corev1.VolumeMount) corev1.Container {
+				return corev1.Container{Name: name, Image: harness.BusyboxImage, ImagePullPolicy: corev1.PullNever,
+					Command: []string{"sh", "-c", script}, VolumeMounts: mounts}
+			}
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "subpath", Namespace: ns},
+				Spec: corev1.PodSpec{
+					NodeName: k.NodeName, RuntimeClassName: &rcName, TerminationGracePeriodSeconds: &grace,
+					InitContainers: []corev1.Container{ctr("init", "echo from init > /logs/init", mount("logs/app", "/logs"))},
+					Containers: []corev1.Container{
+						ctr("whole", "exec sleep 3600", mount("", "/shared")),
+						ctr("sub", "exec sleep 3600", mount("logs/app", "/logs")),
+					},
+					Volumes: []corev1.Volume{{Name: "shared", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+				},
+			}
+			created, err := k.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := waitKubePod(ctx, k, created, 5*time.Minute, podReady)
+			if err != nil {
+				t.Fatalf("pod %s/%s (runtimeClassName %s) not Ready: %v\n%s", ns, pod.Name, rc.name, err, kubePodReport(ctx, k, got))
+			}
+			kubeExpect(ctx, t, k, got, "whole", "from init", "cat", "/shared/logs/app/init")
+			kubeExpect(ctx, t, k, got, "sub", "from init", "cat", "/logs/init")
+			kubeExec(ctx, t, k, got, "sub", "sh", "-c", "echo from sub > /logs/sub")
+			kubeExpect(ctx, t, k, got, "whole", "from sub", "cat", "/shared/logs/app/sub")
+			kubeExec(ctx, t, k, got, "whole", "sh", "-c", "echo from whole > /shared/logs/app/whole; echo outside > /shared/top")
+			kubeExpect(ctx, t, k, got, "sub", "from whole", "cat", "/logs/whole")
+			// The subPath shows its directory only, not the volume.
+			kubeExpect(ctx, t, k, got, "sub", "init sub whole", "sh", "-c", "echo $(ls /logs)")
+			deleteKubePod(ctx, t, k, got)
+		})
+	}
 }
