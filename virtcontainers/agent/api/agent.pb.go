@@ -589,7 +589,11 @@ type PrepareContainerRequest struct {
 	SandboxContainer bool `protobuf:"varint,5,opt,name=sandbox_container,json=sandboxContainer,proto3" json:"sandbox_container,omitempty"`
 	// Read-only disks the host hot-plugged for bind mounts of this
 	// container (image volumes), each mounted read-only at its destination.
-	DiskVolumes   []*DiskVolume `protobuf:"bytes,6,rep,name=disk_volumes,json=diskVolumes,proto3" json:"disk_volumes,omitempty"`
+	DiskVolumes []*DiskVolume `protobuf:"bytes,6,rep,name=disk_volumes,json=diskVolumes,proto3" json:"disk_volumes,omitempty"`
+	// Host block devices the spec's linux.devices name (a pod's
+	// volumeDevices), hot-plugged as disks: each becomes the device node
+	// at its path in the container.
+	BlockVolumes  []*BlockVolume `protobuf:"bytes,7,rep,name=block_volumes,json=blockVolumes,proto3" json:"block_volumes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -666,6 +670,76 @@ func (x *PrepareContainerRequest) GetDiskVolumes() []*DiskVolume {
 	return nil
 }
 
+func (x *PrepareContainerRequest) GetBlockVolumes() []*BlockVolume {
+	if x != nil {
+		return x.BlockVolumes
+	}
+	return nil
+}
+
+// BlockVolume is a hot-plugged disk standing in for the host block device
+// of the spec's linux.devices entry at path: the guest gives that entry
+// (and the device cgroup rule allowing it) the disk's device numbers.
+type BlockVolume struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`                      // "b" and 19 hex digits
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`                          // a linux.devices path of the spec
+	ReadOnly      bool                   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"` // hot-plugged read-only; the guest allows no writes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockVolume) Reset() {
+	*x = BlockVolume{}
+	mi := &file_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockVolume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockVolume) ProtoMessage() {}
+
+func (x *BlockVolume) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockVolume.ProtoReflect.Descriptor instead.
+func (*BlockVolume) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BlockVolume) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *BlockVolume) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BlockVolume) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
 // DiskVolume is a hot-plugged read-only EROFS disk that replaces the
 // content of the spec's bind mount at destination. The guest mounts it
 // read-only whatever the spec's options say.
@@ -680,7 +754,7 @@ type DiskVolume struct {
 
 func (x *DiskVolume) Reset() {
 	*x = DiskVolume{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +766,7 @@ func (x *DiskVolume) String() string {
 func (*DiskVolume) ProtoMessage() {}
 
 func (x *DiskVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +779,7 @@ func (x *DiskVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskVolume.ProtoReflect.Descriptor instead.
 func (*DiskVolume) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DiskVolume) GetSerial() string {
@@ -743,7 +817,7 @@ type Rootfs struct {
 
 func (x *Rootfs) Reset() {
 	*x = Rootfs{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +829,7 @@ func (x *Rootfs) String() string {
 func (*Rootfs) ProtoMessage() {}
 
 func (x *Rootfs) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +842,7 @@ func (x *Rootfs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rootfs.ProtoReflect.Descriptor instead.
 func (*Rootfs) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Rootfs) GetSource() isRootfs_Source {
@@ -841,7 +915,7 @@ type BlockDevice struct {
 
 func (x *BlockDevice) Reset() {
 	*x = BlockDevice{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +927,7 @@ func (x *BlockDevice) String() string {
 func (*BlockDevice) ProtoMessage() {}
 
 func (x *BlockDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +940,7 @@ func (x *BlockDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockDevice.ProtoReflect.Descriptor instead.
 func (*BlockDevice) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BlockDevice) GetSerial() string {
@@ -892,7 +966,7 @@ type GuestPull struct {
 
 func (x *GuestPull) Reset() {
 	*x = GuestPull{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +978,7 @@ func (x *GuestPull) String() string {
 func (*GuestPull) ProtoMessage() {}
 
 func (x *GuestPull) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +991,7 @@ func (x *GuestPull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestPull.ProtoReflect.Descriptor instead.
 func (*GuestPull) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GuestPull) GetImage() string {
@@ -938,7 +1012,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1024,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1037,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *File) GetDestination() string {
@@ -997,7 +1071,7 @@ type PrepareContainerResponse struct {
 
 func (x *PrepareContainerResponse) Reset() {
 	*x = PrepareContainerResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1083,7 @@ func (x *PrepareContainerResponse) String() string {
 func (*PrepareContainerResponse) ProtoMessage() {}
 
 func (x *PrepareContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1096,7 @@ func (x *PrepareContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareContainerResponse.ProtoReflect.Descriptor instead.
 func (*PrepareContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PrepareContainerResponse) GetBundle() string {
@@ -1040,7 +1114,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1126,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1139,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 type Event struct {
@@ -1082,7 +1156,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1168,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1181,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Event) GetTopic() string {
@@ -1147,7 +1221,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1233,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1246,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -1190,7 +1264,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1276,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1289,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 type UpdateVolumeRequest struct {
@@ -1233,7 +1307,7 @@ type UpdateVolumeRequest struct {
 
 func (x *UpdateVolumeRequest) Reset() {
 	*x = UpdateVolumeRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1319,7 @@ func (x *UpdateVolumeRequest) String() string {
 func (*UpdateVolumeRequest) ProtoMessage() {}
 
 func (x *UpdateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1332,7 @@ func (x *UpdateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateVolumeRequest) GetContainerId() string {
@@ -1293,7 +1367,7 @@ type ReadTerminationMessageRequest struct {
 
 func (x *ReadTerminationMessageRequest) Reset() {
 	*x = ReadTerminationMessageRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1379,7 @@ func (x *ReadTerminationMessageRequest) String() string {
 func (*ReadTerminationMessageRequest) ProtoMessage() {}
 
 func (x *ReadTerminationMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1392,7 @@ func (x *ReadTerminationMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadTerminationMessageRequest.ProtoReflect.Descriptor instead.
 func (*ReadTerminationMessageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadTerminationMessageRequest) GetContainerId() string {
@@ -1344,7 +1418,7 @@ type ReadTerminationMessageResponse struct {
 
 func (x *ReadTerminationMessageResponse) Reset() {
 	*x = ReadTerminationMessageResponse{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1430,7 @@ func (x *ReadTerminationMessageResponse) String() string {
 func (*ReadTerminationMessageResponse) ProtoMessage() {}
 
 func (x *ReadTerminationMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1443,7 @@ func (x *ReadTerminationMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadTerminationMessageResponse.ProtoReflect.Descriptor instead.
 func (*ReadTerminationMessageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadTerminationMessageResponse) GetContent() []byte {
@@ -1394,7 +1468,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1480,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1493,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1453,7 +1527,7 @@ type WriteStreamRequest struct {
 
 func (x *WriteStreamRequest) Reset() {
 	*x = WriteStreamRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1539,7 @@ func (x *WriteStreamRequest) String() string {
 func (*WriteStreamRequest) ProtoMessage() {}
 
 func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1552,7 @@ func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WriteStreamRequest) GetContainerId() string {
@@ -1509,7 +1583,7 @@ type PortForwardRequest struct {
 
 func (x *PortForwardRequest) Reset() {
 	*x = PortForwardRequest{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1595,7 @@ func (x *PortForwardRequest) String() string {
 func (*PortForwardRequest) ProtoMessage() {}
 
 func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1608,7 @@ func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortForwardRequest.ProtoReflect.Descriptor instead.
 func (*PortForwardRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PortForwardRequest) GetPort() uint32 {
@@ -1594,14 +1668,19 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fNetworkNeighbor\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x1c\n" +
-	"\tinterface\x18\x03 \x01(\tR\tinterface\"\x95\x02\n" +
+	"\tinterface\x18\x03 \x01(\tR\tinterface\"\xd6\x02\n" +
 	"\x17PrepareContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12-\n" +
 	"\x06rootfs\x18\x03 \x01(\v2\x15.coco.agent.v1.RootfsR\x06rootfs\x12)\n" +
 	"\x05files\x18\x04 \x03(\v2\x13.coco.agent.v1.FileR\x05files\x12+\n" +
 	"\x11sandbox_container\x18\x05 \x01(\bR\x10sandboxContainer\x12<\n" +
-	"\fdisk_volumes\x18\x06 \x03(\v2\x19.coco.agent.v1.DiskVolumeR\vdiskVolumes\"^\n" +
+	"\fdisk_volumes\x18\x06 \x03(\v2\x19.coco.agent.v1.DiskVolumeR\vdiskVolumes\x12?\n" +
+	"\rblock_volumes\x18\a \x03(\v2\x1a.coco.agent.v1.BlockVolumeR\fblockVolumes\"V\n" +
+	"\vBlockVolume\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"^\n" +
 	"\n" +
 	"DiskVolume\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12 \n" +
@@ -1673,7 +1752,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_agent_proto_goTypes = []any{
 	(*HealthRequest)(nil),                  // 0: coco.agent.v1.HealthRequest
 	(*HealthResponse)(nil),                 // 1: coco.agent.v1.HealthResponse
@@ -1683,64 +1762,66 @@ var file_agent_proto_goTypes = []any{
 	(*NetworkRoute)(nil),                   // 5: coco.agent.v1.NetworkRoute
 	(*NetworkNeighbor)(nil),                // 6: coco.agent.v1.NetworkNeighbor
 	(*PrepareContainerRequest)(nil),        // 7: coco.agent.v1.PrepareContainerRequest
-	(*DiskVolume)(nil),                     // 8: coco.agent.v1.DiskVolume
-	(*Rootfs)(nil),                         // 9: coco.agent.v1.Rootfs
-	(*BlockDevice)(nil),                    // 10: coco.agent.v1.BlockDevice
-	(*GuestPull)(nil),                      // 11: coco.agent.v1.GuestPull
-	(*File)(nil),                           // 12: coco.agent.v1.File
-	(*PrepareContainerResponse)(nil),       // 13: coco.agent.v1.PrepareContainerResponse
-	(*EventsRequest)(nil),                  // 14: coco.agent.v1.EventsRequest
-	(*Event)(nil),                          // 15: coco.agent.v1.Event
-	(*SetPolicyRequest)(nil),               // 16: coco.agent.v1.SetPolicyRequest
-	(*DestroySandboxRequest)(nil),          // 17: coco.agent.v1.DestroySandboxRequest
-	(*UpdateVolumeRequest)(nil),            // 18: coco.agent.v1.UpdateVolumeRequest
-	(*ReadTerminationMessageRequest)(nil),  // 19: coco.agent.v1.ReadTerminationMessageRequest
-	(*ReadTerminationMessageResponse)(nil), // 20: coco.agent.v1.ReadTerminationMessageResponse
-	(*ReadStreamRequest)(nil),              // 21: coco.agent.v1.ReadStreamRequest
-	(*WriteStreamRequest)(nil),             // 22: coco.agent.v1.WriteStreamRequest
-	(*PortForwardRequest)(nil),             // 23: coco.agent.v1.PortForwardRequest
-	nil,                                    // 24: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	(*timestamppb.Timestamp)(nil),          // 25: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),                  // 26: google.protobuf.Empty
-	(*anypb.Any)(nil),                      // 27: google.protobuf.Any
+	(*BlockVolume)(nil),                    // 8: coco.agent.v1.BlockVolume
+	(*DiskVolume)(nil),                     // 9: coco.agent.v1.DiskVolume
+	(*Rootfs)(nil),                         // 10: coco.agent.v1.Rootfs
+	(*BlockDevice)(nil),                    // 11: coco.agent.v1.BlockDevice
+	(*GuestPull)(nil),                      // 12: coco.agent.v1.GuestPull
+	(*File)(nil),                           // 13: coco.agent.v1.File
+	(*PrepareContainerResponse)(nil),       // 14: coco.agent.v1.PrepareContainerResponse
+	(*EventsRequest)(nil),                  // 15: coco.agent.v1.EventsRequest
+	(*Event)(nil),                          // 16: coco.agent.v1.Event
+	(*SetPolicyRequest)(nil),               // 17: coco.agent.v1.SetPolicyRequest
+	(*DestroySandboxRequest)(nil),          // 18: coco.agent.v1.DestroySandboxRequest
+	(*UpdateVolumeRequest)(nil),            // 19: coco.agent.v1.UpdateVolumeRequest
+	(*ReadTerminationMessageRequest)(nil),  // 20: coco.agent.v1.ReadTerminationMessageRequest
+	(*ReadTerminationMessageResponse)(nil), // 21: coco.agent.v1.ReadTerminationMessageResponse
+	(*ReadStreamRequest)(nil),              // 22: coco.agent.v1.ReadStreamRequest
+	(*WriteStreamRequest)(nil),             // 23: coco.agent.v1.WriteStreamRequest
+	(*PortForwardRequest)(nil),             // 24: coco.agent.v1.PortForwardRequest
+	nil,                                    // 25: coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	(*timestamppb.Timestamp)(nil),          // 26: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),                  // 27: google.protobuf.Empty
+	(*anypb.Any)(nil),                      // 28: google.protobuf.Any
 }
 var file_agent_proto_depIdxs = []int32{
-	24, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
-	25, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
+	25, // 0: coco.agent.v1.SetupSandboxRequest.sysctls:type_name -> coco.agent.v1.SetupSandboxRequest.SysctlsEntry
+	26, // 1: coco.agent.v1.SetupSandboxRequest.host_time:type_name -> google.protobuf.Timestamp
 	3,  // 2: coco.agent.v1.SetupSandboxRequest.network:type_name -> coco.agent.v1.PodNetwork
 	4,  // 3: coco.agent.v1.PodNetwork.interfaces:type_name -> coco.agent.v1.NetworkInterface
 	5,  // 4: coco.agent.v1.PodNetwork.routes:type_name -> coco.agent.v1.NetworkRoute
 	6,  // 5: coco.agent.v1.PodNetwork.neighbors:type_name -> coco.agent.v1.NetworkNeighbor
-	9,  // 6: coco.agent.v1.PrepareContainerRequest.rootfs:type_name -> coco.agent.v1.Rootfs
-	12, // 7: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
-	8,  // 8: coco.agent.v1.PrepareContainerRequest.disk_volumes:type_name -> coco.agent.v1.DiskVolume
-	10, // 9: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
-	11, // 10: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
-	26, // 11: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
-	27, // 12: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
-	25, // 13: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	12, // 14: coco.agent.v1.UpdateVolumeRequest.files:type_name -> coco.agent.v1.File
-	0,  // 15: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
-	2,  // 16: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
-	7,  // 17: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
-	14, // 18: coco.agent.v1.Agent.Events:input_type -> coco.agent.v1.EventsRequest
-	16, // 19: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
-	17, // 20: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
-	18, // 21: coco.agent.v1.Agent.UpdateVolume:input_type -> coco.agent.v1.UpdateVolumeRequest
-	19, // 22: coco.agent.v1.Agent.ReadTerminationMessage:input_type -> coco.agent.v1.ReadTerminationMessageRequest
-	1,  // 23: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
-	26, // 24: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
-	13, // 25: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
-	15, // 26: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
-	26, // 27: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
-	26, // 28: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	26, // 29: coco.agent.v1.Agent.UpdateVolume:output_type -> google.protobuf.Empty
-	20, // 30: coco.agent.v1.Agent.ReadTerminationMessage:output_type -> coco.agent.v1.ReadTerminationMessageResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 6: coco.agent.v1.PrepareContainerRequest.rootfs:type_name -> coco.agent.v1.Rootfs
+	13, // 7: coco.agent.v1.PrepareContainerRequest.files:type_name -> coco.agent.v1.File
+	9,  // 8: coco.agent.v1.PrepareContainerRequest.disk_volumes:type_name -> coco.agent.v1.DiskVolume
+	8,  // 9: coco.agent.v1.PrepareContainerRequest.block_volumes:type_name -> coco.agent.v1.BlockVolume
+	11, // 10: coco.agent.v1.Rootfs.block:type_name -> coco.agent.v1.BlockDevice
+	12, // 11: coco.agent.v1.Rootfs.guest_pull:type_name -> coco.agent.v1.GuestPull
+	27, // 12: coco.agent.v1.Rootfs.agent:type_name -> google.protobuf.Empty
+	28, // 13: coco.agent.v1.Event.event:type_name -> google.protobuf.Any
+	26, // 14: coco.agent.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	13, // 15: coco.agent.v1.UpdateVolumeRequest.files:type_name -> coco.agent.v1.File
+	0,  // 16: coco.agent.v1.Agent.Health:input_type -> coco.agent.v1.HealthRequest
+	2,  // 17: coco.agent.v1.Agent.SetupSandbox:input_type -> coco.agent.v1.SetupSandboxRequest
+	7,  // 18: coco.agent.v1.Agent.PrepareContainer:input_type -> coco.agent.v1.PrepareContainerRequest
+	15, // 19: coco.agent.v1.Agent.Events:input_type -> coco.agent.v1.EventsRequest
+	17, // 20: coco.agent.v1.Agent.SetPolicy:input_type -> coco.agent.v1.SetPolicyRequest
+	18, // 21: coco.agent.v1.Agent.DestroySandbox:input_type -> coco.agent.v1.DestroySandboxRequest
+	19, // 22: coco.agent.v1.Agent.UpdateVolume:input_type -> coco.agent.v1.UpdateVolumeRequest
+	20, // 23: coco.agent.v1.Agent.ReadTerminationMessage:input_type -> coco.agent.v1.ReadTerminationMessageRequest
+	1,  // 24: coco.agent.v1.Agent.Health:output_type -> coco.agent.v1.HealthResponse
+	27, // 25: coco.agent.v1.Agent.SetupSandbox:output_type -> google.protobuf.Empty
+	14, // 26: coco.agent.v1.Agent.PrepareContainer:output_type -> coco.agent.v1.PrepareContainerResponse
+	16, // 27: coco.agent.v1.Agent.Events:output_type -> coco.agent.v1.Event
+	27, // 28: coco.agent.v1.Agent.SetPolicy:output_type -> google.protobuf.Empty
+	27, // 29: coco.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	27, // 30: coco.agent.v1.Agent.UpdateVolume:output_type -> google.protobuf.Empty
+	21, // 31: coco.agent.v1.Agent.ReadTerminationMessage:output_type -> coco.agent.v1.ReadTerminationMessageResponse
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1748,7 +1829,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[9].OneofWrappers = []any{
+	file_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*Rootfs_Block)(nil),
 		(*Rootfs_GuestPull)(nil),
 		(*Rootfs_Agent)(nil),
@@ -1759,7 +1840,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -158,6 +158,9 @@ func (r *PrepareContainerRequest) Validate() error {
 	if err := validateDiskVolumes(r.GetDiskVolumes()); err != nil {
 		return err
 	}
+	if err := validateBlockVolumes(r.GetBlockVolumes(), len(r.GetDiskVolumes())); err != nil {
+		return err
+	}
 	return validateFiles("files", r.GetFiles(), "")
 }
 
