@@ -228,6 +228,10 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	if err != nil {
 		return "", err
 	}
+	blockDevs, err := m.blockVolumes(ctx, r.GetBlockVolumes())
+	if err != nil {
+		return "", err
+	}
 	res, err := spec.Rewrite(r.GetSpec(), spec.Options{
 		ContainerID:  id,
 		Sandbox:      p.sandbox,
@@ -238,6 +242,7 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		CgroupParent: m.cfg.CgroupParent,
 		VolumeRoot:   m.cfg.VolumeRoot,
 		DiskDirs:     diskDirs,
+		BlockDevs:    blockDevs,
 	})
 	if err != nil {
 		return "", err

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/coco-runtime/coco/guest-assets/agent/spec"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
 
@@ -52,4 +53,41 @@ func (m *Manager) mountDiskVolumes(ctx context.Context, p *prepared, vols []*api
 		dirs[v.GetDestination()] = dir
 	}
 	return dirs, nil
+}
+
+// blockVolumes finds each hot-plugged block volume's disk by serial and
+// returns its device numbers by linux.devices path (spec.Options.BlockDevs).
+// The container gets the device node; nothing is mounted.
+func (m *Manager) blockVolumes(ctx context.Context, vols []*api.BlockVolume) (map[string]spec.GuestDevice, error) {
+	if len(vols) == 0 {
+		return nil, nil
+	}
+	if m.cfg.DriversReady != nil {
+		select {
+		case <-m.cfg.DriversReady:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("block_volumes: disk drivers still loading: %w", ctx.Err())
+		}
+	}
+	out := make(map[string]spec.GuestDevice, len(vols))
+	for i, v := range vols {
+		field := fmt.Sprintf("block_volumes[%d]", i)
+		if !api.IsBlockVolumeSerial(v.GetSerial()) {
+			return nil, fmt.Errorf("%s.serial: %q is not a block volume serial: %w", field, v.GetSerial(), errdefs.ErrInvalidArgument)
+		}
+		dev, err := m.FindDisk(ctx, v.GetSerial())
+		if err != nil {
+			return nil, fmt.Errorf("%s.serial: no disk with serial %q appeared within %s for the device %s (was it hot-plugged?): %w",
+				field, v.GetSerial(), m.cfg.DeviceWait, v.GetPath(), errdefs.ErrNotFound)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(dev, &st); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", field, dev, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+			return nil, fmt.Errorf("%s: %s is not a block device: %w", field, dev, errdefs.ErrInvalidArgument)
+		}
+		out[v.GetPath()] = spec.GuestDevice{Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)), ReadOnly: v.GetReadOnly()}
+	}
+	return out, nil
 }

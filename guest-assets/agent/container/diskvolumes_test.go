@@ -107,3 +107,66 @@ func TestDiskVolumeMountsReadOnly(t *testing.T) {
 		t.Fatalf("bundle left after Remove: %v", err)
 	}
 }
+
+const blockVolSpec = `{"ociVersion":"1.2.0","process":{"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"},
+	"linux":{"devices":[{"path":"/dev/xvda","type":"b","major":7,"minor":0}],
+	"resources":{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"b","major":7,"minor":0,"access":"rwm"}]}}}`
+
+// A block volume's disk, found by serial, gives the container's device
+// entry its numbers; one that never appears fails naming the field.
+func TestBlockVolume(t *testing.T) {
+	serial := "b0123456789abcdef012"
+	sys := t.TempDir()
+	// /dev/null stands in for the disk: its numbers are known (1:3), but
+	// it is no block device, which the guest refuses.
+	os.MkdirAll(filepath.Join(sys, "null"), 0o755)
+	os.WriteFile(filepath.Join(sys, "null", "serial"), []byte(serial+"\n"), 0o644)
+	os.WriteFile(filepath.Join(sys, "null", "size"), []byte("8\n"), 0o644)
+	req := func() *api.PrepareContainerRequest {
+		return &api.PrepareContainerRequest{ContainerId: "c1", Spec: []byte(blockVolSpec),
+			BlockVolumes: []*api.BlockVolume{{Serial: serial, Path: "/dev/xvda"}}}
+	}
+	m := NewManager(Config{BundleRoot: t.TempDir(), SysBlock: sys, DevDir: "/dev", DeviceWait: time.Second})
+	if _, err := m.Prepare(context.Background(), req()); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not a block device") {
+		t.Fatalf("a disk that is no block device: %v", err)
+	}
+	m = NewManager(Config{BundleRoot: t.TempDir(), SysBlock: t.TempDir(), DeviceWait: 50 * time.Millisecond})
+	if _, err := m.Prepare(context.Background(), req()); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "block_volumes[0].serial") {
+		t.Fatalf("absent disk: %v", err)
+	}
+
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: attaches a loop device (what it checks: the container's device entry gets the disk's numbers)")
+	}
+	img := filepath.Join(t.TempDir(), "disk")
+	os.WriteFile(img, make([]byte, 1<<20), 0o600)
+	out, err := exec.Command("losetup", "--find", "--show", img).Output()
+	if err != nil {
+		t.Skipf("no loop device: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	sys = t.TempDir()
+	os.MkdirAll(filepath.Join(sys, filepath.Base(dev)), 0o755)
+	os.WriteFile(filepath.Join(sys, filepath.Base(dev), "serial"), []byte(serial+"\n"), 0o644)
+	os.WriteFile(filepath.Join(sys, filepath.Base(dev), "size"), []byte("2048\n"), 0o644)
+	m = NewManager(Config{BundleRoot: t.TempDir(), SysBlock: sys, DevDir: filepath.Dir(dev), DeviceWait: 5 * time.Second})
+	bundle, err := m.Prepare(context.Background(), req())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(bundle, "config.json"))
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	d, r := s.Linux.Devices, s.Linux.Resources.Devices[1]
+	major, minor := int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
+	if len(d) != 1 || d[0].Major != major || d[0].Minor != minor || *r.Major != major || *r.Minor != minor {
+		t.Fatalf("devices %+v, rule %+v; want %d:%d", d, r, major, minor)
+	}
+}

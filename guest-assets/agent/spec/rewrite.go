@@ -57,6 +57,9 @@ type Options struct {
 	// a hot-plugged read-only disk for it is mounted (an image volume);
 	// the mount binds it read-only whatever its options say.
 	DiskDirs map[string]string
+	// BlockDevs maps a linux.devices path to the hot-plugged guest disk
+	// standing in for that host block device (a volumeDevices entry).
+	BlockDevs map[string]GuestDevice
 }
 
 // Result is a rewritten spec plus what was changed that the user may care
@@ -75,6 +78,9 @@ type Result struct {
 	// with the tmpfs size for each (0: the kernel's default, half the
 	// guest's memory).
 	EmptyDirs map[string]int64
+	// DiskEmptyDirs are the EmptyDirs on a disk instead of tmpfs, with
+	// the serial of the disk the host hot-plugs for each.
+	DiskEmptyDirs map[string]string
 	// SubPaths are the spec's subPath mounts of an emptyDir: the caller
 	// binds each Rel of Dir (an EmptyDirs entry) at Target, which the
 	// spec now binds, after checking that Rel stays inside Dir.
@@ -161,7 +167,12 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	if err = rewriteMounts(&s, o, res, warn); err != nil {
 		return nil, err
 	}
+	blockDevs, err := blockDevices(&s, o.BlockDevs)
+	if err != nil {
+		return nil, err
+	}
 	rewriteLinux(&s, o, warn)
+	s.Linux.Devices = append(s.Linux.Devices, blockDevs...)
 	protectProc(&s, warn)
 	return res, nil
 }
@@ -378,7 +389,7 @@ func rewriteMounts(s *specs.Spec, o Options, res *Result, warn func(string, ...a
 				return invalid(field+".source", "%v", err)
 			}
 			if ok {
-				size, err := EmptyDirSize(s.Annotations, name)
+				size, disk, err := EmptyDirSize(s.Annotations, name)
 				if err != nil {
 					return err
 				}
@@ -387,6 +398,12 @@ func rewriteMounts(s *specs.Spec, o Options, res *Result, warn func(string, ...a
 					res.EmptyDirs = map[string]int64{}
 				}
 				res.EmptyDirs[dir] = size
+				if disk {
+					if res.DiskEmptyDirs == nil {
+						res.DiskEmptyDirs = map[string]string{}
+					}
+					res.DiskEmptyDirs[dir] = EmptyDirSerial(host)
+				}
 				if !slices.Contains(dirs, dir) {
 					dirs = append(dirs, dir)
 				}
