@@ -51,19 +51,38 @@ func EmptyDirSource(source string) (dir, name, sub string, ok bool, err error) {
 	return "", "", "", false, nil
 }
 
+// EmptyDirDiskSuffix after the size asks for a disk-backed emptyDir:
+// "1Gi,disk" is a sparse host file of 1 GiB hot-plugged into the guest,
+// encrypted there under a key that never leaves it, with a file system
+// made in the guest; without it the emptyDir is a guest tmpfs. The owner
+// chooses (the policy sees the annotation): the CRI carries no medium.
+const EmptyDirDiskSuffix = ",disk"
+
 // EmptyDirSize returns the size the annotations give emptyDir name, in
-// bytes (0: none given). A malformed value is an error naming it.
-func EmptyDirSize(annotations map[string]string, name string) (int64, error) {
+// bytes (0: none given), and whether it is disk-backed. A malformed value
+// is an error naming it.
+func EmptyDirSize(annotations map[string]string, name string) (int64, bool, error) {
 	key := EmptyDirSizeAnnotation + name
 	v, ok := annotations[key]
 	if !ok {
-		return 0, nil
+		return 0, false, nil
 	}
-	n, err := parseQuantity(v)
-	if err != nil || n <= 0 || n > maxEmptyDirBytes {
-		return 0, fmt.Errorf("spec.annotations[%s]: %q is not a size: want a Kubernetes quantity such as 64Mi or 1G, at most 1Ti: %w", key, v, errdefs.ErrInvalidArgument)
+	size, disk := strings.CutSuffix(v, EmptyDirDiskSuffix)
+	n, err := parseQuantity(size)
+	if err != nil || n <= 0 || n > maxEmptyDirBytes || (disk && n < minDiskBytes) {
+		return 0, false, fmt.Errorf("spec.annotations[%s]: %q is not a size: want a Kubernetes quantity such as 64Mi or 1G, at most 1Ti, "+
+			"followed by %q for a disk of at least 1Mi: %w", key, v, EmptyDirDiskSuffix, errdefs.ErrInvalidArgument)
 	}
-	return n, nil
+	return n, disk, nil
+}
+
+// minDiskBytes is the smallest disk-backed emptyDir (the guest's mkfs).
+const minDiskBytes = 1 << 20
+
+// EmptyDirSerial is the serial of the disk the host hot-plugs for the
+// disk-backed emptyDir at hostDir: both sides derive it from the path.
+func EmptyDirSerial(hostDir string) string {
+	return "e" + VolumeKey(hostDir)[:19]
 }
 
 // parseQuantity reads the integer forms of a Kubernetes quantity: digits

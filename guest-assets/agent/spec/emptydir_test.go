@@ -36,17 +36,20 @@ func TestEmptyDir(t *testing.T) {
 		}
 	}
 	for v, want := range map[string]int64{"64Mi": 64 << 20, "1G": 1e9, "4096": 4096, "1Ti": 1 << 40} {
-		if n, err := EmptyDirSize(map[string]string{EmptyDirSizeAnnotation + "c": v}, "c"); err != nil || n != want {
-			t.Errorf("%s: %d %v", v, n, err)
+		if n, disk, err := EmptyDirSize(map[string]string{EmptyDirSizeAnnotation + "c": v}, "c"); err != nil || n != want || disk {
+			t.Errorf("%s: %d %v %v", v, n, disk, err)
+		}
+		if n, disk, err := EmptyDirSize(map[string]string{EmptyDirSizeAnnotation + "c": v + ",disk"}, "c"); want >= 1<<20 && (err != nil || n != want || !disk) {
+			t.Errorf("%s,disk: %d %v %v", v, n, disk, err)
 		}
 	}
 	// Hostile or mistaken values are refused naming the annotation.
-	for _, v := range []string{"", "-1", "0", "1.5Gi", "2Ti", "9223372036854775807Ki", "64MiB", " 1Mi"} {
-		if _, err := EmptyDirSize(map[string]string{EmptyDirSizeAnnotation + "c": v}, "c"); !errdefs.IsInvalidArgument(err) {
+	for _, v := range []string{"", "-1", "0", "1.5Gi", "2Ti", "9223372036854775807Ki", "64MiB", " 1Mi", "disk", ",disk", "1Mi,disk,disk", "1Mi, disk", "512Ki,disk", "1Mi,Disk"} {
+		if _, _, err := EmptyDirSize(map[string]string{EmptyDirSizeAnnotation + "c": v}, "c"); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%q: %v", v, err)
 		}
 	}
-	if n, err := EmptyDirSize(nil, "c"); n != 0 || err != nil {
+	if n, _, err := EmptyDirSize(nil, "c"); n != 0 || err != nil {
 		t.Errorf("no annotation: %d %v", n, err)
 	}
 	raw := []byte(`{"ociVersion":"1.2.0","process":{"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"},
@@ -57,8 +60,19 @@ func TestEmptyDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.VolumeDirs) != 2 || len(res.EmptyDirs) != 1 || res.EmptyDirs[res.Spec.Mounts[0].Source] != 8<<20 {
-		t.Fatalf("dirs %v emptyDirs %v", res.VolumeDirs, res.EmptyDirs)
+	if len(res.VolumeDirs) != 2 || len(res.EmptyDirs) != 1 || res.EmptyDirs[res.Spec.Mounts[0].Source] != 8<<20 || res.DiskEmptyDirs != nil {
+		t.Fatalf("dirs %v emptyDirs %v disks %v", res.VolumeDirs, res.EmptyDirs, res.DiskEmptyDirs)
+	}
+	// ",disk": the same guest directory, on the disk whose serial the
+	// host derives from the emptyDir's path.
+	res, err = Rewrite([]byte(strings.Replace(string(raw), `"8Mi"`, `"8Mi,disk"`, 1)), Options{ContainerID: "c", VolumeRoot: "/run/vol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := res.Spec.Mounts[0].Source
+	serial := EmptyDirSerial("/k/pods/u/volumes/kubernetes.io~empty-dir/cache")
+	if res.EmptyDirs[dir] != 8<<20 || res.DiskEmptyDirs[dir] != serial || len(serial) != 20 {
+		t.Fatalf("emptyDirs %v disks %v, want serial %s", res.EmptyDirs, res.DiskEmptyDirs, serial)
 	}
 }
 
