@@ -95,6 +95,10 @@ type Disk struct {
 	Path     string // host file
 	ReadOnly bool
 	Format   string // "raw" (default)
+	// Shared: other users may write the file or device at the same time
+	// (a host block device several containers of a pod are given); the
+	// VMM does not lock it for itself.
+	Shared bool
 }
 
 // NIC is a network interface of the VM backed by a tap device the host

@@ -154,7 +154,9 @@ func (s *vmSandbox) detachDiskVolumes(ctx context.Context, containerID string) {
 			}
 			cancel()
 		}
-		os.Remove(a.image)
+		if a.image != "" {
+			os.Remove(a.image)
+		}
 	}
 }
 

@@ -45,6 +45,7 @@ type hotplugRecorder struct {
 	hypervisor.VM
 	mu       sync.Mutex
 	attached map[string]string
+	writable map[string]bool
 	fail     string
 }
 
@@ -55,7 +56,10 @@ func (v *hotplugRecorder) AddDisk(_ context.Context, d hypervisor.Disk) error {
 		return errors.New("no free hot-plug slot")
 	}
 	if !d.ReadOnly {
-		return errors.New("volume disk attached writable")
+		if v.writable == nil {
+			v.writable = map[string]bool{}
+		}
+		v.writable[d.ID] = true
 	}
 	v.attached[d.ID] = d.Path
 	return nil
@@ -105,7 +109,7 @@ func TestAttachImageVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(vols) != 2 || vols[0].Destination != "/image" || vols[1].Destination != "/sub" || vols[0].Fstype != "erofs" ||
-		vols[0].Serial != volumeSerial("c1", 0) || len(vm.attached) != 2 {
+		vols[0].Serial != volumeSerial("c1", 0) || len(vm.attached) != 2 || len(vm.writable) != 0 {
 		t.Fatalf("volumes %v, attached %v", vols, vm.attached)
 	}
 	if err := (&api.PrepareContainerRequest{ContainerId: "c1", Spec: []byte("{}"), Rootfs: &api.Rootfs{Source: &api.Rootfs_Block{Block: &api.BlockDevice{Serial: "r1"}}}, DiskVolumes: vols}).Validate(); err != nil {

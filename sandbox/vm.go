@@ -341,6 +341,9 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 			s.detachDiskVolumes(context.WithoutCancel(ctx), r.ID)
 		}
 	}()
+	if prep.BlockVolumes, err = s.attachBlockVolumes(ctx, r.ID, spec); err != nil {
+		return nil, err
+	}
 	cp.RootfsMs = ms(time.Since(t))
 	copyDirs := hostDirsMode(s.opts.Config.Volumes.HostDirs, s.vmConfig.TEE.Kind.Confidential()) == "copy"
 	if prep.Files, err = hostFiles(spec, copyDirs); err != nil {

@@ -3,6 +3,8 @@ package qemu
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -21,13 +23,18 @@ func (v *VM) monitorFor(what string) (*monitor, error) {
 	return mon, nil
 }
 
-// blockdevArgs is blockdev-add's argument for a raw image file.
+// blockdevArgs is blockdev-add's argument for a raw image file, or a host
+// block device (QEMU's file driver refuses those: host_device).
 func blockdevArgs(d hypervisor.Disk) map[string]any {
+	driver := "file"
+	if fi, err := os.Stat(d.Path); err == nil && fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0 {
+		driver = "host_device"
+	}
 	return map[string]any{
 		"driver":    "raw",
 		"node-name": nodeName(d.ID),
 		"read-only": d.ReadOnly,
-		"file":      map[string]any{"driver": "file", "filename": d.Path, "read-only": d.ReadOnly},
+		"file":      map[string]any{"driver": driver, "filename": d.Path, "read-only": d.ReadOnly},
 	}
 }
 
@@ -89,6 +96,9 @@ func (v *VM) AddDisk(ctx context.Context, d hypervisor.Disk) error {
 	}
 	if v.plan.confidential() {
 		dev["iommu_platform"] = true
+	}
+	if d.Shared {
+		dev["share-rw"] = true
 	}
 	if err := mon.run(ctx, "device_add", dev, nil); err != nil {
 		// Leave nothing half-attached.
