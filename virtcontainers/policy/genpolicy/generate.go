@@ -102,9 +102,6 @@ func checkSupported(w *Workload) error {
 		return fmt.Errorf("spec.resourceClaims: not supported (devices)")
 	}
 	for _, c := range allContainers(s) {
-		if len(c.VolumeDevices) > 0 {
-			return fmt.Errorf("containers[%s].volumeDevices: not supported (block devices)", c.Name)
-		}
 		if c.Image == "" {
 			return fmt.Errorf("containers[%s].image: missing", c.Name)
 		}
@@ -300,6 +297,9 @@ func (g *generator) container(c *container, hostname nameMatch, podSysctls map[s
 		return nil, err
 	}
 	e["mounts"] = mounts
+	if e["block_devices"], err = g.blockDevices(c); err != nil {
+		return nil, err
+	}
 	return complete(e), nil
 }
 
@@ -309,7 +309,7 @@ func (g *generator) container(c *container, hostname nameMatch, podSysctls map[s
 // reference to a key that no entry has).
 var entryKeys = map[string]any{
 	"name": nil, "images": nil, "image_annotation": "", "pull_images": []string{}, "args": nil, "args_text": "",
-	"env": nil, "cwd": nil, "uid": nil, "gid": nil, "gids": []int64{}, "caps": []string{}, "caps_any": false,
+	"env": nil, "cwd": nil, "uid": nil, "gid": nil, "gids": []int64{}, "caps": []string{}, "caps_any": false, "block_devices": []string{},
 	"caps_within": false, "privileged": false, "no_new_privileges": false, "readonly_rootfs": false,
 	"seccomp": "", "sysctls": map[string]string{}, "namespaces": map[string]string{}, "mounts": []expectedMount{},
 	"exec": [][]string{}, "masked_paths": []string{}, "readonly_paths": []string{},

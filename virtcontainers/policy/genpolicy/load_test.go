@@ -134,7 +134,7 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 	}
 	// Fields the generator cannot pin are refused by name.
 	for _, c := range []struct{ spec, want string }{
-		{"{containers: [{name: a, image: busybox:1.36, volumeDevices: [{name: v, devicePath: /dev/x}]}]}", "containers[a].volumeDevices: not supported"},
+		{"{containers: [{name: a, image: busybox:1.36, volumeDevices: [{name: v, devicePath: /dev/x}]}]}", `containers[a].volumeDevices[0].name: no volume "v"`},
 		{"{volumes: [{name: v, nfs: {server: s, path: /}}], containers: [{name: a, image: busybox:1.36, volumeMounts: [{name: v, mountPath: /v}]}]}", "volumes[v].nfs: not supported"},
 		{"{setHostnameAsFQDN: true, containers: [{name: a, image: busybox:1.36}]}", "spec.setHostnameAsFQDN"},
 		{"{containers: [{name: a, image: busybox:1.36, volumeMounts: [{name: nope, mountPath: /v}]}]}", `no volume "nope"`},

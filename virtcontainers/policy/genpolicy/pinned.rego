@@ -399,13 +399,17 @@ reasons.PrepareContainerRequest contains msg if {
 
 cap_sets := ["bounding", "effective", "permitted", "inheritable", "ambient"]
 
-# privileged: an unprivileged container has no device nodes, containerd's
-# default device cgroup, and the kubelet's masked and read-only /proc paths.
+# privileged: an unprivileged container has no device nodes but its
+# volumeDevices (block_devices), containerd's default device cgroup plus a
+# rule for each of those, and the kubelet's masked and read-only /proc paths.
 privileged_ok(c) if c.privileged == true
 
 privileged_ok(c) if {
 	c.privileged == false
-	count(object.get(linux, "devices", [])) == 0
+	every d in object.get(linux, "devices", []) {
+		d.type == "b"
+		d.path in c.block_devices
+	}
 	device_cgroup_ok(object.get(object.get(linux, "resources", {}), "devices", []))
 	every p in object.get(c, "masked_paths", []) {
 		p in object.get(linux, "maskedPaths", [])
@@ -438,6 +442,17 @@ deny_all(d) if {
 device_rule_ok(d) if d.allow == false
 
 device_rule_ok(d) if d in default_device_rules
+
+# The rule containerd adds for a volumeDevices entry: that block device.
+device_rule_ok(d) if {
+	d.allow == true
+	d.type == "b"
+	object.keys(d) - {"allow", "type", "major", "minor", "access"} == set()
+	some n in object.get(linux, "devices", [])
+	n.type == "b"
+	n.major == d.major
+	n.minor == d.minor
+}
 
 default_device_rules := [
 	{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
@@ -635,6 +650,9 @@ disk_volumes_ok(c) if {
 	every d in disk_volumes {
 		disk_volume_ok(c, d)
 	}
+	every b in object.get(input, "block_volumes", []) {
+		object.get(b, "path", "") in c.block_devices
+	}
 	every w in c.mounts {
 		image_volume_backed(w)
 	}
@@ -653,6 +671,13 @@ image_volume_backed(w) if not w.destination in {m.destination | some m in mounts
 image_volume_backed(w) if {
 	some d in disk_volumes
 	object.get(d, "destination", "") == w.destination
+}
+
+reasons.PrepareContainerRequest contains msg if {
+	c := expected
+	some b in object.get(input, "block_volumes", [])
+	not object.get(b, "path", "") in c.block_devices
+	msg := sprintf("%s.block_volumes[%s]: a disk for a device not declared in volumeDevices %v", [label, object.get(b, "path", ""), c.block_devices])
 }
 
 reasons.PrepareContainerRequest contains msg if {
