@@ -64,6 +64,8 @@ type vmSandbox struct {
 	vols volumeSync
 	// dvols are the containers' image volume disks (diskvolumes.go).
 	dvols diskVolumes
+	// emptyDirDisks back the pod's disk-backed emptyDirs (emptydirdisk.go).
+	emptyDirDisks emptyDirDisks
 
 	events       chan Event
 	eventsClosed sync.Once
@@ -357,6 +359,9 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	if prep.Spec, err = emptyDirSubPaths(prep.Spec, spec); err != nil {
 		return nil, err
 	}
+	if err := s.attachEmptyDirDisks(ctx, spec); err != nil {
+		return nil, err
+	}
 	if err := s.addResolvConf(prep, spec); err != nil {
 		return nil, err
 	}
@@ -550,6 +555,7 @@ func (s *vmSandbox) Stop(ctx context.Context) error {
 // power button; a stopped QEMU ignores QMP). The pod sees the VM exit as it
 // sees a VMM that died.
 func (s *vmSandbox) stopHungVM(ctx context.Context, why string) {
+	s.stopping.Store(true) // the agent's loss is explained here
 	log.G(ctx).WithField("sandbox", s.opts.ID).Warnf("stopping the VM: %s", why)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
