@@ -13,11 +13,14 @@ package integration
 // that cannot be built or started fails them with the reason.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,6 +161,80 @@ func TestKubeletEmptyDirSubPath(t *testing.T) {
 			kubeExpect(ctx, t, k, got, "sub", "from whole", "cat", "/logs/whole")
 			// The subPath shows its directory only, not the volume.
 			kubeExpect(ctx, t, k, got, "sub", "init sub whole", "sh", "-c", "echo $(ls /logs)")
+			deleteKubePod(ctx, t, k, got)
+		})
+	}
+}
+
+// TestKubeletEmptyDirDisk: an emptyDir annotated "<size>,disk" is, in a
+// coco pod, a sparse file of that size in the kubelet's host directory of
+// the volume, hot-plugged into the guest and encrypted there (dm-crypt,
+// ext2 made in the guest): two containers share it, writing past the size
+// is ENOSPC, and the host file holds what was written (the kubelet's
+// accounting sees it) as ciphertext. runc shares the same directory.
+func TestKubeletEmptyDirDisk(t *testing.T) {
+	k := requireKube(t)
+	for _, rc := range handlerRows[:2] {
+		t.Run(rc.name, func(t *testing.T) {
+			if rc.coco {
+				requireGuest(t)
+			}
+			ctx := testCtx(t, 8*time.Minute)
+			ns := "kubelet-emptydir-disk-" + rc.name
+			if err := k.Namespace(ctx, ns); err != nil {
+				t.Fatal(err)
+			}
+			rcName, grace := rc.name, int64(1)
+			ctr := func(name string) corev1.Container {
+				return corev1.Container{Name: name, Image: harness.BusyboxImage, ImagePullPolicy: corev1.PullNever,
+					Command: []string{"sh", "-c", "exec sleep 3600"}, VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}
+			}
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "disk", Namespace: ns,
+					Annotations: map[string]string{"emptydir.coco-runtime.io/data": "8Mi,disk"}},
+				Spec: corev1.PodSpec{
+					NodeName: k.NodeName, RuntimeClassName: &rcName, TerminationGracePeriodSeconds: &grace,
+					Containers: []corev1.Container{ctr("a"), ctr("b")},
+					Volumes:    []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+				},
+			}
+			created, err := k.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := waitKubePod(ctx, k, created, 5*time.Minute, podReady)
+			if err != nil {
+				t.Fatalf("pod %s/%s (runtimeClassName %s) not Ready: %v\n%s", ns, pod.Name, rc.name, err, kubePodReport(ctx, k, got))
+			}
+			const secret = "plaintext-that-must-not-reach-the-host"
+			kubeExec(ctx, t, k, got, "a", "sh", "-c", "for i in $(seq 2000); do echo "+secret+"; done > /data/f")
+			kubeExpect(ctx, t, k, got, "b", secret, "sh", "-c", "head -1 /data/f")
+			if !rc.coco {
+				deleteKubePod(ctx, t, k, got)
+				return
+			}
+			mounts := kubeExec(ctx, t, k, got, "b", "grep", " /data ", "/proc/mounts")
+			if !strings.HasPrefix(mounts, "/dev/dm-") || !strings.Contains(mounts, " ext") {
+				t.Errorf("/data in the guest: %q, want an ext2 file system on a dm-crypt mapping", mounts)
+			}
+			// 16 MiB into an 8 MiB disk.
+			out := kubeExec(ctx, t, k, got, "a", "sh", "-c", "dd if=/dev/zero of=/data/big bs=1024 count=16384 2>&1; echo rc=$?")
+			if !strings.Contains(out, "No space left on device") || strings.Contains(out, "rc=0") {
+				t.Errorf("writing past the 8Mi disk: %q, want ENOSPC", out)
+			}
+			kubeExec(ctx, t, k, got, "a", "sync")
+			host := filepath.Join(k.KubeletRoot, "pods", string(got.UID), "volumes", "kubernetes.io~empty-dir", "data", ".coco-emptydir.img")
+			b, err := os.ReadFile(host)
+			if err != nil {
+				t.Fatalf("the host file of the disk: %v", err)
+			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(host, &st); err != nil || len(b) != 8<<20 || st.Blocks*512 < 4<<20 {
+				t.Errorf("host file: %d bytes, %d allocated (%v): want 8 MiB, most of it written", len(b), st.Blocks*512, err)
+			}
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("the host file holds the plaintext")
+			}
 			deleteKubePod(ctx, t, k, got)
 		})
 	}

@@ -30,8 +30,7 @@ const maxSubPathSearch = 4096
 // guest checks the answer anyway.
 func subPathOf(source string) (vol, rel string, err error) {
 	p := path.Clean(source)
-	subpaths := path.Dir(path.Dir(path.Dir(p)))
-	vol = path.Join(path.Dir(subpaths), "volumes", emptyDirKind, path.Base(path.Dir(path.Dir(p))))
+	vol = subPathVolume(p)
 	var want syscall.Stat_t
 	if err := syscall.Stat(p, &want); err != nil {
 		return "", "", err
@@ -68,6 +67,14 @@ func subPathOf(source string) (vol, rel string, err error) {
 		err = errors.New("no directory of the volume is the one it shows")
 	}
 	return "", "", err
+}
+
+// subPathVolume is the host emptyDir directory of the kubelet's bind mount
+// source of a subPath of it.
+func subPathVolume(source string) string {
+	p := path.Clean(source)
+	subpaths := path.Dir(path.Dir(path.Dir(p)))
+	return path.Join(path.Dir(subpaths), "volumes", emptyDirKind, path.Base(path.Dir(path.Dir(p))))
 }
 
 // emptyDirSubPaths returns the spec (raw, as containerd wrote it) with the

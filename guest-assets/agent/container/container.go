@@ -98,6 +98,9 @@ type Manager struct {
 	// emptyDirs are the pod's emptyDir tmpfs mounts, made by the first
 	// container that mounts each (emptydir.go).
 	emptyDirs map[string]bool
+	// emptyDirMu serialises making a disk-backed emptyDir (seconds: the
+	// disk's wait and mkfs), without holding mu.
+	emptyDirMu sync.Mutex
 }
 
 // NewManager returns a manager for cfg.
@@ -252,6 +255,12 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 		// makes it on a node.
 		if err := os.MkdirAll(d, 0o777); err != nil {
 			return "", err
+		}
+		if serial, ok := res.DiskEmptyDirs[d]; ok {
+			if err := m.mountEmptyDirDisk(ctx, d, serial, res.EmptyDirs[d]); err != nil {
+				return "", fmt.Errorf("container %s: %w", id, err)
+			}
+			continue
 		}
 		if size, ok := res.EmptyDirs[d]; ok {
 			if err := m.mountEmptyDir(d, size); err != nil {

@@ -41,6 +41,29 @@ const (
 	keySize = 64
 )
 
+// Encrypt maps dev through dm-crypt as name under a fresh key, as Swap
+// does, and returns the mapping's device node and size in bytes: what is
+// written there reaches the host as ciphertext only, and reads of blocks
+// never written through it are noise.
+func Encrypt(name, dev string) (string, int64, error) {
+	sectors, err := deviceSectors(dev)
+	if err != nil {
+		return "", 0, err
+	}
+	key := make([]byte, keySize)
+	if _, err := rand.Read(key); err != nil {
+		return "", 0, err
+	}
+	hexKey := []byte(hex.EncodeToString(key))
+	clear(key)
+	node, err := mapCrypt(name, dev, sectors, hexKey)
+	clear(hexKey)
+	if err != nil {
+		return "", 0, fmt.Errorf("disk %s: dm-crypt: %w", dev, err)
+	}
+	return node, sectors * 512, nil
+}
+
 // Swap maps dev (a block device node, e.g. /dev/vdc) through dm-crypt under
 // a fresh key, makes the mapping swap and turns it on. It returns the swap's
 // size in bytes.
