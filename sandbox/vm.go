@@ -413,19 +413,30 @@ func (s *vmSandbox) undoInGuest(ctx context.Context, c agentClient, id string) {
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
 	t := c.Task()
-	if _, err := t.Kill(uctx, &taskAPI.KillRequest{ID: id, Signal: uint32(unix.SIGKILL), All: true}); err == nil {
-		if _, err := t.Wait(uctx, &taskAPI.WaitRequest{ID: id}); err != nil {
-			log.G(ctx).WithError(err).WithField("container", id).Debug("undo: wait for the killed task")
+	// NotFound when the task was never created; Delete still removes the
+	// prepared bundle then.
+	t.Kill(uctx, &taskAPI.KillRequest{ID: id, Signal: uint32(unix.SIGKILL), All: true})
+	for {
+		_, err := t.Delete(uctx, &taskAPI.DeleteRequest{ID: id})
+		if err == nil || errdefs.IsNotFound(err) {
+			return
 		}
-	}
-	if _, err := t.Delete(uctx, &taskAPI.DeleteRequest{ID: id}); err != nil && !errdefs.IsNotFound(err) {
-		log.G(ctx).WithError(err).WithField("container", id).Warn("undoing a failed container create in the guest")
+		if uctx.Err() != nil {
+			log.G(ctx).WithError(err).WithField("container", id).Warn("undoing a failed container create in the guest")
+			return
+		}
+		// The killed process is not reaped yet: the guest refuses to
+		// delete a task whose process runs.
+		select {
+		case <-uctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
 // undoTimeout bounds undoInGuest: a kill, its exit and a delete take the
-// agent well under a second.
-const undoTimeout = 10 * time.Second
+// agent well under a second; the host's own caller has already given up.
+const undoTimeout = 5 * time.Second
 
 func (s *vmSandbox) attachRootfs(ctx context.Context, r *taskAPI.CreateTaskRequest, root string) (string, error) {
 	hot, ok := s.vm.(hypervisor.DiskHotplugger)
@@ -556,7 +567,7 @@ func (s *vmSandbox) Stop(ctx context.Context) error {
 // sees a VMM that died.
 func (s *vmSandbox) stopHungVM(ctx context.Context, why string) {
 	s.stopping.Store(true) // the agent's loss is explained here
-	log.G(ctx).WithField("sandbox", s.opts.ID).Warnf("stopping the VM: %s", why)
+	log.G(ctx).WithField("sandbox", s.opts.ID).Warnf("stopping the VM: %s%s", why, consoleTail(s.vm.Info().ConsoleLog, 15))
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := s.vm.Stop(sctx); err != nil {
