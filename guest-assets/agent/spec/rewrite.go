@@ -173,6 +173,7 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	}
 	rewriteLinux(&s, o, warn)
 	s.Linux.Devices = append(s.Linux.Devices, blockDevs...)
+	filterDeviceRules(&s, o.BlockDevs, warn)
 	protectProc(&s, warn)
 	return res, nil
 }
