@@ -27,6 +27,7 @@ import (
 	"github.com/coco-runtime/coco/integration/harness"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 var kubeNode struct {
@@ -213,6 +214,7 @@ func TestKubeletEmptyDirDisk(t *testing.T) {
 				deleteKubePod(ctx, t, k, got)
 				return
 			}
+			logPreparePhases(ctx, t, got)
 			mounts := kubeExec(ctx, t, k, got, "b", "grep", " /data ", "/proc/mounts")
 			if !strings.HasPrefix(mounts, "/dev/dm-") || !strings.Contains(mounts, " ext") {
 				t.Errorf("/data in the guest: %q, want an ext2 file system on a dm-crypt mapping", mounts)
@@ -237,5 +239,27 @@ func TestKubeletEmptyDirDisk(t *testing.T) {
 			}
 			deleteKubePod(ctx, t, k, got)
 		})
+	}
+}
+
+// logPreparePhases logs each container's PrepareContainer time (guest
+// side: bundle, volumes, rootfs) from the pod's phases.json: the first
+// container of a disk-backed emptyDir pays for its disk (wait, dm-crypt,
+// mkfs), the next one does not.
+func logPreparePhases(ctx context.Context, t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	sbs, err := shared.ctrd.CRI.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
+		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.uid": string(pod.UID)}}})
+	if err != nil || len(sbs.GetItems()) == 0 {
+		t.Logf("no sandbox to read phases of: %v", err)
+		return
+	}
+	ph, ok := readPhases(sbs.GetItems()[0].Id)
+	if !ok {
+		t.Logf("no phases.json")
+		return
+	}
+	for _, c := range ph.Containers {
+		t.Logf("container %.12s: rootfs %.0f ms, prepare %.0f ms, create %.0f ms", c.ID, c.RootfsMs, c.PrepareMs, c.CreateMs)
 	}
 }
