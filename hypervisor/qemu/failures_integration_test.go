@@ -6,7 +6,9 @@ package qemu
 // off, panicked, silent, unstartable, flooding its console.
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -309,4 +311,65 @@ func TestConsoleFlood(t *testing.T) {
 	if strings.Contains(string(b), "flood 000000 ") {
 		t.Fatal("console log still holds the oldest flood line")
 	}
+}
+
+// TestAbandonedDialsKeepVsockAlive: dials given up on mid-handshake (a
+// CRI call's deadline) must not kill the VM's vsock. vhost-device-vsock
+// panics when the guest's acceptance meets a host socket already closed;
+// the dialler keeps it open until answered (vsock.linger). Before that, a
+// handful of such dials left every later connection hanging.
+func TestAbandonedDialsKeepVsockAlive(t *testing.T) {
+	env := setupBoot(t)
+	cfg := env.config(t, "")
+	vm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := vm.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Stop(context.Background())
+	c, err := vm.Dial(ctx, 1024) // the guest is up
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	abandoned := 0
+	for i := range 40 {
+		dctx, dcancel := context.WithTimeout(ctx, time.Duration(i%8)*250*time.Microsecond)
+		if c, err := vm.Dial(dctx, 1024); err == nil {
+			c.Close()
+		} else {
+			abandoned++
+		}
+		dcancel()
+	}
+	echo := func() error {
+		dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer dcancel()
+		c, err := vm.Dial(dctx, 1024)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		r := bufio.NewReader(c)
+		if _, err := r.ReadString('\n'); err != nil {
+			return fmt.Errorf("greeting: %w", err)
+		}
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return err
+		}
+		if s, err := r.ReadString('\n'); err != nil || s != "ping\n" {
+			return fmt.Errorf("echo %q: %v", s, err)
+		}
+		return nil
+	}
+	if err := echo(); err != nil {
+		b, _ := os.ReadFile(filepath.Join(cfg.StateDir, "vhost-device-vsock.log"))
+		t.Fatalf("after %d abandoned dials the guest no longer answers: %v\nvhost-device-vsock log:\n%s", abandoned, err, b)
+	}
+	t.Logf("%d of 40 dials abandoned mid-handshake; the guest still answers", abandoned)
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -76,8 +77,17 @@ func (d Dialer) hybridOnce(ctx context.Context, socketPath string, port uint32) 
 		deadline = dl
 	}
 	_ = uc.SetDeadline(deadline)
-	// Close the connection if ctx is cancelled mid-handshake.
-	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
+	// Cut the handshake short if ctx is cancelled, unless the socket has
+	// been handed to linger by then.
+	var mu sync.Mutex
+	lingering := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !lingering {
+			_ = uc.SetDeadline(time.Unix(1, 0))
+		}
+	})
 	defer stop()
 
 	if _, err := fmt.Fprintf(uc, "CONNECT %d\n", port); err != nil {
@@ -86,7 +96,15 @@ func (d Dialer) hybridOnce(ctx context.Context, socketPath string, port uint32) 
 	}
 	line, err := readLine(uc)
 	if err != nil {
-		uc.Close()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The request is out and the guest may still accept it.
+			mu.Lock()
+			lingering = true
+			mu.Unlock()
+			linger(uc)
+		} else {
+			uc.Close()
+		}
 		return nil, classify(err)
 	}
 	if _, err := parseOK(line); err != nil {
@@ -99,6 +117,26 @@ func (d Dialer) hybridOnce(ctx context.Context, socketPath string, port uint32) 
 	}
 	_ = uc.SetDeadline(time.Time{})
 	return uc, nil
+}
+
+// lingerLimit bounds how long linger keeps an unanswered request open: a
+// guest that takes longer to accept a connection is hung.
+const lingerLimit = 2 * time.Minute
+
+// linger closes the socket of a CONNECT the dialler gave up on only once
+// the endpoint has answered it (or lingerLimit passed). vhost-device-vsock
+// 0.3 writes the guest's acceptance ("OK <port>") to the host socket with
+// an unwrap: if the host has closed it, the write fails with EPIPE, its
+// vring worker thread panics, and every connection of the VM stops for
+// good. A CreateContainer canceled while its stdio streams were being
+// dialled hung the pod's guest that way (issue 27).
+func linger(uc *net.UnixConn) {
+	_ = uc.SetDeadline(time.Now().Add(lingerLimit))
+	go func() {
+		defer uc.Close()
+		var b [maxReplyLen]byte
+		_, _ = uc.Read(b[:]) // the answer, EOF (refused) or the limit
+	}()
 }
 
 // readLine reads up to and including '\n' one byte at a time, so that no

@@ -248,3 +248,45 @@ func TestDialVhostDeadline(t *testing.T) {
 		t.Errorf("error does not name the target: %v", err)
 	}
 }
+
+// A dialler that gives up before the guest accepts must not close its
+// socket before the endpoint has written its "OK": vhost-device-vsock 0.3
+// panics on the EPIPE, and the VM's vsock is dead from then on. The fake
+// answers late and checks its write reaches an open socket.
+func TestDialHybridAbandonedRequestLingersUntilAnswered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			wrote <- err
+			return
+		}
+		defer c.Close()
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			wrote <- err
+			return
+		}
+		time.Sleep(300 * time.Millisecond) // the guest accepts late
+		_, err = c.Write([]byte("OK 7\n"))
+		wrote <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := (Dialer{HandshakeTimeout: time.Minute}).hybridOnce(ctx, path, 1025); err == nil {
+		t.Fatal("handshake past the deadline succeeded")
+	}
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("the endpoint's late OK hit a closed socket: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the endpoint never answered")
+	}
+}
