@@ -115,6 +115,7 @@ type NIC struct {
 type Info struct {
 	PID        int    // VMM process
 	ConsoleLog string // guest serial console log
+	HelperLog  string // the per-VM helper's log (vhost-device-vsock); "" without one
 	StateDir   string
 	Accel      string // "kvm" or "tcg"
 	// Launch is when Start reached each host step (zero where a driver

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -51,6 +52,20 @@ func consoleTail(path string, n int) string {
 		return ""
 	}
 	return fmt.Sprintf("\nlast %d lines of the guest console (%s):\n%s", n, path, t)
+}
+
+// helperTail is the end of the VM helper's log when it wrote one: a
+// vsock daemon that failed (e.g. a panicked worker) leaves every
+// connection of the VM hanging, and says so only there.
+func helperTail(path string) string {
+	if path == "" {
+		return ""
+	}
+	t, err := hypervisor.Tail(path, 5)
+	if err != nil || strings.TrimSpace(t) == "" {
+		return ""
+	}
+	return fmt.Sprintf("\nthe vsock helper's log (%s) ends:\n%s", path, t)
 }
 
 // waitGuestReady returns the connection the guest agent opened to the

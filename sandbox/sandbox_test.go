@@ -298,3 +298,25 @@ func TestExplainMissingDiskQuotesHotplugErrors(t *testing.T) {
 		t.Errorf("a non-NotFound error was rewritten: %v", got)
 	}
 }
+
+// A hung VM's report carries the vsock helper's last words when it left
+// some (vhost-device-vsock's panicked worker), and nothing otherwise.
+func TestHelperTail(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.log")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	panicked := filepath.Join(dir, "vhost-device-vsock.log")
+	if err := os.WriteFile(panicked, []byte("thread 'vring_worker' panicked at src/vsock_conn.rs:238:64:\nBroken pipe\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"", empty, filepath.Join(dir, "missing.log")} {
+		if got := helperTail(p); got != "" {
+			t.Errorf("helperTail(%q) = %q, want nothing", p, got)
+		}
+	}
+	if got := helperTail(panicked); !strings.Contains(got, "vring_worker' panicked") || !strings.Contains(got, panicked) {
+		t.Errorf("helperTail = %q, want the panic and the log's path", got)
+	}
+}

@@ -283,7 +283,8 @@ func (s *vmSandbox) reportLostAgent(ctx context.Context, err error) {
 		entry.Warnf("lost the guest agent: the VM exited (code %d: %s)%s", st.Code, st.Reason, consoleTail(s.vm.Info().ConsoleLog, 15))
 		return
 	}
-	entry.Warnf("lost the guest agent while its VM still runs%s", consoleTail(s.vm.Info().ConsoleLog, 15))
+	info := s.vm.Info()
+	entry.Warnf("lost the guest agent while its VM still runs%s%s", consoleTail(info.ConsoleLog, 15), helperTail(info.HelperLog))
 }
 
 func (s *vmSandbox) client() (agentClient, error) {
@@ -567,7 +568,8 @@ func (s *vmSandbox) Stop(ctx context.Context) error {
 // sees a VMM that died.
 func (s *vmSandbox) stopHungVM(ctx context.Context, why string) {
 	s.stopping.Store(true) // the agent's loss is explained here
-	log.G(ctx).WithField("sandbox", s.opts.ID).Warnf("stopping the VM: %s%s", why, consoleTail(s.vm.Info().ConsoleLog, 15))
+	info := s.vm.Info()
+	log.G(ctx).WithField("sandbox", s.opts.ID).Warnf("stopping the VM: %s%s%s", why, consoleTail(info.ConsoleLog, 15), helperTail(info.HelperLog))
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := s.vm.Stop(sctx); err != nil {

@@ -112,6 +112,9 @@ func (v *VM) Info() hypervisor.Info {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	i := hypervisor.Info{ConsoleLog: v.plan.paths.console, StateDir: v.plan.cfg.StateDir, Accel: v.plan.accel, Launch: v.launch}
+	if v.daemon != nil {
+		i.HelperLog = v.plan.paths.daemonLog
+	}
 	if v.cmd != nil && v.cmd.Process != nil {
 		i.PID = v.cmd.Process.Pid
 	}
