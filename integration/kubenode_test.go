@@ -170,7 +170,7 @@ func TestKubeletEmptyDirSubPath(t *testing.T) {
 // TestKubeletEmptyDirDisk: an emptyDir annotated "<size>,disk" is, in a
 // coco pod, a sparse file of that size in the kubelet's host directory of
 // the volume, hot-plugged into the guest and encrypted there (dm-crypt,
-// ext2 made in the guest): two containers share it, writing past the size
+// file system made in the guest): two containers share it, writing past the size
 // is ENOSPC, and the host file holds what was written (the kubelet's
 // accounting sees it) as ciphertext. runc shares the same directory.
 func TestKubeletEmptyDirDisk(t *testing.T) {
@@ -216,8 +216,8 @@ func TestKubeletEmptyDirDisk(t *testing.T) {
 			}
 			logPreparePhases(ctx, t, got)
 			mounts := kubeExec(ctx, t, k, got, "b", "grep", " /data ", "/proc/mounts")
-			if !strings.HasPrefix(mounts, "/dev/dm-") || !strings.Contains(mounts, " ext") {
-				t.Errorf("/data in the guest: %q, want an ext2 file system on a dm-crypt mapping", mounts)
+			if !strings.HasPrefix(mounts, "/dev/dm-") || !strings.Contains(mounts, " ext4 ") {
+				t.Errorf("/data in the guest: %q, want an ext4 file system on a dm-crypt mapping", mounts)
 			}
 			// 16 MiB into an 8 MiB disk.
 			out := kubeExec(ctx, t, k, got, "a", "sh", "-c", "dd if=/dev/zero of=/data/big bs=1024 count=16384 2>&1; echo rc=$?")

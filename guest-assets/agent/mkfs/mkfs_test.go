@@ -29,8 +29,12 @@ func TestFormatPassesE2fsck(t *testing.T) {
 		for i := range noise {
 			noise[i] = byte(i*7 + 13)
 		}
-		for off := int64(0); off < size && off < 8<<20; off += int64(len(noise)) {
-			f.WriteAt(noise, off)
+		// Over each group's metadata and unused inode table.
+		for g := int64(0); g*blocksPerGroup*blockSize < size; g++ {
+			start := g * blocksPerGroup * blockSize
+			for off := start; off < size && off < start+2<<20; off += int64(len(noise)) {
+				f.WriteAt(noise, off)
+			}
 		}
 		l, err := Format(f, size)
 		f.Close()
