@@ -79,7 +79,18 @@ func critestHandlers(e *env) ([]harness.Handler, error) {
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		return nil, err
 	}
-	return []harness.Handler{harness.CocoHandler(handlerCritest, path, "")}, nil
+	// No options table: containerd's client cannot start a container of a
+	// user namespace pod on a handler with one (it reads the handler's
+	// runtimeoptions as runc's to set the stdio owner, containerd issue
+	// 11091), so the shim finds its configuration in $COCO_CONFIG.
+	wrapper := filepath.Join(e.failDir, "shim-"+handlerCritest)
+	script := fmt.Sprintf("#!/bin/sh\n# The shim with the critest configuration.\nCOCO_CONFIG=%q exec %q \"$@\"\n", path, e.bins.CocoShim)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		return nil, err
+	}
+	h := harness.CocoHandler(handlerCritest, "", "")
+	h.RuntimePath = wrapper
+	return []harness.Handler{h}, nil
 }
 
 // specResult is the part of a ginkgo JSON report entry the test reads.

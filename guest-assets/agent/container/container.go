@@ -81,6 +81,8 @@ type prepared struct {
 	volumes    map[string]string
 	emptyFiles map[string]string
 	volMu      sync.Mutex // serialises UpdateVolume
+	// userNS is the sandbox container's user namespace (nil: none).
+	userNS *spec.UserNamespace
 }
 
 // Manager tracks prepared bundles and the sandbox container. It is safe for
@@ -216,7 +218,9 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	if r.GetRootfs().GetGuestPull() != nil && m.cfg.PullImage == nil {
 		return "", fmt.Errorf("rootfs.guest_pull: this guest cannot pull images: %w", errdefs.ErrNotImplemented)
 	}
-	if err := os.Mkdir(p.bundle, 0o700); err != nil {
+	// Searchable by all: the OCI runtime opens rootfs in it from inside a
+	// user namespace, where the guest's root is no one. Its files are not.
+	if err := os.Mkdir(p.bundle, 0o711); err != nil {
 		if os.IsExist(err) {
 			return "", fmt.Errorf("bundle %s exists: %w", p.bundle, errdefs.ErrAlreadyExists)
 		}
@@ -249,6 +253,13 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	})
 	if err != nil {
 		return "", err
+	}
+	userNS, err := rootfsUserNS(res.UserNS(), p.sandbox)
+	if err != nil {
+		return "", err
+	}
+	if p.sandbox {
+		p.userNS = res.UserNS()
 	}
 	for _, d := range res.VolumeDirs {
 		// An emptyDir is writable by any user of the pod, as the kubelet
@@ -318,12 +329,12 @@ func (m *Manager) Prepare(ctx context.Context, r *api.PrepareContainerRequest) (
 	// The sandbox container's rootfs is only needed when runc runs it
 	// (MountPauseRootfs); the agent's own pause task needs none.
 	if blk := r.GetRootfs().GetBlock(); blk != nil {
-		if err := m.mountBlock(ctx, p, blk.GetSerial(), rootfs); err != nil {
+		if err := m.mountBlock(ctx, p, blk.GetSerial(), rootfs, userNS); err != nil {
 			return "", err
 		}
 	}
 	if gp := r.GetRootfs().GetGuestPull(); gp != nil {
-		if err := m.mountPulled(ctx, p, gp.GetImage(), rootfs); err != nil {
+		if err := m.mountPulled(ctx, p, gp.GetImage(), rootfs, userNS); err != nil {
 			return "", err
 		}
 	}
@@ -433,21 +444,29 @@ func (m *Manager) mountRetry(ctx context.Context, source, target, fstype string,
 // writable layer lives on the guest's tmpfs, so writes never reach the host.
 // mountPulled gives a container the image the guest pulled: a private
 // overlay whose lower layer is the pod's read-only copy of the image.
-func (m *Manager) mountPulled(ctx context.Context, p *prepared, image, rootfs string) error {
+func (m *Manager) mountPulled(ctx context.Context, p *prepared, image, rootfs, userNS string) error {
 	lower, err := m.cfg.PullImage(ctx, image)
 	if err != nil {
 		return fmt.Errorf("rootfs.guest_pull %s: %w", image, err)
 	}
-	return m.mountOverlay(p, lower, rootfs)
+	return m.mountOverlay(p, lower, rootfs, userNS, true)
 }
 
 // mountOverlay mounts rootfs as a writable overlay on lower, its upper
-// layer in the bundle.
-func (m *Manager) mountOverlay(p *prepared, lower, rootfs string) error {
+// layer in the bundle; with userNS, a user namespace file, for that
+// namespace, lower id-mapped if idmapLower (overlayfs cannot be id-mapped
+// itself, its layers can).
+func (m *Manager) mountOverlay(p *prepared, lower, rootfs, userNS string, idmapLower bool) error {
 	ovl := filepath.Join(p.bundle, ".overlay")
 	upper, work := filepath.Join(ovl, "upper"), filepath.Join(ovl, "work")
 	for _, d := range []string{upper, work} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if userNS != "" {
+		var err error
+		if lower, err = m.userNSLayers(p, lower, upper, userNS, idmapLower); err != nil {
 			return err
 		}
 	}
@@ -459,7 +478,7 @@ func (m *Manager) mountOverlay(p *prepared, lower, rootfs string) error {
 	return nil
 }
 
-func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs string) error {
+func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs, userNS string) error {
 	if m.cfg.DriversReady != nil {
 		select {
 		case <-m.cfg.DriversReady:
@@ -479,7 +498,9 @@ func (m *Manager) mountBlock(ctx context.Context, p *prepared, serial, rootfs st
 		return fmt.Errorf("mount erofs disk %s (serial %s): %w", dev, serial, err)
 	}
 	p.mounts = append([]string{lower}, p.mounts...)
-	if err := m.mountOverlay(p, lower, rootfs); err != nil {
+	// The host made the disk from its id-mapped view of the snapshot
+	// (containerd mounts it with the pod's uidmap): ids already mapped.
+	if err := m.mountOverlay(p, lower, rootfs, userNS, false); err != nil {
 		return fmt.Errorf("serial %s: %w", serial, err)
 	}
 	return nil
@@ -494,6 +515,11 @@ func (m *Manager) mountPause(p *prepared, rootfs string) error {
 	p.mounts = append([]string{rootfs}, p.mounts...)
 	for _, d := range []string{"proc", "dev", "sys", "etc"} {
 		if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if p.userNS != nil && p.userNS.Path == "" {
+		if err := chownPauseRoot(rootfs, p.userNS); err != nil {
 			return err
 		}
 	}

@@ -161,6 +161,9 @@ func Rewrite(raw []byte, o Options) (*Result, error) {
 	if s.Linux == nil {
 		s.Linux = &specs.Linux{}
 	}
+	if err := validateSpecIDMappings(&s); err != nil {
+		return nil, err
+	}
 	if err := rewriteNamespaces(&s, o, warn); err != nil {
 		return nil, err
 	}
