@@ -48,10 +48,6 @@ func (t *taskService) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*
 	return t.backend(r.ID).CloseIO(ctx, r)
 }
 
-func (t *taskService) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
-	return t.backend(r.ID).Update(ctx, r)
-}
-
 func (t *taskService) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
 	return t.backend(r.ID).Wait(ctx, r)
 }

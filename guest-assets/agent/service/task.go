@@ -17,6 +17,7 @@ import (
 
 	"github.com/coco-runtime/coco/guest-assets/agent/container"
 	"github.com/coco-runtime/coco/guest-assets/agent/pausetask"
+	"github.com/coco-runtime/coco/guest-assets/agent/spec"
 	"github.com/coco-runtime/coco/guest-assets/agent/stdio"
 	"github.com/coco-runtime/coco/virtcontainers/agent/api"
 )
@@ -215,4 +216,22 @@ func (t *taskService) closeStdin(ctx context.Context, id, execID string) error {
 		return errgrpc.ToNative(err)
 	}
 	return nil
+}
+
+// Update applies the host's resource update without its device rules
+// (spec.KeepDeviceRules): the container keeps the device cgroup the guest
+// gave it.
+func (t *taskService) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
+	if r.Resources != nil {
+		kept, changed, err := spec.KeepDeviceRules(r.Resources.GetValue())
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		if changed {
+			log.G(ctx).WithField("id", r.ID).Debug("resources.devices of an update ignored: the container keeps the guest's device rules")
+			r = proto.Clone(r).(*taskAPI.UpdateTaskRequest)
+			r.Resources.Value = kept
+		}
+	}
+	return t.backend(r.ID).Update(ctx, r)
 }

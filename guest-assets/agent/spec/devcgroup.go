@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -114,4 +115,25 @@ func ruleString(r specs.LinuxDeviceCgroup) string {
 		t = "a"
 	}
 	return fmt.Sprintf("%s %s:%s %s", t, n(r.Major), n(r.Minor), r.Access)
+}
+
+// KeepDeviceRules takes the device rules out of an UpdateTask's resources
+// (OCI LinuxResources JSON): crun would replace the container's device
+// cgroup with them, and they are the host's (containerd re-sends its
+// spec's rules with every resource update, host device numbers included:
+// a guest disk's in the guest, and not a block volume's guest disk). A
+// container's device cgroup is the one PrepareContainer gave it; the CRI
+// cannot change devices anyway. It returns the resources to apply and
+// whether rules were taken out.
+func KeepDeviceRules(resources []byte) ([]byte, bool, error) {
+	var r specs.LinuxResources
+	if err := json.Unmarshal(resources, &r); err != nil {
+		return nil, false, invalid("resources", "%v", err)
+	}
+	if r.Devices == nil {
+		return resources, false, nil
+	}
+	r.Devices = nil
+	b, err := json.Marshal(&r)
+	return b, true, err
 }

@@ -164,3 +164,21 @@ func slicesContainSub(l []string, sub string) bool {
 	}
 	return false
 }
+
+// A hostile host's UpdateTask allows the guest's disks (crun would apply
+// an update's device rules): the update's device rules are taken out, the
+// rest goes through; an update without them is passed as it came.
+func TestKeepDeviceRules(t *testing.T) {
+	update, _ := json.Marshal(&specs.LinuxResources{
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}, charRule(1, 3), devRule(true, "b", 254, 0, "rwm"), {Allow: true, Access: "rwm"}},
+		Pids:    &specs.LinuxPids{Limit: ptr(100)},
+	})
+	out, changed, err := KeepDeviceRules(update)
+	if err != nil || !changed || string(out) != `{"pids":{"limit":100}}` {
+		t.Fatalf("update became %s, %v, %v; want only the pids limit", out, changed, err)
+	}
+	plain := []byte(`{"memory":{"limit":1048576}}`)
+	if out, changed, err := KeepDeviceRules(plain); err != nil || changed || string(out) != string(plain) {
+		t.Fatalf("an update without device rules became %s, %v, %v", out, changed, err)
+	}
+}
