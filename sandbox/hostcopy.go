@@ -32,9 +32,41 @@ func isDir(p string) bool {
 // readOnlyHostDirs returns the spec (raw, as containerd wrote it) with
 // every copied host directory mounted read-only: the guest holds a
 // snapshot taken at creation, and a write that would never reach the host
-// fails loudly rather than vanishing. The raw JSON is edited in place, so
-// fields this runtime-spec version does not know survive.
+// fails loudly rather than vanishing.
 func readOnlyHostDirs(raw []byte, sp *specs.Spec) ([]byte, error) {
+	return editMounts(raw, sp, func(m specs.Mount) (*mountEdit, error) {
+		if !copiedHostDir(m) || !isDir(m.Source) || slices.Contains(m.Options, "ro") {
+			return nil, nil
+		}
+		opts := slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "rw" })
+		return &mountEdit{field: "options", value: append(opts, "ro")}, nil
+	})
+}
+
+// mountEdit sets one field of one mount in the raw spec.
+type mountEdit struct {
+	field string
+	value any
+}
+
+// editMounts returns raw (the spec as containerd wrote it) with the edits
+// edit asks for, mount by mount (nil: leave it). The JSON is edited in
+// place, so fields this runtime-spec version does not know survive, and
+// raw comes back as it was when nothing changes.
+func editMounts(raw []byte, sp *specs.Spec, edit func(specs.Mount) (*mountEdit, error)) ([]byte, error) {
+	edits := map[int]*mountEdit{}
+	for i, m := range sp.Mounts {
+		e, err := edit(m)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			edits[i] = e
+		}
+	}
+	if len(edits) == 0 {
+		return raw, nil
+	}
 	var doc map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("spec: %w: %w", err, errdefs.ErrInvalidArgument)
@@ -43,21 +75,15 @@ func readOnlyHostDirs(raw []byte, sp *specs.Spec) ([]byte, error) {
 	if err := json.Unmarshal(doc["mounts"], &mounts); err != nil || len(mounts) != len(sp.Mounts) {
 		return nil, fmt.Errorf("spec: mounts do not parse as %d mounts: %w", len(sp.Mounts), errdefs.ErrInvalidArgument)
 	}
-	changed := false
-	for i, m := range sp.Mounts {
-		if !copiedHostDir(m) || !isDir(m.Source) || slices.Contains(m.Options, "ro") {
-			continue
+	for i, e := range edits {
+		if mounts[i] == nil {
+			return nil, fmt.Errorf("spec: mounts[%d] is null: %w", i, errdefs.ErrInvalidArgument)
 		}
-		opts := slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "rw" })
-		b, err := json.Marshal(append(opts, "ro"))
+		b, err := json.Marshal(e.value)
 		if err != nil {
 			return nil, err
 		}
-		mounts[i]["options"] = b
-		changed = true
-	}
-	if !changed {
-		return raw, nil
+		mounts[i][e.field] = b
 	}
 	b, err := json.Marshal(mounts)
 	if err != nil {

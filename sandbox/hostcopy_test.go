@@ -112,6 +112,12 @@ func TestReadOnlyHostDirs(t *testing.T) {
 	if _, err := readOnlyHostDirs([]byte(`{"mounts":{}}`), &sp); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("malformed mounts: %v", err)
 	}
+	// A raw document whose mount to edit is null (the parsed spec says
+	// otherwise): an error, not a panic.
+	nulls := `{"mounts":[null,null,null,null]}`
+	if _, err := readOnlyHostDirs([]byte(nulls), &sp); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("null mount: %v", err)
+	}
 }
 
 // A file over the guest's per-file limit fails on the host, naming it and

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -83,43 +82,18 @@ func subPathVolume(source string) string {
 // holds the content, and the policy pins that form (genpolicy). Other
 // fields and mounts are left as they are.
 func emptyDirSubPaths(raw []byte, sp *specs.Spec) ([]byte, error) {
-	var doc map[string]json.RawMessage
-	var mounts []map[string]json.RawMessage
-	changed := false
-	for i, m := range sp.Mounts {
+	return editMounts(raw, sp, func(m specs.Mount) (*mountEdit, error) {
 		if !isEmptyDirSubPath(m.Source) || (m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind")) {
-			continue
+			return nil, nil
 		}
 		vol, rel, err := subPathOf(m.Source)
 		if err != nil {
 			return nil, fmt.Errorf("mount %s: the subPath of an emptyDir that the kubelet bound at %s: %v: %w", m.Destination, m.Source, err, errdefs.ErrInvalidArgument)
 		}
-		if mounts == nil {
-			if err := json.Unmarshal(raw, &doc); err != nil {
-				return nil, fmt.Errorf("spec: %w: %w", err, errdefs.ErrInvalidArgument)
-			}
-			if err := json.Unmarshal(doc["mounts"], &mounts); err != nil || len(mounts) != len(sp.Mounts) {
-				return nil, fmt.Errorf("spec: mounts do not parse as %d mounts: %w", len(sp.Mounts), errdefs.ErrInvalidArgument)
-			}
-		}
 		src := vol
 		if rel != "." {
 			src = vol + "/" + filepath.ToSlash(rel)
 		}
-		b, err := json.Marshal(src)
-		if err != nil {
-			return nil, err
-		}
-		mounts[i]["source"] = b
-		changed = true
-	}
-	if !changed {
-		return raw, nil
-	}
-	b, err := json.Marshal(mounts)
-	if err != nil {
-		return nil, err
-	}
-	doc["mounts"] = b
-	return json.Marshal(doc)
+		return &mountEdit{field: "source", value: src}, nil
+	})
 }
