@@ -88,6 +88,8 @@ type Hypervisor struct {
 	BootTimeout  Duration `toml:"boot_timeout"`
 	// ConsoleLogKiB caps the guest console log on the host.
 	ConsoleLogKiB uint32 `toml:"console_log_kib"`
+	// MemoryHugePages backs guest memory with transparent huge pages.
+	MemoryHugePages bool `toml:"memory_huge_pages"`
 	// ShareDir is absolute once loaded; COCO_SHARE_DIR has been applied.
 	ShareDir string `toml:"share_dir"`
 	Vsock    Vsock  `toml:"vsock"`

@@ -123,6 +123,7 @@ func (c *Config) VM(id, stateDir string) (hypervisor.Config, error) {
 		Disks:        disks,
 	}
 	vm.ConsoleLogMax = int64(h.ConsoleLogKiB) << 10
+	vm.MemoryHugePages = h.MemoryHugePages
 	return vm, nil
 }
 

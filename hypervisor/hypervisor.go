@@ -177,6 +177,10 @@ type Config struct {
 	// ConsoleLogMax caps the guest console log (Info.ConsoleLog) in bytes;
 	// the newest output is kept (see Console). 0 = DefaultConsoleLogMax.
 	ConsoleLogMax int64
+	// MemoryHugePages backs guest memory with transparent huge pages where
+	// the driver shares it with a vsock daemon (QEMU, vhost-user mode) and
+	// the guest is not confidential; elsewhere it changes nothing.
+	MemoryHugePages bool
 }
 
 // Vsock selects how the host reaches the guest agent.

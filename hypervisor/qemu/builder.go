@@ -77,6 +77,9 @@ type plan struct {
 	mode    string // modeVhost or modeVhostUser
 	cid     uint32
 	vhostFD int // fd number of a reserved /dev/vhost-vsock in QEMU, 0 = none
+	// ramFile: guest memory is a file the shim opens (ram.go) and QEMU
+	// inherits as ramFD, rather than a memfd QEMU makes.
+	ramFile bool
 	paths   paths
 	notes   []string
 }
@@ -166,9 +169,15 @@ func (p *plan) argv() ([]string, error) {
 	c.arg("-smp", strconv.FormatUint(uint64(p.cfg.VCPUs), 10))
 	c.arg("-m", memSize(p.cfg.MemoryMiB))
 	// A memfd backend can be shared with a vhost-user daemon, which must map
-	// guest memory to move vsock packets.
-	c.object(newOpts("memory-backend-memfd").set("id", memID).set("size", memSize(p.cfg.MemoryMiB)).
-		setBool("share", p.mode == modeVhostUser))
+	// guest memory to move vsock packets. The file of OpenRAM is shared the
+	// same way; align=2M lets its huge pages be mapped whole.
+	if p.ramFile {
+		c.object(newOpts("memory-backend-file").set("id", memID).set("size", memSize(p.cfg.MemoryMiB)).
+			setBool("share", true).set("mem-path", fmt.Sprintf("/proc/self/fd/%d", p.ramFD())).set("align", "2M"))
+	} else {
+		c.object(newOpts("memory-backend-memfd").set("id", memID).set("size", memSize(p.cfg.MemoryMiB)).
+			setBool("share", p.mode == modeVhostUser))
+	}
 
 	if err := p.teeObject(c); err != nil {
 		return nil, err

@@ -149,6 +149,7 @@ func resolve(cfg hypervisor.Config, h host, strict bool) (*plan, error) {
 	} else {
 		p.cid = hostCID
 	}
+	p.ramFile = cfg.MemoryHugePages && p.mode == modeVhostUser && !p.confidential()
 
 	seen := map[string]bool{}
 	for i, d := range cfg.Disks {

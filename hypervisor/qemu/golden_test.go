@@ -84,7 +84,9 @@ func tableConfigs() map[string]hypervisor.Config {
 		{ID: "net1", MAC: net.HardwareAddr{0x0a, 0x58, 0x0a, 0xfb, 0x02, 0x06}},
 	}
 	m["nics"] = c
-	c.Vsock.Mode = "vhost"
+	c.MemoryHugePages = true // the memory file's fd follows the NICs'
+	m["nics-hugepages"] = c
+	c.Vsock.Mode = "vhost" // no daemon shares guest memory: a memfd
 	m["nics-vhost"] = c
 
 	m["sev"] = firmware(baseConfig(), "/opt/coco/share/OVMF.amdsev.fd", tee.Config{Kind: tee.SEV, SEV: &tee.SEVOptions{Policy: 0x1, CBitPos: 47, ReducedPhysBits: 1, KernelHashes: true}})

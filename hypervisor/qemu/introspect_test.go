@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -268,6 +269,21 @@ func TestIntrospection(t *testing.T) {
 func instantiate(bin, object string) error {
 	cmd := exec.Command(bin, "-M", "none", "-nodefaults", "-display", "none", "-object", object, "-qmp", "stdio")
 	cmd.Stdin = strings.NewReader(`{"execute":"qmp_capabilities"}` + "\n" + `{"execute":"quit"}` + "\n")
+	// A memory file is inherited (plan.ramFile): give fds 3..N a memfd.
+	if _, after, ok := strings.Cut(object, "mem-path=/proc/self/fd/"); ok {
+		n, err := strconv.Atoi(strings.SplitN(after, ",", 2)[0])
+		if err != nil || n < 3 {
+			return fmt.Errorf("mem-path fd in %q", object)
+		}
+		f, err := OpenRAM("/nonexistent", 512) // no mount there: the memfd fallback
+		if f == nil {
+			return err
+		}
+		defer f.Close()
+		for range n - 2 {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		}
+	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

@@ -69,6 +69,10 @@ func (p *plan) nicFD(i int) int {
 	return 3 + i
 }
 
+// ramFD is the fd number of the guest memory file (plan.ramFile): the
+// ExtraFile after the NICs.
+func (p *plan) ramFD() int { return p.nicFD(len(p.cfg.NICs)) }
+
 // nics emits one tap netdev on an inherited fd and its virtio-net device
 // per NIC. host_mtu tells the guest driver the MTU (VIRTIO_NET_F_MTU), so
 // the link has it before the agent configures anything.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 )
 
 // Stop budget when ctx has no deadline, and how long the guest gets to
@@ -154,6 +155,9 @@ func (v *VM) teardownLocked(ctx context.Context) error {
 			close(v.exited)
 		}
 	}
+	// OpenRAM's mount is detached at once; only a shim killed in between
+	// leaves it.
+	_ = unix.Unmount(ramDir(v.plan.cfg.StateDir), unix.MNT_DETACH)
 	if err := os.RemoveAll(v.plan.cfg.StateDir); err != nil {
 		log.G(ctx).WithError(err).Warn("qemu: removing state dir")
 		return fmt.Errorf("remove state dir: %w", err)

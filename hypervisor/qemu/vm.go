@@ -104,6 +104,9 @@ func (v *VM) Command() ([]string, []string, error) {
 	if v.plan.mode == modeVhost {
 		notes = append(notes, fmt.Sprintf("vsock: guest-cid=%d is a placeholder; Start reserves a free CID on %s and passes it as vhostfd", placeholderCID, v.host.vhostDevice))
 	}
+	if v.plan.ramFile {
+		notes = append(notes, fmt.Sprintf("guest memory: fd %d is a file Start creates on a tmpfs with 2 MiB pages (a memfd where the host refuses the mount)", v.plan.ramFD()))
+	}
 	return args, notes, nil
 }
 
@@ -175,6 +178,18 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 			return fmt.Errorf("%w: nic %q: no tap file", errdefs.ErrInvalidArgument, n.ID)
 		}
 		extra = append(extra, n.Tap)
+	}
+	if p.ramFile {
+		ram, hugeErr := OpenRAM(p.cfg.StateDir, p.cfg.MemoryMiB)
+		if ram == nil {
+			return hugeErr
+		}
+		if hugeErr != nil {
+			lg.WithError(hugeErr).Info("qemu: guest memory without huge pages")
+		}
+		// QEMU has its own copy once started; ramFD numbers this one.
+		defer ram.Close()
+		extra = append(extra, ram)
 	}
 
 	args, err := p.argv()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coco-runtime/coco/guest-assets/initrd"
+	"github.com/coco-runtime/coco/hypervisor/qemu"
 )
 
 // FloorInitrd builds integration/bench/floorinit and a one-file initrd
@@ -67,7 +68,8 @@ func FloorArgs(podArgv []string, floorInitrd, console string) ([]string, error) 
 			haveKernel = haveKernel || a == "-kernel"
 			i++
 		case a == "-object" && strings.HasPrefix(v, "memory-backend-"):
-			out = append(out, a, v)
+			// The pod's memory file (qemu.OpenRAM) is BareBoot's fd 3.
+			out = append(out, a, ramFDRE.ReplaceAllString(v, "${1}3"))
 			i++
 		}
 	}
@@ -77,7 +79,10 @@ func FloorArgs(podArgv []string, floorInitrd, console string) ([]string, error) 
 	return append(out, "-initrd", floorInitrd, "-serial", "file:"+console), nil
 }
 
-var floorRE = regexp.MustCompile(`COCO-FLOOR init_ns=(\d+)`)
+var (
+	floorRE = regexp.MustCompile(`COCO-FLOOR init_ns=(\d+)`)
+	ramFDRE = regexp.MustCompile(`(mem-path=/proc/self/fd/)\d+`)
+)
 
 // FloorResult is one bare boot, timed by the host from QEMU's exec: until
 // init's marker showed on the console (the guest is up: the floor), until
@@ -96,6 +101,14 @@ func BareBoot(ctx context.Context, argv []string, console string) (FloorResult, 
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if strings.Contains(strings.Join(argv, " "), "mem-path=/proc/self/fd/3") {
+		ram, err := floorRAM(argv, filepath.Dir(console))
+		if err != nil {
+			return FloorResult{}, err
+		}
+		defer ram.Close()
+		cmd.ExtraFiles = []*os.File{ram}
+	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
@@ -140,6 +153,26 @@ func BareBoot(ctx context.Context, argv []string, console string) (FloorResult, 
 		GuestInitMs: ns / 1e6,
 		PreClockMs:  ms(init) - ns/1e6,
 	}, nil
+}
+
+// floorRAM makes the bare boot's guest memory the way the shim makes the
+// pod's, so both boot on the same kind of pages.
+func floorRAM(argv []string, dir string) (*os.File, error) {
+	for i, a := range argv[:len(argv)-1] {
+		if a != "-m" {
+			continue
+		}
+		mib, err := strconv.ParseUint(strings.TrimSuffix(argv[i+1], "M"), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("bench: bare boot: -m %q: want <MiB>M", argv[i+1])
+		}
+		f, hugeErr := qemu.OpenRAM(dir, uint32(mib))
+		if f == nil {
+			return nil, fmt.Errorf("bench: bare boot: %w", hugeErr)
+		}
+		return f, nil // without huge pages if the pod had none either
+	}
+	return nil, fmt.Errorf("bench: bare boot: no -m in %v", argv)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -22,10 +22,12 @@ type Report struct {
 	// -generic-guest), run alternately with ours in the same run.
 	CocoGeneric  []NamedStat `json:"coco_generic,omitempty"`
 	FloorGeneric []NamedStat `json:"floor_generic,omitempty"`
-	// The coco pod in a class with [network] interfaces = "none" (no NIC),
-	// and per run the coco pod's time minus it: what the network costs.
-	CocoNoNet   []NamedStat        `json:"coco_nonet,omitempty"`
-	NetworkCost []NamedStat        `json:"network_cost,omitempty"`
+	// The coco pod in its class with bench -variant appended (by default
+	// [network] interfaces = "none"), and per run the coco pod's time minus
+	// the variant's: what the variant saves (by default, the network's cost).
+	VariantName string             `json:"variant_name,omitempty"`
+	CocoVariant []NamedStat        `json:"coco_variant,omitempty"`
+	VariantDiff []NamedStat        `json:"variant_diff,omitempty"`
 	Memory      []NamedStat        `json:"memory"`            // KiB
 	Ratios      map[string]Stat    `json:"ratios"`            // per-run quotients: median, min, max (Paired)
 	Concurrent  []ConcurrentResult `json:"concurrent"`        // bursts of pods
@@ -249,11 +251,11 @@ func (r *Report) WriteTable(out io.Writer) {
 		w.Flush()
 		fmt.Fprintln(out)
 	}
-	if len(r.NetworkCost) > 0 {
-		nonet := byName(r.CocoNoNet)
-		line("the pod network's cost (ms)", "without network median", "min", "max", "with − without, paired per run: median", "min", "max")
-		for _, s := range r.NetworkCost {
-			line(append(append([]string{s.Name}, cells(nonet, s.Name)...), f1(s.Median), f1(s.Min), f1(s.Max))...)
+	if len(r.VariantDiff) > 0 {
+		variant := byName(r.CocoVariant)
+		line("coco against coco "+r.VariantName+" (ms)", "variant median", "min", "max", "coco − variant, paired per run: median", "min", "max")
+		for _, s := range r.VariantDiff {
+			line(append(append([]string{s.Name}, cells(variant, s.Name)...), f1(s.Median), f1(s.Min), f1(s.Max))...)
 		}
 		w.Flush()
 		fmt.Fprintln(out)

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -27,6 +28,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/coco-runtime/coco/integration/bench"
 	"github.com/coco-runtime/coco/integration/harness"
 )
@@ -40,6 +43,8 @@ type options struct {
 	out         string
 	cocoConfig  string
 	kernelArgs  string
+	variant     string // TOML appended to the coco class for the variant pod
+	variantName string
 	guest       string
 	generic     string
 	sandboxer   string
@@ -75,6 +80,33 @@ func classOverlay(class string, set map[string]string) string {
 	return strings.Join(out, "\n")
 }
 
+// mergeTOML lays the tables and keys of overlay over base's, so -variant
+// can set a key of a table the class file already has.
+func mergeTOML(base []byte, overlay string) ([]byte, error) {
+	var b, o map[string]any
+	if err := toml.Unmarshal(base, &b); err != nil {
+		return nil, err
+	}
+	if err := toml.Unmarshal([]byte(overlay), &o); err != nil {
+		return nil, err
+	}
+	var merge func(dst, src map[string]any)
+	merge = func(dst, src map[string]any) {
+		for k, v := range src {
+			sub, isTable := v.(map[string]any)
+			if d, ok := dst[k].(map[string]any); ok && isTable {
+				merge(d, sub)
+				continue
+			}
+			dst[k] = v
+		}
+	}
+	merge(b, o)
+	var out bytes.Buffer
+	err := toml.NewEncoder(&out).Encode(b)
+	return out.Bytes(), err
+}
+
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -104,6 +136,8 @@ func main() {
 	flag.StringVar(&o.out, "out", "build/bench", "results directory (JSON report)")
 	flag.StringVar(&o.cocoConfig, "config", "", "config file of the coco handler (default: configs/configuration-qemu-coco-dev.toml)")
 	flag.StringVar(&o.kernelArgs, "kernel-params", "", "extra guest kernel parameters for the coco pods (an overlay config; not with -config): for A/B runs")
+	flag.StringVar(&o.variant, "variant", `network = {interfaces = "none"}`, "TOML laid over the coco pod's class for a second pod in every run (handler coco-variant, alternating which goes first); the table shows coco − variant paired per run: an A/B of any configuration key")
+	flag.StringVar(&o.variantName, "variant-name", "without a network", "what -variant changes, for the table")
 	flag.StringVar(&o.guest, "guest", "build/guest", "guest assets of the coco pods (make guest-assets)")
 	flag.StringVar(&o.generic, "generic-guest", "", "guest assets built with Debian's generic kernel (make guest-assets GUEST_KERNEL=debian GUEST_OUT=...): every coco pod and bare boot runs with these too, side by side; empty: none")
 	flag.StringVar(&o.sandboxer, "sandboxer", "shim", `containerd sandboxer of the coco handler: "shim" (containerd's sandbox API, as the README configures it) or "podsandbox" (a pause container through the task API, containerd's default)`)
@@ -233,17 +267,21 @@ func run(o options) error {
 	if genericCfg != "" {
 		handlers = append(handlers, harness.CocoHandler("coco-generic", genericCfg, o.sandboxerOption()))
 	}
-	// The same class without a NIC ([network] interfaces = "none"), so the
-	// network's share of a pod start is measured in the same run.
+	// The same class with -variant appended (by default without a NIC:
+	// the network's share of a pod start), measured in the same run.
 	base, err := os.ReadFile(cocoCfg)
 	if err != nil {
 		return err
 	}
-	nonetCfg := filepath.Join(work, "configuration-bench-nonet.toml")
-	if err := os.WriteFile(nonetCfg, append(base, "\n[network]\ninterfaces = \"none\"\n"...), 0o644); err != nil {
+	merged, err := mergeTOML(base, o.variant)
+	if err != nil {
+		return fmt.Errorf("-variant: %w", err)
+	}
+	variantCfg := filepath.Join(work, "configuration-bench-variant.toml")
+	if err := os.WriteFile(variantCfg, merged, 0o644); err != nil {
 		return err
 	}
-	handlers = append(handlers, harness.CocoHandler("coco-nonet", nonetCfg, o.sandboxerOption()))
+	handlers = append(handlers, harness.CocoHandler("coco-variant", variantCfg, o.sandboxerOption()))
 	ctrd, err := harness.Start(ctx, harness.Options{
 		Repo: repo, Bins: bins,
 		Handlers: handlers,
@@ -269,9 +307,9 @@ func run(o options) error {
 	var coco, cocoGeneric, runc, floor, floorGeneric, mem bench.Series
 	var qemuArgv, floorArgv, floorGenericArgv []string
 	paired := bench.Paired{}
-	// per run, coco − coco-nonet: RunPodSandbox, first output
-	var netPodCost, netOutputCost []float64
-	var cocoNoNet bench.Series
+	// per run, coco − coco-variant: RunPodSandbox, first output, StartContainer
+	var variantPodDiff, variantOutputDiff, variantStartDiff []float64
+	var cocoVariant bench.Series
 	floorConsole := filepath.Join(work, "floor-console.log")
 	for i := -o.warmup; i < o.runs; i++ {
 		tag := fmt.Sprintf("run %d/%d", i+1, o.runs)
@@ -279,11 +317,10 @@ func run(o options) error {
 			tag = "warm-up"
 		}
 		// The pods of one run, in the order they start. The generic kernel's
-		// and the network-less pod go before the coco pod in alternate
-		// runs: the machine's speed drifts, and a fixed order would bias
-		// the pairs.
+		// and the variant pod go before the coco pod in alternate runs: the
+		// machine's speed drifts, and a fixed order would bias the pairs.
 		genericFirst := genericCfg != "" && (i+o.warmup)%2 == 1
-		nonetFirst := (i+o.warmup)%2 == 0
+		variantFirst := (i+o.warmup)%2 == 0
 		var cs, gs, ns, rs bench.PodSample
 		type pod struct {
 			what, handler, name string
@@ -292,17 +329,17 @@ func run(o options) error {
 		}
 		n := i + o.warmup
 		generic := pod{"coco pod, generic kernel", "coco-generic", fmt.Sprintf("bench-generic-%d", n), true, &gs}
-		nonet := pod{"coco pod without a network", "coco-nonet", fmt.Sprintf("bench-nonet-%d", n), true, &ns}
+		variant := pod{"coco pod " + o.variantName, "coco-variant", fmt.Sprintf("bench-variant-%d", n), true, &ns}
 		var order []pod
 		if genericFirst {
 			order = append(order, generic)
 		}
-		if nonetFirst {
-			order = append(order, nonet)
+		if variantFirst {
+			order = append(order, variant)
 		}
 		order = append(order, pod{"coco pod", "coco", fmt.Sprintf("bench-coco-%d", n), true, &cs})
-		if !nonetFirst {
-			order = append(order, nonet)
+		if !variantFirst {
+			order = append(order, variant)
 		}
 		if genericCfg != "" && !genericFirst {
 			order = append(order, generic)
@@ -349,9 +386,10 @@ func run(o options) error {
 			continue
 		}
 		hostShare := bench.AddCoco(&coco, cs)
-		bench.AddCoco(&cocoNoNet, ns)
-		netPodCost = append(netPodCost, cs.RunPodMs-ns.RunPodMs)
-		netOutputCost = append(netOutputCost, cs.ToOutputMs-ns.ToOutputMs)
+		bench.AddCoco(&cocoVariant, ns)
+		variantPodDiff = append(variantPodDiff, cs.RunPodMs-ns.RunPodMs)
+		variantOutputDiff = append(variantOutputDiff, cs.ToOutputMs-ns.ToOutputMs)
+		variantStartDiff = append(variantStartDiff, cs.StartMs-ns.StartMs)
 		if genericCfg != "" {
 			bench.AddCoco(&cocoGeneric, gs)
 			paired.Add(bench.RatioPodGeneric, cs.RunPodMs, gs.RunPodMs)
@@ -381,7 +419,7 @@ func run(o options) error {
 		mem.Add("runc pause PSS", rs.HelperMem.PSSKiB)
 		mem.Add("QEMU RSS", cs.VMMMem.RSSKiB)
 		mem.Add("QEMU PSS", cs.VMMMem.PSSKiB)
-		mem.Add("QEMU anonymous (TCG code cache, heap; guest RAM is a shared memfd)", cs.VMMMem.AnonKiB)
+		mem.Add("QEMU anonymous (TCG code cache, heap; guest RAM is a shared file)", cs.VMMMem.AnonKiB)
 		if genericCfg != "" {
 			mem.Add("QEMU RSS, generic kernel", gs.VMMMem.RSSKiB)
 		}
@@ -460,11 +498,12 @@ func run(o options) error {
 
 	rep.Coco, rep.Runc, rep.Floor, rep.Memory = coco.Stats(), runc.Stats(), floor.Stats(), mem.Stats()
 	rep.CocoGeneric, rep.FloorGeneric = cocoGeneric.Stats(), floorGeneric.Stats()
-	rep.CocoNoNet = cocoNoNet.Stats()
-	if len(netPodCost) > 0 {
-		rep.NetworkCost = []bench.NamedStat{
-			{Name: bench.PodTotal, Stat: bench.Summarize(netPodCost)},
-			{Name: bench.ToOutput, Stat: bench.Summarize(netOutputCost)},
+	rep.CocoVariant, rep.VariantName = cocoVariant.Stats(), o.variantName
+	if len(variantPodDiff) > 0 {
+		rep.VariantDiff = []bench.NamedStat{
+			{Name: bench.PodTotal, Stat: bench.Summarize(variantPodDiff)},
+			{Name: bench.CtrStart, Stat: bench.Summarize(variantStartDiff)},
+			{Name: bench.ToOutput, Stat: bench.Summarize(variantOutputDiff)},
 		}
 	}
 	// Bursts: N pods at once against one, each burst measured once.
