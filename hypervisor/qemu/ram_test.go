@@ -40,13 +40,14 @@ func TestOpenRAMHugePagesLeaveNoMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Munmap(reserve)
-	start := (uintptr(unsafe.Pointer(&reserve[0])) + huge - 1) &^ (huge - 1)
-	addr, _, errno := unix.Syscall6(unix.SYS_MMAP, start, 8<<20, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_SHARED|unix.MAP_FIXED, f.Fd(), 0)
-	if errno != 0 {
-		t.Fatal(errno)
+	skip := (huge - uintptr(unsafe.Pointer(&reserve[0]))%huge) % huge
+	p, err := unix.MmapPtr(int(f.Fd()), 0, unsafe.Pointer(&reserve[skip]), 8<<20,
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_FIXED)
+	if err != nil {
+		t.Fatal(err)
 	}
-	mem := unsafe.Slice((*byte)(unsafe.Pointer(addr)), 8<<20)
+	addr := uintptr(p)
+	mem := unsafe.Slice((*byte)(p), 8<<20)
 	for i := 0; i < len(mem); i += 4096 {
 		mem[i] = 1
 	}
