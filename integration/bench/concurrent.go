@@ -6,7 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +27,12 @@ type ConcurrentResult struct {
 	// Per pod, averaged: the pod's own host processes without the VM
 	// (HostMem: coco's shim + vhost-device-vsock, runc's shim + pause).
 	PerPodHostMem Mem `json:"per_pod_host_mem"`
+	// The whole machine's busy CPU time during the burst (/proc/stat: every
+	// process, containerd and anything else running included), per pod, and
+	// as a share of all cores over the burst: near 100% means the burst is
+	// CPU-bound, so N pods cannot take less than N × CPUPerPodMs / cores.
+	CPUPerPodMs float64 `json:"cpu_per_pod_ms"`
+	CPUBusyPct  float64 `json:"cpu_busy_pct"`
 }
 
 // Concurrent starts n pods at once under handler, waits for all, samples
@@ -36,6 +45,7 @@ func Concurrent(ctx context.Context, env Env, handler string, coco bool, n int) 
 	errs := make([]error, n)
 	durs := make([]float64, n)
 	var wg sync.WaitGroup
+	busy0, all0 := cpuTicks()
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
 		wg.Add(1)
@@ -54,6 +64,10 @@ func Concurrent(ctx context.Context, env Env, handler string, coco bool, n int) 
 	}
 	wg.Wait()
 	res.TotalMs = msSince(t0)
+	if busy1, all1 := cpuTicks(); all1 > all0 {
+		res.CPUBusyPct = 100 * float64(busy1-busy0) / float64(all1-all0)
+		res.CPUPerPodMs = float64(busy1-busy0) * 1000 / float64(clockTicks) / float64(n)
+	}
 	res.SlowMs = Summarize(durs).Max
 	var total, host Mem
 	for _, id := range ids {
@@ -93,4 +107,30 @@ func Concurrent(ctx context.Context, env Env, handler string, coco bool, n int) 
 	}
 	wg.Wait()
 	return res, explainTimeout(ctx, errors.Join(errs...))
+}
+
+// clockTicks is USER_HZ, the unit of /proc/stat: 100 on every Linux
+// architecture Go runs on.
+const clockTicks = 100
+
+// cpuTicks reads the machine's busy and total CPU time from /proc/stat's
+// "cpu" line (idle and iowait are not busy).
+func cpuTicks() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
 }

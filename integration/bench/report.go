@@ -243,9 +243,9 @@ func (r *Report) WriteTable(out io.Writer) {
 	w.Flush()
 	fmt.Fprintln(out)
 	if len(r.Concurrent) > 0 {
-		line("concurrent pods", "N", "total ms", "slowest ms", "per-pod RSS KiB", "per-pod PSS KiB", "host processes PSS KiB", "anonymous KiB")
+		line("concurrent pods", "N", "total ms", "slowest ms", "machine CPU ms per pod", "CPU busy %", "per-pod RSS KiB", "per-pod PSS KiB", "host processes PSS KiB", "anonymous KiB")
 		for _, c := range r.Concurrent {
-			line(c.Handler, fmt.Sprint(c.N), f1(c.TotalMs), f1(c.SlowMs), f0(c.PerPodMem.RSSKiB), f0(c.PerPodMem.PSSKiB),
+			line(c.Handler, fmt.Sprint(c.N), f1(c.TotalMs), f1(c.SlowMs), f0(c.CPUPerPodMs), f0(c.CPUBusyPct), f0(c.PerPodMem.RSSKiB), f0(c.PerPodMem.PSSKiB),
 				f0(c.PerPodHostMem.PSSKiB), f0(c.PerPodHostMem.AnonKiB))
 		}
 		w.Flush()
