@@ -85,9 +85,9 @@ func Concurrent(ctx context.Context, env Env, handler string, coco bool, n int) 
 				}
 			}
 		}
-		shim, helpers := HostMem(coco, id, st.VMStateDir)
+		shim, helpers, guestShared := HostMem(coco, id, st.VMStateDir, st.VMPID)
 		host = host.Add(shim).Add(helpers)
-		total = total.Add(shim).Add(helpers)
+		total = total.Add(shim).Add(helpers).Add(guestShared)
 	}
 	per := func(m Mem) Mem {
 		return Mem{RSSKiB: m.RSSKiB / float64(n), PSSKiB: m.PSSKiB / float64(n), AnonKiB: m.AnonKiB / float64(n)}

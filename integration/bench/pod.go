@@ -61,7 +61,7 @@ type PodSample struct {
 	GuestFirstReplyMs   float64 `json:"guest_first_reply_ms"`
 	StopPodMs           float64 `json:"stop_pod_ms"` // StopPodSandbox + RemovePodSandbox
 	ShimMem             Mem     `json:"shim_mem"`    // the pod's shim process
-	VMMMem              Mem     `json:"vmm_mem"`     // QEMU (coco only)
+	VMMMem              Mem     `json:"vmm_mem"`     // QEMU (coco only), and the helper's share of the guest memory it maps (HostMem)
 	// HelperMem is the pod's other host processes: vhost-device-vsock for
 	// coco, the pause process for runc (see HostMem).
 	HelperMem  Mem      `json:"helper_mem"`
@@ -154,7 +154,7 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 	s.ExecSyncMs = Summarize(execs).Median
 
 	if !coco {
-		s.ShimMem, s.HelperMem = HostMem(false, pod.ID, "")
+		s.ShimMem, s.HelperMem, _ = HostMem(false, pod.ID, "", 0)
 		return s, nil
 	}
 	podDir := filepath.Join(env.CocoStateDir, pod.ID)
@@ -180,7 +180,9 @@ func MeasurePod(ctx context.Context, env Env, handler string, coco bool, name st
 		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.VMPID))
 		s.QEMUArgv = strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 	}
-	s.ShimMem, s.HelperMem = HostMem(true, pod.ID, st.VMStateDir)
+	var guestShared Mem
+	s.ShimMem, s.HelperMem, guestShared = HostMem(true, pod.ID, st.VMStateDir, st.VMPID)
+	s.VMMMem = s.VMMMem.Add(guestShared)
 	if st.VMStateDir != "" {
 		if r, err := agentRTT(ctx, filepath.Join(st.VMStateDir, "vsock.sock"), env.RoundTrips); err == nil {
 			s.AgentRTTMs, s.GuestZeroAt = r.median, r.zero

@@ -119,18 +119,88 @@ func Children(ppid int, name string) []int {
 // HostMem is what one pod costs the host in processes of its own besides
 // the workload: for coco the shim and vhost-device-vsock (QEMU is the
 // pod's VM, reported apart), for runc the shim and its pause process.
-func HostMem(coco bool, podID, vmStateDir string) (shim, helpers Mem) {
+//
+// vhost-device-vsock maps the guest's memory to reach the vrings; on 2 MiB
+// pages one touched byte maps a whole page, whose PSS it then shares with
+// QEMU. That memory is the guest's, not the helper's: its mappings of the
+// files backing QEMU's memory (vmPID's) are left out of helpers and
+// returned as guestShared, for the caller to count with the VM.
+func HostMem(coco bool, podID, vmStateDir string, vmPID int) (shim, helpers, guestShared Mem) {
 	if coco {
 		shim = SumMem(FindProcs("containerd-shim-coco-v2", podID, false))
 		if vmStateDir != "" {
-			helpers = SumMem(FindProcs("vhost-device-vsock", vmStateDir, true))
+			ram := guestRAMFiles(vmPID)
+			for _, p := range FindProcs("vhost-device-vsock", vmStateDir, true) {
+				own, guest, err := readMemSplit(p, ram)
+				if err == nil {
+					helpers, guestShared = helpers.Add(own), guestShared.Add(guest)
+				}
+			}
 		}
-		return shim, helpers
+		return shim, helpers, guestShared
 	}
 	pids := FindProcs("containerd-shim-runc-v2", podID, false)
 	shim = SumMem(pids)
 	for _, p := range pids {
 		helpers = helpers.Add(SumMem(Children(p, "pause")))
 	}
-	return shim, helpers
+	return shim, helpers, Mem{}
+}
+
+// guestRAMFiles returns the "major:minor inode" of the shared file
+// mappings of at least 64 MiB in pid: QEMU's guest memory (the smallest
+// guest has 128 MiB), whatever backs it.
+func guestRAMFiles(pid int) map[string]bool {
+	files := map[string]bool{}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return files
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 || !strings.HasSuffix(f[1], "s") || f[4] == "0" {
+			continue
+		}
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err == nil && hi-lo >= 64<<20 {
+			files[f[3]+" "+f[4]] = true
+		}
+	}
+	return files
+}
+
+// readMemSplit sums pid's smaps into the mappings of files in skip and the
+// rest.
+func readMemSplit(pid int, skip map[string]bool) (rest, skipped Mem, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return rest, skipped, err
+	}
+	cur := &rest
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			cur = &rest
+			if skip[f[3]+" "+f[4]] {
+				cur = &skipped
+			}
+			continue
+		}
+		if len(f) < 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		switch f[0] {
+		case "Rss:":
+			cur.RSSKiB += v
+		case "Pss:":
+			cur.PSSKiB += v
+		case "Anonymous:":
+			cur.AnonKiB += v
+		}
+	}
+	return rest, skipped, nil
 }
