@@ -419,6 +419,7 @@ func run(o options) error {
 		mem.Add("runc pause PSS", rs.HelperMem.PSSKiB)
 		mem.Add("QEMU RSS", cs.VMMMem.RSSKiB)
 		mem.Add("QEMU PSS", cs.VMMMem.PSSKiB)
+		mem.Add("QEMU PSS, coco "+o.variantName, ns.VMMMem.PSSKiB)
 		mem.Add("QEMU anonymous (TCG code cache, heap; guest RAM is a shared file)", cs.VMMMem.AnonKiB)
 		if genericCfg != "" {
 			mem.Add("QEMU RSS, generic kernel", gs.VMMMem.RSSKiB)
