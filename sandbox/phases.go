@@ -61,8 +61,11 @@ type ContainerPhases struct {
 	ID        string  `json:"id"`
 	RootfsMs  float64 `json:"rootfs_ms"`  // EROFS image built and hot-plugged (0 for the pause container)
 	PrepareMs float64 `json:"prepare_ms"` // guest bundle written, rootfs mounted
-	CreateMs  float64 `json:"create_ms"`  // stdio streams opened, task created (crun create)
-	DoneAtNs  int64   `json:"done_at_ns"` // task created (host clock, Unix ns)
+	CreateMs  float64 `json:"create_ms"`  // the stdio dials finished, task created (crun create)
+	// StdioMs: the stdio streams' dials, which run alongside the rootfs and
+	// PrepareContainer; CreateMs holds only what is left of them then.
+	StdioMs  float64 `json:"stdio_ms"`
+	DoneAtNs int64   `json:"done_at_ns"` // task created (host clock, Unix ns)
 }
 
 // phaseLog accumulates Phases and rewrites the file after every change.

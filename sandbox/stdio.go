@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/containerd/log"
 )
@@ -18,6 +19,64 @@ type streamOpener interface {
 // stdioPlaceholder marks a stdio field of a task request as connected to a
 // stream; the guest replaces it with its own FIFO.
 const stdioPlaceholder = "stream"
+
+// pendingStdio is connectStdio running in the background. A container's
+// streams need neither its rootfs nor its guest bundle, so CreateTask dials
+// them while those are made: under TCG each dial is a vsock round trip of
+// 5-15 ms into the guest, one after the other.
+type pendingStdio struct {
+	done                  chan struct{}
+	stdin, stdout, stderr string
+	abort                 func()
+	err                   error
+	took                  time.Duration // dial start → every stream open
+}
+
+// dialStdio starts connectStdio; wait returns its results.
+func dialStdio(ctx context.Context, s streamOpener, containerID, execID string, pio IO) *pendingStdio {
+	p := &pendingStdio{done: make(chan struct{})}
+	start := time.Now()
+	go func() {
+		defer close(p.done)
+		p.stdin, p.stdout, p.stderr, p.abort, p.err = connectStdio(ctx, s, containerID, execID, pio)
+		p.took = time.Since(start)
+	}()
+	return p
+}
+
+// wait blocks until every stream is open (or one failed, the others then
+// closed).
+func (p *pendingStdio) wait() (stdin, stdout, stderr string, abort func(), err error) {
+	<-p.done
+	return p.stdin, p.stdout, p.stderr, p.abort, p.err
+}
+
+// cancel closes the streams of a create that failed before its task
+// request: now when the dials are done, else as soon as they are, without
+// holding up the error. The guest releases a process's streams when the
+// host closes an output stream before the process exists.
+func (p *pendingStdio) cancel() {
+	closeAll := func() {
+		if p.err == nil {
+			p.abort()
+		}
+	}
+	select {
+	case <-p.done:
+		closeAll()
+	default:
+		go func() {
+			<-p.done
+			closeAll()
+		}()
+	}
+}
+
+// hasOutput says whether pio asks for an output stream: only those tell the
+// guest, when the host closes them early, that the process will not come.
+func (pio IO) hasOutput() bool {
+	return pio.Stdout != nil || (pio.Stderr != nil && !pio.Terminal)
+}
 
 // connectStdio opens the guest streams for the process's host-side stdio and
 // starts copying. It returns the stdio fields for the guest request and an

@@ -311,6 +311,19 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	prep := &api.PrepareContainerRequest{ContainerId: r.ID, Spec: ctr.Spec}
 	cp := ContainerPhases{ID: r.ID}
 	t := time.Now()
+	// The streams are dialled while the rootfs and the guest bundle are
+	// made. A process with stdin alone waits for PrepareContainer as
+	// before: the host closing it reads as EOF to the guest, which would
+	// keep that stream until a Delete that a failed create never sends.
+	var st *pendingStdio
+	if pio.hasOutput() {
+		st = dialStdio(ctx, c, r.ID, "", pio)
+		defer func() {
+			if retErr != nil {
+				st.cancel()
+			}
+		}()
+	}
 	if ctr.Pause {
 		prep.SandboxContainer = true
 		prep.Rootfs = &api.Rootfs{Source: &api.Rootfs_Agent{Agent: &emptypb.Empty{}}}
@@ -382,10 +395,19 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	}()
 	cp.PrepareMs = ms(time.Since(t))
 	t = time.Now()
-	stdin, stdout, stderr, abort, err := connectStdio(ctx, c, r.ID, "", pio)
+	if st == nil {
+		st = dialStdio(ctx, c, r.ID, "", pio)
+		defer func() {
+			if retErr != nil {
+				st.cancel()
+			}
+		}()
+	}
+	stdin, stdout, stderr, _, err := st.wait()
 	if err != nil {
 		return nil, err
 	}
+	cp.StdioMs = ms(st.took)
 	resp, err := c.Task().Create(ctx, &taskAPI.CreateTaskRequest{
 		ID:       r.ID,
 		Bundle:   prepared.GetBundle(),
@@ -395,7 +417,6 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 		Stderr:   stderr,
 	})
 	if err != nil {
-		abort()
 		return nil, err
 	}
 	cp.CreateMs = ms(time.Since(t))
