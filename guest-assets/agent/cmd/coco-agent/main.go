@@ -123,6 +123,11 @@ func run(start uint64) error {
 		log.L.Debugf("kernel modules loaded %.3fs after kernel start", float64(boot.Boottime())/1e9)
 		close(driversReady)
 		mountTools(toolsDisk, mode)
+		// Not on this thread: its nice 19 would hold the warm-up behind
+		// the PrepareContainer it is meant to run beside.
+		go warmRuntime(context.Background(), cgroupRoot+cgroupParent,
+			func(ctx context.Context) error { return toolsDisk.Wait(ctx, ociRuntime) },
+			func() error { return runVersion(ociRuntime) })
 	}()
 	if err := boot.EnableControllers(cgroupRoot); err != nil {
 		log.L.WithError(err).Warn("cgroup controllers")
