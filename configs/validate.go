@@ -45,9 +45,6 @@ func (c *Config) validate(file string) error {
 	if h.Driver == "qemu" {
 		v.oneOf("hypervisor.machine", h.Machine, machines())
 		v.oneOf("hypervisor.vsock.mode", h.Vsock.Mode, vsockModes())
-		if h.Vsock.Mode != "vhost" && h.Vsock.DaemonPath == "" {
-			v.add("hypervisor.vsock.daemon_path", "empty; vsock mode %q needs the vhost-device-vsock binary (a name in PATH or an absolute path)", h.Vsock.Mode)
-		}
 	}
 	if h.Driver == "clh" && h.Accel == "tcg" {
 		v.add("hypervisor.accel", `"tcg" is not available with driver "clh": Cloud Hypervisor needs KVM; use "auto" or "kvm", or driver "qemu"`)

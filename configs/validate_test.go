@@ -41,7 +41,6 @@ func TestInvalidCombinations(t *testing.T) {
 		{"unknown driver", "[hypervisor]\ndriver = \"firecracker\"\n", "hypervisor.driver", `allowed: "qemu", "clh"`},
 		{"unknown machine", "[hypervisor]\nmachine = \"pc\"\n", "hypervisor.machine", `"q35", "microvm", "pseries", "s390-ccw-virtio"`},
 		{"unknown vsock mode", "[hypervisor.vsock]\nmode = \"hybrid\"\n", "hypervisor.vsock.mode", `allowed: "auto", "vhost", "vhost-user"`},
-		{"vhost-user without daemon", "[hypervisor.vsock]\nmode = \"vhost-user\"\ndaemon_path = \"\"\n", "hypervisor.vsock.daemon_path", "vhost-device-vsock"},
 		{"unknown tee kind", "[tee]\nkind = \"sgx\"\n", "tee.kind", `"none", "sev", "sev-es", "snp", "tdx", "se", "pef"`},
 		{"bad duration", "[hypervisor]\nboot_timeout = \"soon\"\n", "hypervisor.boot_timeout", `such as "30s"`},
 		{"integer duration", "[hypervisor]\nboot_timeout = 10\n", "hypervisor.boot_timeout", `duration string`},

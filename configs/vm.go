@@ -42,8 +42,14 @@ func (c *Config) VMMPath() string {
 	return lookPath(p)
 }
 
-// VsockDaemonPath is hypervisor.vsock.daemon_path resolved like VMMPath.
-func (c *Config) VsockDaemonPath() string { return lookPath(c.Hypervisor.Vsock.DaemonPath) }
+// VsockDaemonPath is hypervisor.vsock.daemon_path resolved like VMMPath;
+// empty (the shim serves vsock) stays empty.
+func (c *Config) VsockDaemonPath() string {
+	if c.Hypervisor.Vsock.DaemonPath == "" {
+		return ""
+	}
+	return lookPath(c.Hypervisor.Vsock.DaemonPath)
+}
 
 func defaultVMM(driver, machine string) string {
 	if driver == "clh" {

@@ -189,6 +189,7 @@ type Vsock struct {
 	// vhost-user), "vhost" or "vhost-user". Cloud Hypervisor always uses its
 	// own hybrid vsock.
 	Mode string
-	// DaemonPath is the vhost-device-vsock binary for vhost-user mode.
+	// DaemonPath is the vhost-device-vsock binary for vhost-user mode;
+	// empty: the shim serves the vhost-user device itself.
 	DaemonPath string
 }

@@ -104,13 +104,29 @@ type bootEnv struct {
 	kernel, initrd string
 }
 
+// vsockBackends are the two servers of a vhost-user vsock device: the shim
+// itself (package vhostuser) and a per-VM vhost-device-vsock.
+var vsockBackends = []struct{ name, daemon string }{{"shim", ""}, {"vhost-device-vsock", DefaultDaemon}}
+
+// forEachBackend runs f once per vsock back-end, with cfg's daemon path
+// set; the daemon's run is skipped where it is not installed.
+func forEachBackend(t *testing.T, f func(t *testing.T, daemon string)) {
+	for _, b := range vsockBackends {
+		t.Run(b.name, func(t *testing.T) {
+			if b.daemon != "" {
+				if _, err := exec.LookPath(b.daemon); err != nil {
+					t.Skipf("%s not installed (scripts/install-deps.sh); would run the same checks against it", b.daemon)
+				}
+			}
+			f(t, b.daemon)
+		})
+	}
+}
+
 func setupBoot(t testing.TB) bootEnv {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 not installed: scripts/install-deps.sh")
-	}
-	if _, err := exec.LookPath(DefaultDaemon); err != nil {
-		t.Skip("vhost-device-vsock not installed: scripts/install-deps.sh")
 	}
 	g := guestDir(t)
 	return bootEnv{kernel: filepath.Join(g, "vmlinux"), initrd: testInitrd(t, g)}
@@ -194,10 +210,15 @@ func daemonPID(cfg hypervisor.Config) int {
 // answer on vsock (a measurement, not an assertion).
 func TestBootVsock(t *testing.T) {
 	env := setupBoot(t)
+	forEachBackend(t, func(t *testing.T, daemon string) { bootVsock(t, env, daemon) })
+}
+
+func bootVsock(t *testing.T, env bootEnv, daemon string) {
 	var times []time.Duration
 	fdsBefore := openFDs(t)
 	for i := range 3 {
 		cfg := env.config(t, "")
+		cfg.Vsock.DaemonPath = daemon
 		vm, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -213,8 +234,11 @@ func TestBootVsock(t *testing.T) {
 		}
 		qemuPID := vm.Info().PID
 		dPID := daemonPID(cfg)
-		if dPID == 0 {
+		if daemon != "" && dPID == 0 {
 			t.Error("no vhost-device-vsock process for the VM")
+		}
+		if daemon == "" && dPID != 0 {
+			t.Errorf("vhost-device-vsock (pid %d) runs although the shim serves the device", dPID)
 		}
 		c, err := vm.Dial(ctx, 1024)
 		if err != nil {

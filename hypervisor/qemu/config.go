@@ -253,12 +253,8 @@ func (p *plan) checkFiles(h host, strict bool) error {
 	} else {
 		p.binary = resolved
 	}
-	if p.mode == modeVhostUser {
+	if p.mode == modeVhostUser && p.cfg.Vsock.DaemonPath != "" {
 		d := p.cfg.Vsock.DaemonPath
-		if d == "" {
-			d = DefaultDaemon
-		}
-		p.cfg.Vsock.DaemonPath = d
 		if resolved, err := h.lookPath(d); err != nil {
 			missing(fmt.Errorf("hypervisor.vsock.daemon_path: %q not found (install the vhost-device-vsock package, or use vsock mode \"vhost\" where /dev/vhost-vsock exists): %w", d, err))
 		} else {

@@ -320,7 +320,12 @@ func TestConsoleFlood(t *testing.T) {
 // handful of such dials left every later connection hanging.
 func TestAbandonedDialsKeepVsockAlive(t *testing.T) {
 	env := setupBoot(t)
+	forEachBackend(t, func(t *testing.T, daemon string) { abandonedDials(t, env, daemon) })
+}
+
+func abandonedDials(t *testing.T, env bootEnv, daemon string) {
 	cfg := env.config(t, "")
+	cfg.Vsock.DaemonPath = daemon
 	vm, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

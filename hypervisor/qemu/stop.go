@@ -143,6 +143,7 @@ func (v *VM) teardownLocked(ctx context.Context) error {
 		mon.close()
 	}
 	v.daemon.stop(time.Second)
+	v.backend.Close()
 	v.console.Close()
 	if v.cid != nil {
 		_ = v.cid.Close()

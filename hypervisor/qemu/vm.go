@@ -23,6 +23,7 @@ import (
 	"github.com/coco-runtime/coco/hypervisor"
 	"github.com/coco-runtime/coco/hypervisor/tether"
 	"github.com/coco-runtime/coco/hypervisor/vsock"
+	"github.com/coco-runtime/coco/hypervisor/vsock/vhostuser"
 )
 
 // consoleTailLines is how much of the guest console an error carries.
@@ -45,6 +46,7 @@ type VM struct {
 	stopped  bool
 	cmd      *exec.Cmd
 	daemon   *daemon
+	backend  *vhostuser.Backend // the vsock device when the shim serves it (no daemon)
 	launch   hypervisor.LaunchTimes
 	console  *hypervisor.Console
 	cid      *vsock.CID
@@ -165,11 +167,20 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		p.vhostFD = 3 // first of ExtraFiles
 	case modeVhostUser:
 		v.launch.HelperStart = time.Now()
-		d, err := startDaemon(ctx, p.cfg.Vsock.DaemonPath, p.cid, p.paths.vhostUser, p.paths.hybrid, p.paths.daemonLog)
-		if err != nil {
-			return err
+		if p.cfg.Vsock.DaemonPath == "" {
+			b, err := vhostuser.Listen(p.paths.vhostUser, vhostuser.Config{GuestCID: p.cid, UDS: p.paths.hybrid,
+				Logf: func(format string, args ...any) { lg.Warnf(format, args...) }})
+			if err != nil {
+				return err
+			}
+			v.backend = b
+		} else {
+			d, err := startDaemon(ctx, p.cfg.Vsock.DaemonPath, p.cid, p.paths.vhostUser, p.paths.hybrid, p.paths.daemonLog)
+			if err != nil {
+				return err
+			}
+			v.daemon = d
 		}
-		v.daemon = d
 		v.launch.HelperReady = time.Now()
 	}
 	// In the order nicFD numbers them.
@@ -295,6 +306,7 @@ func (v *VM) reap() {
 	v.status = st
 	// The daemon has nothing to serve once QEMU is gone.
 	v.daemon.stop(time.Second)
+	v.backend.Close()
 	// The console log is complete before anyone learns that QEMU exited.
 	v.console.Close()
 	close(v.exited)

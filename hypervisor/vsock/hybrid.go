@@ -1,7 +1,8 @@
 // Package vsock reaches a guest's vsock ports from the host, either through
 // kernel vhost-vsock (AF_VSOCK) or through "hybrid vsock": a unix socket
-// served by the VMM (Cloud Hypervisor) or by vhost-device-vsock (QEMU's
-// vhost-user-vsock-pci), where the client writes "CONNECT <port>\n", reads
+// served by the VMM (Cloud Hypervisor) or by the back-end of QEMU's
+// vhost-user-vsock-pci (package vhostuser in the shim, or vhost-device-vsock),
+// where the client writes "CONNECT <port>\n", reads
 // "OK <host-port>\n" and then owns a raw byte stream to the guest port.
 package vsock
 

@@ -35,7 +35,7 @@ const (
 	RatioStart        = "StartContainer coco / runc"
 	RatioStop         = "StopPodSandbox + RemovePodSandbox coco / runc"
 	RatioExec         = "ExecSync coco / runc"
-	RatioHostMem      = "per-pod host memory PSS coco (shim + vhost-device-vsock) / runc (static shim + pause)"
+	RatioHostMem      = "per-pod host memory PSS coco (shim, + vhost-device-vsock if used) / runc (static shim + pause)"
 	RatioHostMemAnon  = "per-pod host memory anonymous coco / runc (same processes)"
 	RatioShimPSS      = "shim PSS alone coco / runc"
 	RatioFloorGeneric = "floor ours / generic kernel"

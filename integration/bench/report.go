@@ -45,7 +45,7 @@ const (
 	PhShimStart    = "    shim `start` → shim daemon initialised [host: shim]"
 	PhShimToVM     = "    shim daemon initialised → VM start [host: shim]"
 	PhVMToExec     = "    VM start → QEMU exec [host: accel, vhost-device-vsock, argv]"
-	PhVsockHelper  = "      vhost-device-vsock exec → its socket up [host]"
+	PhVsockHelper  = "      vsock back-end up (the shim's; or vhost-device-vsock exec → socket) [host]"
 	PhVMMSetup     = "  QEMU exec → QEMU's monitor answers [host: QEMU's own set-up]"
 	PhVMMToClock   = "  QEMU's monitor answers → guest clock starts [firmware + early kernel]"
 	PhKernelBoot   = "  guest kernel boot → agent start [guest clock]"

@@ -406,7 +406,7 @@ func run(o options) error {
 		paired.Add(bench.RatioHostMem, cocoHost.PSSKiB, runcHost.PSSKiB)
 		paired.Add(bench.RatioHostMemAnon, cocoHost.AnonKiB, runcHost.AnonKiB)
 		paired.Add(bench.RatioShimPSS, cs.ShimMem.PSSKiB, rs.ShimMem.PSSKiB)
-		mem.Add("coco per-pod host processes PSS (shim + vhost-device-vsock)", cocoHost.PSSKiB)
+		mem.Add("coco per-pod host processes PSS (shim; + vhost-device-vsock if configured)", cocoHost.PSSKiB)
 		mem.Add("coco per-pod host processes anonymous", cocoHost.AnonKiB)
 		mem.Add("runc per-pod host processes PSS (static shim + pause)", runcHost.PSSKiB)
 		mem.Add("runc per-pod host processes anonymous", runcHost.AnonKiB)

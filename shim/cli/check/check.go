@@ -245,6 +245,8 @@ func (h host) vsock(cfg *configs.Config) fact {
 	case mode == "vhost":
 		return fact{status: statusFail, name: "vsock", detail: "/dev/vhost-vsock absent and hypervisor.vsock.mode is \"vhost\"",
 			fix: vhostFix + `, or set mode = "auto" with vhost-device-vsock installed`}
+	case cfg.Hypervisor.Vsock.DaemonPath == "":
+		return fact{status: statusOK, name: "vsock", detail: "vhost-user vsock served by the shim (/dev/vhost-vsock absent)"}
 	case derr == nil:
 		return fact{status: statusOK, name: "vsock", detail: "vhost-user vsock through " + daemon + " (/dev/vhost-vsock absent)"}
 	}

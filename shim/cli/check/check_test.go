@@ -164,7 +164,7 @@ func TestCocoDevWithoutKVM(t *testing.T) {
 	if !strings.Contains(l, "probe guest hung") || !strings.Contains(l, "TCG") {
 		t.Errorf("kvm line: %s", l)
 	}
-	line(t, out, "ok    vsock      vhost-user vsock through /usr/bin/vhost-device-vsock")
+	line(t, out, "ok    vsock      vhost-user vsock served by the shim")
 }
 
 // A TEE class fails when QEMU lacks its object, and when KVM does not work.
@@ -195,13 +195,33 @@ func TestMissingPieces(t *testing.T) {
 		t.Error("probed KVM without /dev/kvm")
 	}
 	line(t, out, "warn  kvm        /dev/kvm absent")
-	if l := line(t, out, "FAIL  vsock"); !strings.Contains(l, "vhost-device-vsock") {
-		t.Errorf("vsock line: %s", l)
-	}
+	line(t, out, "ok    vsock      vhost-user vsock served by the shim")
 	if l := line(t, out, "FAIL  asset"); !strings.Contains(l, "make guest-assets") {
 		t.Errorf("asset line: %s", l)
 	}
 	line(t, out, "FAIL  mkfs")
+}
+
+// A class that names a vsock daemon needs it installed, or the device.
+func TestVsockDaemonNeedsBinary(t *testing.T) {
+	shareDir(t, "vmlinux", "initrd.img")
+	p := filepath.Join(t.TempDir(), "configuration-daemon.toml")
+	if err := os.WriteFile(p, []byte("[hypervisor]\naccel = \"tcg\"\n[hypervisor.vsock]\ndaemon_path = \"vhost-device-vsock\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configs.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bins := map[string]string{"qemu-system-x86_64": "/usr/bin/qemu-system-x86_64", "mkfs.erofs": "/usr/bin/mkfs.erofs"}
+	h, _ := fakeHost(fakeRoot(t, nil), bins, nil, qemuOut)
+	out, _ := runCheck(t, h, cfg)
+	if l := line(t, out, "FAIL  vsock"); !strings.Contains(l, "vhost-device-vsock") {
+		t.Errorf("vsock line: %s", l)
+	}
+	h, _ = fakeHost(fakeRoot(t, nil), qemuBins, nil, qemuOut)
+	out, _ = runCheck(t, h, cfg)
+	line(t, out, "ok    vsock      vhost-user vsock through /usr/bin/vhost-device-vsock")
 }
 
 func TestVhostModeNeedsDevice(t *testing.T) {
