@@ -120,22 +120,27 @@ func Children(ppid int, name string) []int {
 // the workload: for coco the shim and vhost-device-vsock (QEMU is the
 // pod's VM, reported apart), for runc the shim and its pause process.
 //
-// vhost-device-vsock maps the guest's memory to reach the vrings; on 2 MiB
-// pages one touched byte maps a whole page, whose PSS it then shares with
-// QEMU. That memory is the guest's, not the helper's: its mappings of the
-// files backing QEMU's memory (vmPID's) are left out of helpers and
-// returned as guestShared, for the caller to count with the VM.
+// Whoever serves the vsock device (the shim, or vhost-device-vsock) maps
+// the guest's memory to reach the vrings; on 2 MiB pages one touched byte
+// maps a whole page, whose PSS it then shares with QEMU. That memory is the
+// guest's, not the process's: mappings of the files backing QEMU's memory
+// (vmPID's) are left out of shim and helpers and returned as guestShared,
+// for the caller to count with the VM.
 func HostMem(coco bool, podID, vmStateDir string, vmPID int) (shim, helpers, guestShared Mem) {
 	if coco {
-		shim = SumMem(FindProcs("containerd-shim-coco-v2", podID, false))
-		if vmStateDir != "" {
-			ram := guestRAMFiles(vmPID)
-			for _, p := range FindProcs("vhost-device-vsock", vmStateDir, true) {
-				own, guest, err := readMemSplit(p, ram)
+		ram := guestRAMFiles(vmPID)
+		split := func(pids []int) (own Mem) {
+			for _, p := range pids {
+				o, guest, err := readMemSplit(p, ram)
 				if err == nil {
-					helpers, guestShared = helpers.Add(own), guestShared.Add(guest)
+					own, guestShared = own.Add(o), guestShared.Add(guest)
 				}
 			}
+			return own
+		}
+		shim = split(FindProcs("containerd-shim-coco-v2", podID, false))
+		if vmStateDir != "" {
+			helpers = split(FindProcs("vhost-device-vsock", vmStateDir, true))
 		}
 		return shim, helpers, guestShared
 	}
