@@ -18,7 +18,7 @@ test-hypervisor:
 	@[ -f $(or $(COCO_GUEST_DIR),build/guest)/vmlinux ] || $(MAKE) --no-print-directory kernel
 	$(GO) test -count=1 $(HYPERVISOR_PKGS)
 	$(GO) test -tags integration -count=1 -timeout $(HYPERVISOR_TIMEOUT) -v \
-		-run 'TestBootVsock|TestQEMUKilled|TestQEMUFailsToStart|TestGuestPowersOff|TestGuestPanics|TestDialSilentGuest|TestBadKernelPath|TestDiskHotplug|TestAccelAuto|TestStartPausedSEVFlow|TestStaleStateDir' \
+		-run 'TestBootVsock|TestAbandonedDialsKeepVsockAlive|TestQEMUKilled|TestQEMUFailsToStart|TestGuestPowersOff|TestGuestPanics|TestDialSilentGuest|TestBadKernelPath|TestDiskHotplug|TestAccelAuto|TestStartPausedSEVFlow|TestStaleStateDir' \
 		./hypervisor/qemu/
 
 test-hypervisor-golden:
