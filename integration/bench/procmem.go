@@ -38,24 +38,28 @@ func ReadMem(pid int) (Mem, error) {
 	var m Mem
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[1], 64)
-		if err != nil {
-			continue
-		}
-		switch f[0] {
-		case "Rss:":
-			m.RSSKiB = v
-		case "Pss:":
-			m.PSSKiB = v
-		case "Anonymous:":
-			m.AnonKiB = v
-		}
+		m.addField(strings.Fields(sc.Text()))
 	}
 	return m, sc.Err()
+}
+
+// addField adds an smaps line's Rss, Pss or Anonymous (kB) to m.
+func (m *Mem) addField(f []string) {
+	if len(f) < 2 {
+		return
+	}
+	v, err := strconv.ParseFloat(f[1], 64)
+	if err != nil {
+		return
+	}
+	switch f[0] {
+	case "Rss:":
+		m.RSSKiB += v
+	case "Pss:":
+		m.PSSKiB += v
+	case "Anonymous:":
+		m.AnonKiB += v
+	}
 }
 
 // FindProcs returns the pids whose argv matches: argv[0]'s base name is
@@ -191,21 +195,7 @@ func readMemSplit(pid int, skip map[string]bool) (rest, skipped Mem, err error) 
 			}
 			continue
 		}
-		if len(f) < 2 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[1], 64)
-		if err != nil {
-			continue
-		}
-		switch f[0] {
-		case "Rss:":
-			cur.RSSKiB += v
-		case "Pss:":
-			cur.PSSKiB += v
-		case "Anonymous:":
-			cur.AnonKiB += v
-		}
+		cur.addField(f)
 	}
 	return rest, skipped, nil
 }

@@ -239,25 +239,32 @@ func (g *fakeGuest) expectFor(op uint16, guestPort uint32) hdr {
 	}
 }
 
-// A guest connection to host port P reaches the unix socket <uds>_P, both
-// ways, and a close on either side ends it.
-func TestGuestConnectsToHost(t *testing.T) {
-	g := newFakeGuest(t)
-	l, err := net.Listen("unix", g.d.cfg.UDS+"_1026")
+// dialHost connects the guest's port from to host port to, served by a
+// unix listener at <uds>_<to>, and returns the RESPONSE and the host's end.
+// bufAlloc is the guest's receive buffer (0: the default).
+func (g *fakeGuest) dialHost(from, to, bufAlloc uint32) (hdr, net.Conn) {
+	g.t.Helper()
+	l, err := net.Listen("unix", fmt.Sprintf("%s_%d", g.d.cfg.UDS, to))
 	if err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
 	}
 	defer l.Close()
 	accepted := make(chan net.Conn, 1)
 	go func() { c, _ := l.Accept(); accepted <- c }()
-
-	g.send(hdr{srcPort: 50000, dstPort: 1026, op: opRequest}, nil)
+	g.send(hdr{srcPort: from, dstPort: to, op: opRequest, bufAlloc: bufAlloc}, nil)
 	h, _ := g.expect(opResponse)
+	return h, <-accepted
+}
+
+// A guest connection to host port P reaches the unix socket <uds>_P, both
+// ways, and a close on either side ends it.
+func TestGuestConnectsToHost(t *testing.T) {
+	g := newFakeGuest(t)
+	h, host := g.dialHost(50000, 1026, 0)
+	defer host.Close()
 	if h.srcPort != 1026 || h.dstPort != 50000 || h.bufAlloc != bufAlloc {
 		t.Errorf("response %+v", h)
 	}
-	host := <-accepted
-	defer host.Close()
 	g.send(hdr{srcPort: 50000, dstPort: 1026, op: opRW}, []byte("hello host"))
 	buf := make([]byte, 64)
 	host.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -443,16 +450,7 @@ func TestHostileGuest(t *testing.T) {
 // The host never sends more than the guest's credit allows.
 func TestHostRespectsGuestCredit(t *testing.T) {
 	g := newFakeGuest(t)
-	l, err := net.Listen("unix", g.d.cfg.UDS+"_1026")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := l.Accept(); accepted <- c }()
-	g.send(hdr{srcPort: 50020, dstPort: 1026, op: opRequest, bufAlloc: 1000}, nil)
-	g.expect(opResponse)
-	host := <-accepted
+	_, host := g.dialHost(50020, 1026, 1000)
 	defer host.Close()
 	go host.Write(make([]byte, 5000))
 	got := 0
@@ -562,16 +560,7 @@ func TestGuestFloodBounded(t *testing.T) {
 // end) has every byte reach the host before the end does.
 func TestGuestCloseDeliversData(t *testing.T) {
 	g := newFakeGuest(t)
-	l, err := net.Listen("unix", g.d.cfg.UDS+"_1026")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := l.Accept(); accepted <- c }()
-	g.send(hdr{srcPort: 50030, dstPort: 1026, op: opRequest}, nil)
-	g.expect(opResponse)
-	host := <-accepted
+	_, host := g.dialHost(50030, 1026, 0)
 	defer host.Close()
 	chunk := make([]byte, maxPacket)
 	for i := range chunk {
