@@ -137,9 +137,7 @@ func (d *device) close() {
 		closeFile(&d.rings[i].call)
 	}
 	close(d.quit)
-	d.mu.Unlock()
-	// The loop has left the rings before the memory goes.
-	d.mu.Lock()
+	// The loop touches the rings only while holding mu.
 	d.mem.unmap()
 	d.mem = nil
 	d.mu.Unlock()
@@ -257,10 +255,7 @@ func (d *device) setVringFD(req, idx uint32, fd int) error {
 		v.kick = f
 		// Without VHOST_USER_F_PROTOCOL_FEATURES a ring starts on its kick
 		// fd; with it, on SET_VRING_ENABLE. Both are accepted.
-		v.started = true
-		if !v.enabled {
-			v.enabled = true
-		}
+		v.started, v.enabled = true, true
 		go d.watchKick(f)
 		d.poke()
 	case reqSetVringCall:

@@ -239,6 +239,17 @@ func (g *fakeGuest) expectFor(op uint16, guestPort uint32) hdr {
 	}
 }
 
+// serveHybrid makes the device accept host clients on its hybrid socket.
+func (g *fakeGuest) serveHybrid() {
+	g.t.Helper()
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: g.d.cfg.UDS, Net: "unix"})
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	go g.d.acceptHybrid(l)
+	g.t.Cleanup(func() { l.Close() })
+}
+
 // dialHost connects the guest's port from to host port to, served by a
 // unix listener at <uds>_<to>, and returns the RESPONSE and the host's end.
 // bufAlloc is the guest's receive buffer (0: the default).
@@ -296,12 +307,7 @@ func TestGuestConnectRefused(t *testing.T) {
 // its RESPONSE an "OK <host port>" line; a refusal closes the client.
 func TestHostConnectsToGuest(t *testing.T) {
 	g := newFakeGuest(t)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: g.d.cfg.UDS, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.d.acceptHybrid(l)
-	defer l.Close()
+	g.serveHybrid()
 
 	c, err := net.Dial("unix", g.d.cfg.UDS)
 	if err != nil {
@@ -344,12 +350,7 @@ func TestHostConnectsToGuest(t *testing.T) {
 // panicked there).
 func TestAbandonedConnect(t *testing.T) {
 	g := newFakeGuest(t)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: g.d.cfg.UDS, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.d.acceptHybrid(l)
-	defer l.Close()
+	g.serveHybrid()
 	c, _ := net.Dial("unix", g.d.cfg.UDS)
 	c.Write([]byte("CONNECT 1024\n"))
 	req, _ := g.expect(opRequest)

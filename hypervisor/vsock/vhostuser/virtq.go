@@ -70,24 +70,31 @@ var errAddr = errors.New("address outside guest memory")
 
 // guest returns n bytes at guest physical address gpa.
 func (m *memory) guest(gpa, n uint64) ([]byte, error) {
-	for _, r := range m.regions {
-		if gpa >= r.gpa && gpa-r.gpa <= uint64(len(r.data)) && n <= uint64(len(r.data))-(gpa-r.gpa) {
-			o := gpa - r.gpa
-			return r.data[o : o+n : o+n], nil
-		}
+	if b := m.find(gpa, n, func(r region) uint64 { return r.gpa }); b != nil {
+		return b, nil
 	}
 	return nil, fmt.Errorf("%w: %#x+%#x", errAddr, gpa, n)
 }
 
 // front returns n bytes at the front-end's virtual address qva.
 func (m *memory) front(qva, n uint64) ([]byte, error) {
-	for _, r := range m.regions {
-		if qva >= r.qva && qva-r.qva <= uint64(len(r.data)) && n <= uint64(len(r.data))-(qva-r.qva) {
-			o := qva - r.qva
-			return r.data[o : o+n : o+n], nil
-		}
+	if b := m.find(qva, n, func(r region) uint64 { return r.qva }); b != nil {
+		return b, nil
 	}
 	return nil, fmt.Errorf("%w: front-end address %#x+%#x", errAddr, qva, n)
+}
+
+// find returns the n bytes at addr of the region that holds all of them,
+// base giving each region's start in addr's address space.
+func (m *memory) find(addr, n uint64, base func(region) uint64) []byte {
+	for _, r := range m.regions {
+		start, size := base(r), uint64(len(r.data))
+		if addr >= start && addr-start <= size && n <= size-(addr-start) {
+			o := addr - start
+			return r.data[o : o+n : o+n]
+		}
+	}
+	return nil
 }
 
 // Descriptor flags (virtio 1.1, 2.7.5).

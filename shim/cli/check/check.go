@@ -244,7 +244,7 @@ func (h host) vsock(cfg *configs.Config) fact {
 		return fact{status: statusOK, name: "vsock", detail: "/dev/vhost-vsock present (kernel vhost-vsock)"}
 	case mode == "vhost":
 		return fact{status: statusFail, name: "vsock", detail: "/dev/vhost-vsock absent and hypervisor.vsock.mode is \"vhost\"",
-			fix: vhostFix + `, or set mode = "auto" with vhost-device-vsock installed`}
+			fix: vhostFix + `, or set mode = "auto" (the shim then serves vsock itself)`}
 	case cfg.Hypervisor.Vsock.DaemonPath == "":
 		return fact{status: statusOK, name: "vsock", detail: "vhost-user vsock served by the shim (/dev/vhost-vsock absent)"}
 	case derr == nil:
