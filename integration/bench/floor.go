@@ -76,8 +76,18 @@ func FloorArgs(podArgv []string, floorInitrd, console string) ([]string, error) 
 	if !haveKernel {
 		return nil, fmt.Errorf("bench: the pod's QEMU command line has no -kernel (firmware boot?): no bare-boot floor for it")
 	}
-	return append(out, "-initrd", floorInitrd, "-serial", "file:"+console), nil
+	out = append(out, "-initrd", floorInitrd, "-serial", "file:"+console)
+	if strings.Contains(filepath.Base(podArgv[0]), "x86_64") {
+		// SeaBIOS (and qboot) write their log to the debug port 0x402:
+		// its first byte tells QEMU's own start from the firmware's run.
+		out = append(out, "-chardev", "file,id=fwlog,path="+firmwareLog(console),
+			"-device", "isa-debugcon,iobase=0x402,chardev=fwlog")
+	}
+	return out, nil
 }
+
+// firmwareLog is where the bare boot's firmware log goes, beside the console.
+func firmwareLog(console string) string { return console + ".firmware" }
 
 var (
 	floorRE = regexp.MustCompile(`COCO-FLOOR init_ns=(\d+)`)
@@ -92,12 +102,17 @@ type FloorResult struct {
 	ExitMs      float64 // exec → QEMU exited after init powered off
 	GuestInitMs float64 // guest clock: kernel start → init
 	PreClockMs  float64 // exec → guest clock zero: QEMU setup + the kernel before its clock
+	// FirmwareMs is exec → the firmware's first log byte (x86 only; 0
+	// when the firmware wrote none): QEMU's own start, the ELF loaded
+	// into guest memory included.
+	FirmwareMs float64
 }
 
 // BareBoot runs argv (from FloorArgs) once and waits for the guest to
 // power off, watching the console for init's marker meanwhile.
 func BareBoot(ctx context.Context, argv []string, console string) (FloorResult, error) {
 	os.Remove(console)
+	os.Remove(firmwareLog(console))
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -117,12 +132,17 @@ func BareBoot(ctx context.Context, argv []string, console string) (FloorResult, 
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	var seen time.Time
+	var seen, firmware time.Time
 	var err error
 	for poll := time.NewTicker(time.Millisecond); ; {
 		select {
 		case err = <-exited:
 		case <-poll.C:
+			if firmware.IsZero() {
+				if fi, statErr := os.Stat(firmwareLog(console)); statErr == nil && fi.Size() > 0 {
+					firmware = time.Now()
+				}
+			}
 			if seen.IsZero() {
 				if data, _ := os.ReadFile(console); floorRE.Match(data) {
 					seen = time.Now()
@@ -147,12 +167,16 @@ func BareBoot(ctx context.Context, argv []string, console string) (FloorResult, 
 	}
 	ns, _ := strconv.ParseFloat(string(m[1]), 64)
 	init := seen.Sub(start)
-	return FloorResult{
+	r := FloorResult{
 		InitMs:      ms(init),
 		ExitMs:      ms(exit),
 		GuestInitMs: ns / 1e6,
 		PreClockMs:  ms(init) - ns/1e6,
-	}, nil
+	}
+	if !firmware.IsZero() {
+		r.FirmwareMs = ms(firmware.Sub(start))
+	}
+	return r, nil
 }
 
 // floorRAM makes the bare boot's guest memory the way the shim makes the

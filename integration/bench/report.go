@@ -73,6 +73,8 @@ const (
 	StopPod        = "StopPodSandbox + RemovePodSandbox"
 	FloorInit      = "bare QEMU boot: exec → init running (the floor)"
 	FloorPreClock  = "  QEMU exec → guest clock starts [VMM setup + early kernel]"
+	FloorFirmware  = "    QEMU exec → firmware's first output [QEMU's start, kernel ELF loaded]"
+	FloorFwToClock = "    firmware's first output → guest clock starts [firmware + early kernel]"
 	FloorGuestInit = "  kernel start → init [guest clock]"
 	FloorExit      = "bare QEMU boot: exec → QEMU exited after power-off"
 )

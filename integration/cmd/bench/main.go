@@ -437,6 +437,10 @@ func run(o options) error {
 			}
 			s.Add(bench.FloorInit, fr.InitMs)
 			s.Add(bench.FloorPreClock, fr.PreClockMs)
+			if fr.FirmwareMs > 0 {
+				s.Add(bench.FloorFirmware, fr.FirmwareMs)
+				s.Add(bench.FloorFwToClock, fr.PreClockMs-fr.FirmwareMs)
+			}
 			s.Add(bench.FloorGuestInit, fr.GuestInitMs)
 			s.Add(bench.FloorExit, fr.ExitMs)
 			return fr, nil
