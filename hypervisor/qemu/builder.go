@@ -312,11 +312,12 @@ func (p *plan) kernelParams() string {
 	// 100 ms of guest time before init: QEMU's emulated CPU offers neither a
 	// TSC-deadline timer nor the CPUID leaf that gives the timer's rate, the
 	// two ways the kernel skips it. noapictimer drives the vCPUs' timers
-	// from the HPET instead (broadcast, as on CPUs whose APIC timer stops
-	// in deep idle). Under KVM the TSC-deadline timer makes the count free.
-	// make bench -variant, 7 paired runs: RunPodSandbox -207 ms, first
-	// output -256 ms (all 7 faster), StartContainer -38 ms.
-	if p.accel == "tcg" && p.machine.x86() {
+	// from q35's HPET instead (broadcast, as on CPUs whose APIC timer stops
+	// in deep idle); microvm has no HPET and keeps its APIC timer. Under
+	// KVM the TSC-deadline timer makes the count free. make bench -variant,
+	// 7 paired runs: RunPodSandbox -207 ms, first output -256 ms (all 7
+	// faster), StartContainer -38 ms.
+	if p.accel == "tcg" && p.machine.name == "q35" {
 		params = append(params, "noapictimer")
 	}
 	if p.machine.rootPorts && p.hotplugOnBridge() {
