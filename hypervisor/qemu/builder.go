@@ -308,18 +308,13 @@ func (p *plan) kernelParams() string {
 	if p.accel == "tcg" && p.cfg.VCPUs > 1 && !p.confidential() && p.machine.x86() {
 		params = append(params, "maxcpus=1", "noreplace-smp")
 	}
-	// Under TCG the kernel counts the local APIC timer against the PIT for
-	// 100 ms of guest time before init: QEMU's emulated CPU offers neither a
-	// TSC-deadline timer nor the CPUID leaf that gives the timer's rate, the
-	// two ways the kernel skips it. noapictimer drives the vCPUs' timers
-	// from q35's HPET instead (broadcast, as on CPUs whose APIC timer stops
-	// in deep idle); microvm has no HPET and keeps its APIC timer. Under
-	// KVM the TSC-deadline timer makes the count free. make bench -variant,
-	// 7 paired runs: RunPodSandbox -207 ms, first output -256 ms (all 7
-	// faster), StartContainer -38 ms.
-	if p.accel == "tcg" && p.machine.name == "q35" {
-		params = append(params, "noapictimer")
-	}
+	// Not noapictimer, though the kernel counts the APIC timer against the
+	// PIT for 100 ms of guest time (TCG offers neither the TSC-deadline
+	// timer nor the CPUID leaf that would skip it) and the A/B paid
+	// (RunPodSandbox -207 ms): without a working per-CPU timer the kernel
+	// keeps the periodic tick and low-resolution timers ("could not switch
+	// to one-shot mode: lapic is not functional"), so every sleep in a
+	// container rounds up to 4 ms and idle vCPUs wake 250 times a second.
 	if p.machine.rootPorts && p.hotplugOnBridge() {
 		// ACPI hotplug owns the bridge's slots; the kernel's SHPC driver
 		// would probe the bridge anyway and fail to register them ("error
