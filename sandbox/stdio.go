@@ -45,10 +45,10 @@ func dialStdio(ctx context.Context, s streamOpener, containerID, execID string, 
 }
 
 // wait blocks until every stream is open (or one failed, the others then
-// closed).
-func (p *pendingStdio) wait() (stdin, stdout, stderr string, abort func(), err error) {
+// closed). A failure after it closes them with cancel.
+func (p *pendingStdio) wait() (stdin, stdout, stderr string, err error) {
 	<-p.done
-	return p.stdin, p.stdout, p.stderr, p.abort, p.err
+	return p.stdin, p.stdout, p.stderr, p.err
 }
 
 // cancel closes the streams of a create that failed before its task

@@ -316,13 +316,13 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	// before: the host closing it reads as EOF to the guest, which would
 	// keep that stream until a Delete that a failed create never sends.
 	var st *pendingStdio
+	defer func() {
+		if retErr != nil && st != nil {
+			st.cancel()
+		}
+	}()
 	if pio.hasOutput() {
 		st = dialStdio(ctx, c, r.ID, "", pio)
-		defer func() {
-			if retErr != nil {
-				st.cancel()
-			}
-		}()
 	}
 	if ctr.Pause {
 		prep.SandboxContainer = true
@@ -397,13 +397,8 @@ func (s *vmSandbox) CreateTask(ctx context.Context, r *taskAPI.CreateTaskRequest
 	t = time.Now()
 	if st == nil {
 		st = dialStdio(ctx, c, r.ID, "", pio)
-		defer func() {
-			if retErr != nil {
-				st.cancel()
-			}
-		}()
 	}
-	stdin, stdout, stderr, _, err := st.wait()
+	stdin, stdout, stderr, err := st.wait()
 	if err != nil {
 		return nil, err
 	}
